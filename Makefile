@@ -1,0 +1,87 @@
+# sluice: a reverse proxy for Gunicorn pools. Plain Makefile; see README.md.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+SANITIZER ?=
+V ?= 0
+
+PKGS      := libevent libevent_pthreads libevent_openssl openssl inih
+WARN      := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+ALL_CFLAGS = $(WARN) -Iinclude $(PKG_CFLAGS) $(CFLAGS) $(if $(SANITIZER),-fsanitize=$(SANITIZER) -fno-omit-frame-pointer)
+ALL_LDFLAGS = $(LDFLAGS) $(if $(SANITIZER),-fsanitize=$(SANITIZER))
+LIBS       = $(PKG_LIBS) -lpthread -lm
+
+ifeq ($(V),0)
+Q = @
+E = @echo
+else
+Q =
+E = @:
+endif
+
+BUILD  ?= build
+SRCS   := $(wildcard src/*.c)
+LIBSRC := $(filter-out src/main.c,$(SRCS))
+OBJS   := $(patsubst src/%.c,$(BUILD)/%.o,$(SRCS))
+LIBOBJ := $(patsubst src/%.c,$(BUILD)/%.o,$(LIBSRC))
+UNIT_SRCS := $(wildcard test/unit/test_*.c)
+UNIT_BINS := $(patsubst test/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
+PYTEST  = /usr/bin/python3 -m pytest
+
+.PHONY: all deps test unit integration sanitize demo bench install clean fuzz
+
+all: $(BUILD)/sluice
+
+deps:
+	$(Q)sh test/deps.sh
+
+$(BUILD)/sluice: $(OBJS)
+	$(E) "  LD  $@"
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(OBJS) $(LIBS)
+
+$(BUILD)/%.o: src/%.c $(wildcard include/sluice/*.h) | $(BUILD)
+	$(E) "  CC  $<"
+	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD):
+	$(Q)mkdir -p $(BUILD)/unit
+
+$(BUILD)/unit/%: test/unit/%.c $(LIBOBJ) | $(BUILD)
+	$(E) "  CC  $@"
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIBOBJ) $(LIBS) -lcmocka
+
+unit: $(UNIT_BINS)
+	$(Q)set -e; for t in $(UNIT_BINS); do echo "== $$t"; ./$$t; done
+
+integration: $(BUILD)/sluice
+	$(Q)SLUICE_BIN=$(abspath $(BUILD)/sluice) $(PYTEST) -q -p no:cacheprovider test/integration
+
+# make test: install what is missing, build, run every test.
+test: deps
+	$(Q)$(MAKE) --no-print-directory all unit
+	$(Q)$(MAKE) --no-print-directory integration
+	$(Q)$(MAKE) --no-print-directory sanitize
+
+# ASan+UBSan build in its own directory, then the integration suite against it.
+sanitize:
+	$(Q)$(MAKE) --no-print-directory BUILD=build-san SANITIZER=address,undefined CFLAGS="-O1 -g" build-san/sluice
+	$(Q)ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		SLUICE_BIN=$(abspath build-san/sluice) SLUICE_SANITIZED=1 $(PYTEST) -q -p no:cacheprovider test/integration
+
+demo: deps all
+	$(Q)sh test/demo.sh
+
+bench: deps all
+	$(Q)sh test/bench/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/doc/sluice $(DESTDIR)/etc/sluice
+	install -m 0755 $(BUILD)/sluice $(DESTDIR)$(PREFIX)/sbin/sluice
+	install -m 0644 etc/sluice.ini $(DESTDIR)/etc/sluice/sluice.ini.example
+	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/sluice/
+
+clean:
+	rm -rf build build-san

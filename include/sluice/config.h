@@ -1,0 +1,66 @@
+/* config: loads an INI file (inih) into an immutable struct config, validating every key
+ * with `file:line: what is wrong` errors. It does not open sockets or start anything. */
+#ifndef SLUICE_CONFIG_H
+#define SLUICE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_MAX_LISTEN 16
+
+/* One [backend NAME] section. */
+struct backend_conf {
+    char *name;                  /* owned */
+    char *address;               /* owned: "host:port" */
+    int weight;                  /* [1] 1..1000 */
+    int workers;                 /* [0] = unknown; capacity used by admission later */
+    int max_fails;               /* [1] 0 disables passive health */
+    uint32_t fail_timeout_ms;    /* [10s] */
+    uint32_t connect_timeout_ms; /* [5s] */
+    uint32_t read_timeout_ms;    /* [60s] time to wait for response bytes */
+    int keepalive;               /* [32] idle upstream connections kept per thread */
+    uint32_t idle_timeout_ms;    /* [1s] an idle pooled connection is closed after this */
+    int line;                    /* where the section starts */
+};
+
+/* The [proxy] section. */
+struct proxy_conf {
+    char *listen[CONFIG_MAX_LISTEN]; /* owned */
+    size_t nlisten;
+    int threads;                     /* [auto] 0 = number of cores */
+    char *access_log;                /* owned, NULL = none; "-" or "stdout" = stdout */
+    char *error_log;                 /* owned, NULL = stderr */
+    char *pid_file;                  /* owned, NULL = none */
+    uint32_t client_header_timeout_ms; /* [10s] -> 408 */
+    uint32_t client_body_timeout_ms;   /* [60s] -> 408 */
+    uint32_t keepalive_timeout_ms;     /* [75s] idle client connection closed quietly */
+    uint32_t send_timeout_ms;          /* [60s] client not reading the response */
+    uint32_t shutdown_grace_ms;        /* [30s] SIGTERM drain limit */
+    size_t max_header_size;            /* [16k] -> 431 */
+    size_t max_line_size;              /* [8k] -> 414 */
+    int max_headers;                   /* [100] -> 431 */
+    uint64_t max_body_size;            /* [1g] -> 413; 0 = unlimited */
+    int retries;                       /* [1] connect-failure retries on another backend */
+    int log_level;                     /* [info] 0 error, 1 warn, 2 info, 3 debug */
+};
+
+struct config {
+    char *path;                   /* owned */
+    struct proxy_conf proxy;
+    struct backend_conf *backends; /* owned array */
+    size_t nbackends;
+};
+
+/* Load and validate `path`. On error returns NULL and writes "file:line: message" to err. */
+struct config *config_load(const char *path, char *err, size_t errlen);
+
+/* Free a config from config_load. */
+void config_free(struct config *cfg);
+
+/* Parse "250ms", "10s", "2m", "1h" or a bare number of seconds into ms. 0 ok, -1 bad. */
+int config_parse_duration(const char *s, uint32_t *ms);
+
+/* Parse "512", "16k", "64m", "1g" into bytes. 0 ok, -1 bad. */
+int config_parse_size(const char *s, uint64_t *bytes);
+
+#endif

@@ -1,0 +1,54 @@
+/* stats: counters declared once in STATS_COUNTERS (name, help); per-thread shards of relaxed
+ * atomics, summed on read. Latency histograms come with the measurement issue. */
+#ifndef SLUICE_STATS_H
+#define SLUICE_STATS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STATS_COUNTERS(X)                                                                  \
+    X(connections, "client connections accepted")                                         \
+    X(requests, "requests parsed from clients")                                           \
+    X(responses, "responses completed to clients")                                        \
+    X(err_400, "requests refused as malformed (400)")                                    \
+    X(err_408, "clients too slow to send a request head or body (408)")                  \
+    X(err_413, "request bodies over max_body_size (413)")                                 \
+    X(err_414, "request lines over max_line_size (414)")                                  \
+    X(err_431, "request heads over max_header_size or max_headers (431)")                \
+    X(err_501, "requests with an unsupported transfer coding or method (501)")           \
+    X(err_502, "backend connect failures or bad backend responses answered 502")         \
+    X(err_504, "backend read timeouts answered 504")                                      \
+    X(client_aborts, "clients that closed before their response was complete")           \
+    X(upstream_truncated, "responses cut short by the backend after headers were sent")  \
+    X(upstream_connects, "new backend connections opened")                               \
+    X(upstream_reuses, "requests sent on a pooled backend connection")                   \
+    X(retries, "requests retried on another backend or a fresh connection")             \
+    X(accept_errors, "accept() failures (e.g. out of file descriptors)")
+
+enum stat_id {
+#define STAT_ENUM(name, help) STAT_##name,
+    STATS_COUNTERS(STAT_ENUM)
+#undef STAT_ENUM
+    STAT_MAX
+};
+
+/* One thread's shard. */
+struct stats {
+    _Atomic uint64_t c[STAT_MAX];
+};
+
+/* Add n to a counter of this thread's shard. */
+static inline void stats_add(struct stats *s, enum stat_id id, uint64_t n)
+{
+    atomic_fetch_add_explicit(&s->c[id], n, memory_order_relaxed);
+}
+
+/* The counter's name and help text. */
+const char *stats_name(enum stat_id id);
+const char *stats_help(enum stat_id id);
+
+/* Sum counter id over n shards. */
+uint64_t stats_sum(const struct stats *shards, int n, size_t stride, enum stat_id id);
+
+#endif

@@ -1,0 +1,62 @@
+/* upstream: the backends, least-connections pick across all threads, and passive health.
+ * Connection pools live per thread in session.c's owner (struct worker); this module holds
+ * only state shared by all threads, updated with atomics and one small lock per backend. */
+#ifndef SLUICE_UPSTREAM_H
+#define SLUICE_UPSTREAM_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <pthread.h>
+#include <sys/socket.h>
+
+struct backend_conf;
+
+/* A backend server. Created from its config by up_create(); owned by struct upstream. */
+struct backend {
+    const struct backend_conf *conf;   /* borrowed from the config that outlives it */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    int index;                         /* position in upstream.b */
+    atomic_int inflight;               /* requests being served now, all threads */
+    atomic_uint_fast64_t requests;     /* requests sent */
+    atomic_uint_fast64_t failures;     /* connect/read failures */
+    atomic_uint_fast64_t down_until;   /* ms (monotonic); 0 or past = up */
+    pthread_mutex_t lock;              /* guards fails and fail_start */
+    int fails;                         /* failures in the current window */
+    uint64_t fail_start;               /* ms when the current window began */
+};
+
+struct upstream {
+    struct backend *b;  /* owned array */
+    int n;
+    atomic_uint rr;     /* rotation start for ties */
+};
+
+/* Resolve every backend's address and build the table. 0 ok; -1 with err filled. */
+int up_init(struct upstream *u, const struct backend_conf *confs, int n, char *err, size_t errlen);
+
+/* Free the table. */
+void up_free(struct upstream *u);
+
+/* Least connections: the up backend with the lowest inflight/weight (compared by
+ * cross-multiplying), ties in rotation; `avoid` (may be NULL) is skipped unless it is the
+ * only one up. If every backend is down, the one whose down period ends first is tried.
+ * Returns NULL only when there are no backends. Increments the winner's inflight. */
+struct backend *up_pick(struct upstream *u, const struct backend *avoid, uint64_t now_ms);
+
+/* The request on b finished (whatever its outcome): decrement inflight. */
+void up_release(struct backend *b);
+
+/* A connect failure or timeout on b: counts toward max_fails within fail_timeout. */
+void up_fail(struct backend *b, uint64_t now_ms);
+
+/* A successful response from b: resets the failure window. */
+void up_ok(struct backend *b);
+
+/* 1 if b may be picked now. */
+int up_is_up(const struct backend *b, uint64_t now_ms);
+
+/* Monotonic milliseconds. */
+uint64_t up_now_ms(void);
+
+#endif

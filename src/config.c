@@ -1,0 +1,404 @@
+/* config: INI (inih) into an immutable struct config. Every key is declared once in the
+ * tables below with its type, default and bounds; errors name file:line, key and value.
+ * It does not resolve addresses (upstream.c does) nor open sockets. */
+#include <sluice/config.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum key_type { K_STR, K_INT, K_DURATION, K_SIZE, K_THREADS, K_LEVEL, K_LISTEN };
+
+struct key_def {
+    const char *name;
+    enum key_type type;
+    size_t off;        /* offset in the section's struct */
+    const char *dflt;  /* default as it would be written in the file; NULL = none */
+    long long min, max;
+};
+
+#define P(f) offsetof(struct proxy_conf, f)
+#define B(f) offsetof(struct backend_conf, f)
+
+static const struct key_def proxy_keys[] = {
+    {"listen", K_LISTEN, P(listen), NULL, 0, 0},
+    {"threads", K_THREADS, P(threads), "auto", 1, 256},
+    {"access_log", K_STR, P(access_log), NULL, 0, 0},
+    {"error_log", K_STR, P(error_log), NULL, 0, 0},
+    {"pid_file", K_STR, P(pid_file), NULL, 0, 0},
+    {"client_header_timeout", K_DURATION, P(client_header_timeout_ms), "10s", 1, 3600000},
+    {"client_body_timeout", K_DURATION, P(client_body_timeout_ms), "60s", 1, 3600000},
+    {"keepalive_timeout", K_DURATION, P(keepalive_timeout_ms), "75s", 0, 3600000},
+    {"send_timeout", K_DURATION, P(send_timeout_ms), "60s", 1, 3600000},
+    {"shutdown_grace", K_DURATION, P(shutdown_grace_ms), "30s", 0, 3600000},
+    {"max_header_size", K_SIZE, P(max_header_size), "16k", 1024, 1 << 20},
+    {"max_line_size", K_SIZE, P(max_line_size), "8k", 256, 1 << 20},
+    {"max_headers", K_INT, P(max_headers), "100", 1, 1000},
+    {"max_body_size", K_SIZE, P(max_body_size), "1g", 0, 1LL << 50},
+    {"retries", K_INT, P(retries), "1", 0, 5},
+    {"log_level", K_LEVEL, P(log_level), "info", 0, 3},
+};
+
+static const struct key_def backend_keys[] = {
+    {"address", K_STR, B(address), NULL, 0, 0},
+    {"weight", K_INT, B(weight), "1", 1, 1000},
+    {"workers", K_INT, B(workers), "0", 0, 100000},
+    {"max_fails", K_INT, B(max_fails), "1", 0, 1000},
+    {"fail_timeout", K_DURATION, B(fail_timeout_ms), "10s", 0, 3600000},
+    {"connect_timeout", K_DURATION, B(connect_timeout_ms), "5s", 1, 600000},
+    {"read_timeout", K_DURATION, B(read_timeout_ms), "60s", 1, 3600000},
+    {"keepalive", K_INT, B(keepalive), "32", 0, 10000},
+    {"idle_timeout", K_DURATION, B(idle_timeout_ms), "1s", 1, 3600000},
+};
+
+#define NKEYS(t) (sizeof(t) / sizeof((t)[0]))
+
+/* Parsing state passed to inih. */
+struct parse {
+    struct config *cfg;
+    const char *file;
+    int line;            /* current line, counted by our reader */
+    int long_line;       /* line number of a line over inih's limit, 0 if none */
+    char *err;
+    size_t errlen;
+    int failed;
+    char last_section[128];
+    struct backend_conf *cur; /* the backend section being read */
+    FILE *fp;
+};
+
+int config_parse_duration(const char *s, uint32_t *ms)
+{
+    char *end;
+    errno = 0;
+    if (!isdigit((unsigned char)*s))
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    unsigned long long mult;
+    if (errno)
+        return -1;
+    if (*end == '\0' || strcmp(end, "s") == 0)
+        mult = 1000;
+    else if (strcmp(end, "ms") == 0)
+        mult = 1;
+    else if (strcmp(end, "m") == 0)
+        mult = 60000;
+    else if (strcmp(end, "h") == 0)
+        mult = 3600000;
+    else
+        return -1;
+    if (v > UINT32_MAX / mult)
+        return -1;
+    *ms = (uint32_t)(v * mult);
+    return 0;
+}
+
+int config_parse_size(const char *s, uint64_t *bytes)
+{
+    char *end;
+    errno = 0;
+    if (!isdigit((unsigned char)*s))
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    unsigned shift = 0;
+    if (errno)
+        return -1;
+    switch (tolower((unsigned char)*end)) {
+    case '\0': break;
+    case 'k': shift = 10; break;
+    case 'm': shift = 20; break;
+    case 'g': shift = 30; break;
+    default: return -1;
+    }
+    if (*end && end[1] != '\0' && !(tolower((unsigned char)end[1]) == 'b' && end[2] == '\0'))
+        return -1;
+    if (shift && v > (UINT64_MAX >> shift))
+        return -1;
+    *bytes = (uint64_t)v << shift;
+    return 0;
+}
+
+static int fail(struct parse *p, int line, const char *fmt, const char *a, const char *b)
+{
+    if (!p->failed) {
+        int n = snprintf(p->err, p->errlen, "%s:%d: ", p->file, line);
+        if (n < 0 || (size_t)n >= p->errlen)
+            n = 0;
+        snprintf(p->err + n, p->errlen - (size_t)n, fmt, a, b);
+        p->failed = 1;
+    }
+    return 0;
+}
+
+static int parse_int_range(const char *v, long long min, long long max, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end || x < min || x > max)
+        return -1;
+    *out = x;
+    return 0;
+}
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+/* Store one value into the struct at base according to def; -1 with *why on error. */
+static int store(const struct key_def *d, char *base, const char *v, const char **why)
+{
+    long long n;
+    uint32_t ms;
+    uint64_t sz;
+    switch (d->type) {
+    case K_STR: {
+        char **slot = (char **)(base + d->off);
+        free(*slot);
+        *slot = *v ? strdup(v) : NULL;
+        return 0;
+    }
+    case K_INT:
+        *why = "expected a whole number in range";
+        if (parse_int_range(v, d->min, d->max, &n) < 0)
+            return -1;
+        *(int *)(base + d->off) = (int)n;
+        return 0;
+    case K_THREADS:
+        if (strcmp(v, "auto") == 0) {
+            *(int *)(base + d->off) = 0;
+            return 0;
+        }
+        *why = "expected 'auto' or 1..256";
+        if (parse_int_range(v, d->min, d->max, &n) < 0)
+            return -1;
+        *(int *)(base + d->off) = (int)n;
+        return 0;
+    case K_DURATION:
+        *why = "expected a duration such as 250ms, 10s, 2m";
+        if (config_parse_duration(v, &ms) < 0 || ms < (uint64_t)d->min || ms > (uint64_t)d->max)
+            return -1;
+        *(uint32_t *)(base + d->off) = ms;
+        return 0;
+    case K_SIZE:
+        *why = "expected a size such as 512, 16k, 64m, 1g (within the key's bounds)";
+        if (config_parse_size(v, &sz) < 0 || sz < (uint64_t)d->min || sz > (uint64_t)d->max)
+            return -1;
+        if (d->off == P(max_body_size))
+            *(uint64_t *)(base + d->off) = sz;
+        else
+            *(size_t *)(base + d->off) = (size_t)sz;
+        return 0;
+    case K_LEVEL:
+        for (int i = 0; i < 4; i++)
+            if (strcmp(v, level_names[i]) == 0) {
+                *(int *)(base + d->off) = i;
+                return 0;
+            }
+        *why = "expected error, warn, info or debug";
+        return -1;
+    case K_LISTEN: {
+        struct proxy_conf *pc = (struct proxy_conf *)base;
+        *why = "too many listen lines";
+        if (pc->nlisten >= CONFIG_MAX_LISTEN)
+            return -1;
+        *why = "expected host:port or port";
+        if (!*v)
+            return -1;
+        pc->listen[pc->nlisten++] = strdup(v);
+        return 0;
+    }
+    }
+    return -1;
+}
+
+static int apply(struct parse *p, const struct key_def *defs, size_t n, char *base,
+                 const char *section, const char *name, const char *value, int line)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(defs[i].name, name) != 0)
+            continue;
+        const char *why = "bad value";
+        if (store(&defs[i], base, value, &why) < 0) {
+            char key[256];
+            snprintf(key, sizeof key, "[%s] %s = %s", section, name, value);
+            return fail(p, line, "%s: %s", key, why);
+        }
+        return 1;
+    }
+    char key[256];
+    snprintf(key, sizeof key, "[%s]", section);
+    return fail(p, line, "%s: unknown key '%s'", key, name);
+}
+
+static void set_defaults(const struct key_def *defs, size_t n, char *base)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *why;
+        if (defs[i].dflt)
+            store(&defs[i], base, defs[i].dflt, &why);
+    }
+}
+
+static struct backend_conf *backend_section(struct parse *p, const char *name, int line)
+{
+    struct config *c = p->cfg;
+    for (size_t i = 0; i < c->nbackends; i++)
+        if (strcmp(c->backends[i].name, name) == 0)
+            return &c->backends[i];
+    struct backend_conf *nb = realloc(c->backends, (c->nbackends + 1) * sizeof *nb);
+    if (!nb)
+        return NULL;
+    c->backends = nb;
+    struct backend_conf *b = &nb[c->nbackends++];
+    memset(b, 0, sizeof *b);
+    b->name = strdup(name);
+    b->line = line;
+    set_defaults(backend_keys, NKEYS(backend_keys), (char *)b);
+    return b;
+}
+
+static int valid_name(const char *s)
+{
+    if (!*s || strlen(s) > 63)
+        return 0;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_' && *s != '.')
+            return 0;
+    return 1;
+}
+
+static int on_key(void *user, const char *section, const char *name, const char *value)
+{
+    struct parse *p = user;
+    int line = p->line;
+    int new_section = strcmp(section, p->last_section) != 0;
+    snprintf(p->last_section, sizeof p->last_section, "%s", section);
+    if (strcmp(section, "proxy") == 0)
+        return apply(p, proxy_keys, NKEYS(proxy_keys), (char *)&p->cfg->proxy, section, name,
+                     value, line);
+    if (strncmp(section, "backend ", 8) == 0) {
+        const char *bname = section + 8;
+        if (!valid_name(bname))
+            return fail(p, line, "[%s]: backend name must be 1-63 of A-Z a-z 0-9 - _ .%s",
+                        section, "");
+        if (new_section) {
+            for (size_t i = 0; i < p->cfg->nbackends; i++)
+                if (strcmp(p->cfg->backends[i].name, bname) == 0)
+                    return fail(p, line, "[%s]: duplicate backend section%s", section, "");
+            p->cur = backend_section(p, bname, line);
+        }
+        if (!p->cur)
+            return fail(p, line, "[%s]: out of memory%s", section, "");
+        return apply(p, backend_keys, NKEYS(backend_keys), (char *)p->cur, section, name, value,
+                     line);
+    }
+    return fail(p, line, "unknown section [%s] (expected [proxy] or [backend NAME])%s", section,
+                "");
+}
+
+/* inih reader: like fgets, but counts lines and flags lines longer than inih's buffer. */
+static char *read_line(char *str, int num, void *stream)
+{
+    struct parse *p = stream;
+    if (!fgets(str, num, p->fp))
+        return NULL;
+    p->line++;
+    size_t n = strlen(str);
+    if (n == (size_t)num - 1 && str[n - 1] != '\n') {
+        int ch;
+        while ((ch = fgetc(p->fp)) != EOF && ch != '\n')
+            ;
+        if (!p->long_line)
+            p->long_line = p->line;
+    }
+    return str;
+}
+
+static int split_hostport(const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s || !colon[1])
+        return -1;
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    return (*end || port < 1 || port > 65535) ? -1 : 0;
+}
+
+static int validate(struct parse *p)
+{
+    struct config *c = p->cfg;
+    if (c->proxy.nlisten == 0)
+        return fail(p, p->line, "[proxy] listen: at least one listen address is required%s%s",
+                    "", "");
+    for (size_t i = 0; i < c->proxy.nlisten; i++) {
+        const char *l = c->proxy.listen[i];
+        char *end;
+        long port = strtol(l, &end, 10);
+        if (!(*end == '\0' && port > 0 && port < 65536) && split_hostport(l) < 0)
+            return fail(p, p->line, "[proxy] listen = %s: expected host:port or port%s", l, "");
+    }
+    if (c->nbackends == 0)
+        return fail(p, p->line, "no [backend NAME] section: at least one backend is required%s%s",
+                    "", "");
+    for (size_t i = 0; i < c->nbackends; i++) {
+        struct backend_conf *b = &c->backends[i];
+        if (!b->address)
+            return fail(p, b->line, "[backend %s]: address is required%s", b->name, "");
+        if (split_hostport(b->address) < 0)
+            return fail(p, b->line, "[backend %s] address = %s: expected host:port", b->name,
+                        b->address);
+    }
+    return 1;
+}
+
+struct config *config_load(const char *path, char *err, size_t errlen)
+{
+    struct config *cfg = calloc(1, sizeof *cfg);
+    struct parse p = {.cfg = cfg, .file = path, .err = err, .errlen = errlen};
+    if (!cfg) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return NULL;
+    }
+    cfg->path = strdup(path);
+    set_defaults(proxy_keys, NKEYS(proxy_keys), (char *)&cfg->proxy);
+    p.fp = fopen(path, "r");
+    if (!p.fp) {
+        snprintf(err, errlen, "%s:0: cannot open: %s", path, strerror(errno));
+        config_free(cfg);
+        return NULL;
+    }
+    int rc = ini_parse_stream(read_line, &p, on_key, &p);
+    fclose(p.fp);
+    if (!p.failed && p.long_line)
+        fail(&p, p.long_line, "line too long (the limit is 200 characters)%s%s", "", "");
+    if (!p.failed && rc > 0)
+        fail(&p, rc, "syntax error: expected [section], key = value or a ; comment%s%s", "", "");
+    if (!p.failed)
+        validate(&p);
+    if (p.failed) {
+        config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+void config_free(struct config *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < cfg->proxy.nlisten; i++)
+        free(cfg->proxy.listen[i]);
+    free(cfg->proxy.access_log);
+    free(cfg->proxy.error_log);
+    free(cfg->proxy.pid_file);
+    for (size_t i = 0; i < cfg->nbackends; i++) {
+        free(cfg->backends[i].name);
+        free(cfg->backends[i].address);
+    }
+    free(cfg->backends);
+    free(cfg->path);
+    free(cfg);
+}

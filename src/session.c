@@ -1,0 +1,1125 @@
+/* session: the client connection's state machine. It reads and checks a request head,
+ * picks a backend, streams the body both ways and keeps the connection alive; it does not
+ * parse bytes itself (http1.c) nor choose backends (upstream.c).
+ *
+ * States (struct session.state):
+ *
+ *   READ_HEAD --head ok--> CONNECTING --connected--> FORWARD --response done--> READ_HEAD
+ *       |                      |  \--connect failed: retry other backend (CONNECTING) or 502
+ *       |                      |                              \--101 Switching--> TUNNEL
+ *       \--malformed/timeout-> CLOSING (error answer flushed) --> LINGER --> freed
+ *
+ * Backpressure, the one rule: when the peer's output buffer holds more than HIGH_WM bytes,
+ * stop reading this side; the peer's write callback (fired when its output drains below
+ * LOW_WM) starts reading again. No body is ever held whole in memory.
+ */
+#include <sluice/session.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include <sluice/http1.h>
+#include <sluice/log.h>
+#include <sluice/stats.h>
+#include <sluice/upstream.h>
+#include <sluice/worker.h>
+
+#define HIGH_WM (256 * 1024)
+#define LOW_WM (64 * 1024)
+#define LINGER_MS 2000
+#define MAX_LOG_TARGET 1024
+
+enum sess_state { S_READ_HEAD, S_CONNECTING, S_FORWARD, S_TUNNEL, S_CLOSING, S_LINGER };
+
+/* A message body being moved from one buffer to another, re-framed if needed. */
+struct body {
+    enum http1_body kind; /* framing on the source side */
+    uint64_t remaining;   /* LENGTH: bytes left */
+    struct http1_chunked ch;
+    int out_chunked;      /* write chunked framing on the destination side */
+    int done;
+    uint64_t total;       /* payload bytes moved */
+};
+
+struct session {
+    struct worker *w;             /* borrowed */
+    struct session *prev, *next;  /* worker's list */
+    struct bufferevent *cli;      /* owned */
+    struct upconn *up;            /* owned while a request is forwarded */
+    struct event *timer;          /* owned: header deadline, keep-alive idle, linger */
+    struct evbuffer *reqhead;     /* owned: the head sent upstream, kept for a retry */
+    enum sess_state state;
+    char peer[64];
+    int nreq;                     /* requests served on this connection */
+    /* the current request */
+    enum http1_method meth;
+    char method[16];
+    char target[MAX_LOG_TARGET + 1];
+    char rid[129];
+    int minor;
+    int keep_alive;               /* client connection may persist after this response */
+    int upgrade;
+    int expect;                   /* 100-continue still to be sent when the body is wanted */
+    int attempts;
+    int cli_eof;                  /* client half-closed after sending its request */
+    int resp_started;             /* response head sent to the client */
+    int up_keep;                  /* the backend allows reuse of its connection */
+    int status;
+    struct backend *backend;      /* the one picked (inflight held) */
+    struct backend *last_failed;
+    struct body req, resp;
+    uint64_t bytes_in, bytes_out;
+    uint64_t t_start, t_up_start, t_up_end;
+};
+
+static void cli_read_cb(struct bufferevent *bev, void *arg);
+static void cli_write_cb(struct bufferevent *bev, void *arg);
+static void cli_event_cb(struct bufferevent *bev, short what, void *arg);
+static void up_read_cb(struct bufferevent *bev, void *arg);
+static void up_write_cb(struct bufferevent *bev, void *arg);
+static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+static void connect_upstream(struct session *s);
+static void start_request(struct session *s);
+
+static const struct config *cfg_of(const struct session *s)
+{
+    return s->w->px->cfg;
+}
+
+static void ms_tv(struct timeval *tv, uint32_t ms)
+{
+    tv->tv_sec = ms / 1000;
+    tv->tv_usec = (ms % 1000) * 1000;
+}
+
+static void timer_ms(struct session *s, uint32_t ms)
+{
+    struct timeval tv;
+    ms_tv(&tv, ms);
+    evtimer_add(s->timer, &tv);
+}
+
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 431: return "Request Header Fields Too Large";
+    case 499: return "Client Closed Request";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+/* ---- lifetime ---- */
+
+static void session_free(struct session *s)
+{
+    if (s->up) {
+        upconn_free(s->up);
+        s->up = NULL;
+    }
+    if (s->backend) {
+        up_release(s->backend);
+        s->backend = NULL;
+    }
+    if (s->timer)
+        event_free(s->timer);
+    if (s->reqhead)
+        evbuffer_free(s->reqhead);
+    if (s->cli)
+        bufferevent_free(s->cli);
+    struct worker *w = s->w;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        w->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    w->nsessions--;
+    free(s);
+    worker_session_gone(w);
+}
+
+void session_kill(struct session *s)
+{
+    session_free(s);
+}
+
+struct session *session_next(struct session *s)
+{
+    return s->next;
+}
+
+void upconn_free(struct upconn *u)
+{
+    if (u->bev)
+        bufferevent_free(u->bev);
+    free(u);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg);
+
+void session_accept(struct worker *w, int fd, const struct sockaddr *peer, int peerlen)
+{
+    struct session *s = calloc(1, sizeof *s);
+    if (!s) {
+        close(fd);
+        return;
+    }
+    s->w = w;
+    s->next = w->sessions;
+    if (w->sessions)
+        w->sessions->prev = s;
+    w->sessions = s;
+    w->nsessions++;
+    stats_add(&w->stats, STAT_connections, 1);
+    if (peer->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, s->peer, sizeof s->peer);
+    else if (peer->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, s->peer,
+                  sizeof s->peer);
+    else
+        snprintf(s->peer, sizeof s->peer, "unix");
+    (void)peerlen;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    s->cli = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    s->timer = evtimer_new(w->base, timer_cb, s);
+    s->reqhead = evbuffer_new();
+    if (!s->cli || !s->timer || !s->reqhead) {
+        if (!s->cli)
+            close(fd);
+        session_free(s);
+        return;
+    }
+    bufferevent_setcb(s->cli, cli_read_cb, cli_write_cb, cli_event_cb, s);
+    bufferevent_setwatermark(s->cli, EV_WRITE, LOW_WM, 0);
+    s->state = S_READ_HEAD;
+    bufferevent_enable(s->cli, EV_READ | EV_WRITE);
+    timer_ms(s, cfg_of(s)->proxy.client_header_timeout_ms);
+}
+
+/* ---- access log ---- */
+
+static void access_log(struct session *s)
+{
+    if (!log_access_enabled())
+        return;
+    char line[2048], ts[40];
+    uint64_t now = up_now_ms();
+    log_time(ts, sizeof ts);
+    double total = (double)(now - s->t_start);
+    double upt = s->t_up_start ? (double)((s->t_up_end ? s->t_up_end : now) - s->t_up_start) : -1;
+    char upbuf[32];
+    if (upt >= 0)
+        snprintf(upbuf, sizeof upbuf, "%.0f", upt);
+    else
+        snprintf(upbuf, sizeof upbuf, "-");
+    int n = snprintf(line, sizeof line, "%s %s - %s %s %d %" PRIu64 " %" PRIu64 " %s %.0f %s %s\n",
+                     ts, s->peer, s->method[0] ? s->method : "-", s->target[0] ? s->target : "-",
+                     s->status, s->bytes_in, s->bytes_out,
+                     s->backend ? s->backend->conf->name : "-", total, upbuf,
+                     s->rid[0] ? s->rid : "-");
+    if (n > 0)
+        log_access(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
+/* ---- closing and errors ---- */
+
+/* Stop forwarding: drop the upstream connection and give back the backend slot. */
+static void drop_upstream(struct session *s)
+{
+    if (s->up) {
+        upconn_free(s->up);
+        s->up = NULL;
+    }
+}
+
+static void release_backend(struct session *s)
+{
+    if (s->backend) {
+        up_release(s->backend);
+        s->backend = NULL;
+    }
+}
+
+/* After the last byte is flushed: half-close and read until EOF or LINGER_MS, so that a
+ * client still sending does not get a reset that destroys our answer. */
+static void start_linger(struct session *s)
+{
+    s->state = S_LINGER;
+    shutdown(bufferevent_getfd(s->cli), SHUT_WR);
+    bufferevent_disable(s->cli, EV_WRITE);
+    bufferevent_set_timeouts(s->cli, NULL, NULL);
+    bufferevent_enable(s->cli, EV_READ);
+    timer_ms(s, LINGER_MS);
+}
+
+/* Close after what is queued for the client has been written. */
+static void close_after_flush(struct session *s)
+{
+    s->state = S_CLOSING;
+    bufferevent_disable(s->cli, EV_READ);
+    evtimer_del(s->timer);
+    if (evbuffer_get_length(bufferevent_get_output(s->cli)) == 0)
+        start_linger(s);
+    else
+        timer_ms(s, cfg_of(s)->proxy.send_timeout_ms);
+}
+
+static enum stat_id error_stat(int status)
+{
+    switch (status) {
+    case 400: return STAT_err_400;
+    case 408: return STAT_err_408;
+    case 413: return STAT_err_413;
+    case 414: return STAT_err_414;
+    case 431: return STAT_err_431;
+    case 501: return STAT_err_501;
+    case 504: return STAT_err_504;
+    default: return STAT_err_502;
+    }
+}
+
+/* Answer an error the proxy produced, log it, and close the connection. */
+static void send_error(struct session *s, int status, const char *code, const char *msg)
+{
+    struct worker *w = s->w;
+    drop_upstream(s);
+    s->status = status;
+    stats_add(&w->stats, error_stat(status), 1);
+    log_info("session", "error status=%d code=%s client=%s method=%s target=%s backend=%s rid=%s",
+             status, code, s->peer, s->method[0] ? s->method : "-",
+             s->target[0] ? s->target : "-", s->backend ? s->backend->conf->name : "-",
+             s->rid[0] ? s->rid : "-");
+    if (!s->resp_started) {
+        char body[256];
+        int blen = snprintf(body, sizeof body, "sluice: %s\n", msg);
+        struct evbuffer *out = bufferevent_get_output(s->cli);
+        evbuffer_add_printf(out,
+                            "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                            "Connection: close\r\nX-Sluice-Error: %s\r\n",
+                            status, reason_phrase(status), blen, code);
+        if (s->rid[0])
+            evbuffer_add_printf(out, "X-Request-ID: %s\r\n", s->rid);
+        evbuffer_add_printf(out, "\r\n");
+        if (s->meth != HTTP1_M_HEAD)
+            evbuffer_add(out, body, (size_t)blen);
+        s->bytes_out += evbuffer_get_length(out);
+        s->resp_started = 1;
+    }
+    access_log(s);
+    release_backend(s);
+    close_after_flush(s);
+}
+
+/* The response had started when things went wrong: all we can do is close. */
+static void abort_session(struct session *s, enum stat_id why)
+{
+    stats_add(&s->w->stats, why, 1);
+    log_info("session", "aborted reason=%s client=%s target=%s backend=%s rid=%s",
+             stats_name(why), s->peer, s->target, s->backend ? s->backend->conf->name : "-",
+             s->rid);
+    if (s->status == 0)
+        s->status = 499;
+    access_log(s);
+    session_free(s);
+}
+
+/* ---- body pump ---- */
+
+static void body_init(struct body *b, enum http1_body kind, uint64_t len, int out_chunked)
+{
+    memset(b, 0, sizeof *b);
+    b->kind = kind;
+    b->remaining = len;
+    b->out_chunked = out_chunked;
+    http1_chunked_init(&b->ch, 0);
+    b->done = kind == HTTP1_BODY_NONE || (kind == HTTP1_BODY_LENGTH && len == 0);
+}
+
+static void move_data(struct body *b, struct evbuffer *src, struct evbuffer *dst, size_t n)
+{
+    if (n == 0)
+        return;
+    if (b->out_chunked)
+        evbuffer_add_printf(dst, "%zx\r\n", n);
+    evbuffer_remove_buffer(src, dst, n);
+    if (b->out_chunked)
+        evbuffer_add(dst, "\r\n", 2);
+    b->total += n;
+}
+
+static void body_finish(struct body *b, struct evbuffer *dst)
+{
+    b->done = 1;
+    if (b->out_chunked)
+        evbuffer_add(dst, "0\r\n\r\n", 5);
+}
+
+/* Move what src holds of the body to dst. eof: the source closed. 0 ok, -1 malformed or
+ * truncated. */
+static int body_pump(struct body *b, struct evbuffer *src, struct evbuffer *dst, int eof)
+{
+    while (!b->done) {
+        size_t avail = evbuffer_get_length(src);
+        if (b->kind == HTTP1_BODY_LENGTH) {
+            size_t n = avail < b->remaining ? avail : (size_t)b->remaining;
+            move_data(b, src, dst, n);
+            b->remaining -= n;
+            if (b->remaining == 0)
+                body_finish(b, dst);
+            else if (eof)
+                return -1;
+            return 0;
+        }
+        if (b->kind == HTTP1_BODY_CLOSE) {
+            move_data(b, src, dst, avail);
+            if (eof)
+                body_finish(b, dst);
+            return 0;
+        }
+        /* chunked */
+        if (b->ch.state == HTTP1_CH_DATA) {
+            size_t n = avail < b->ch.remaining ? avail : (size_t)b->ch.remaining;
+            if (n == 0)
+                return eof ? -1 : 0;
+            move_data(b, src, dst, n);
+            http1_chunked_data(&b->ch, n);
+            continue;
+        }
+        if (avail == 0)
+            return eof ? -1 : 0;
+        size_t take = avail < 8200 ? avail : 8200;
+        const char *p = (const char *)evbuffer_pullup(src, (ssize_t)take);
+        size_t used = http1_chunked_parse(&b->ch, p, take);
+        evbuffer_drain(src, used);
+        if (b->ch.state == HTTP1_CH_ERROR)
+            return -1;
+        if (b->ch.state == HTTP1_CH_DONE)
+            body_finish(b, dst);
+        else if (used == 0 && b->ch.state != HTTP1_CH_DATA)
+            return eof ? -1 : 0;
+    }
+    return 0;
+}
+
+/* ---- request head ---- */
+
+static void copy_field(char *dst, size_t cap, const char *src, size_t n)
+{
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+static int valid_request_id(const struct http1_header *h)
+{
+    if (h->value_len == 0 || h->value_len > 128)
+        return 0;
+    for (size_t i = 0; i < h->value_len; i++) {
+        unsigned char c = (unsigned char)h->value[i];
+        if (c <= 0x20 || c >= 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+/* Serialize the request head we send upstream into s->reqhead. */
+static void build_upstream_head(struct session *s, const struct http1_msg *m)
+{
+    struct evbuffer *o = s->reqhead;
+    const struct http1_header *xff = NULL, *host = m->host >= 0 ? &m->headers[m->host] : NULL;
+    evbuffer_drain(o, evbuffer_get_length(o));
+    evbuffer_add(o, m->method, m->method_len);
+    evbuffer_add(o, " ", 1);
+    evbuffer_add(o, m->target, m->target_len);
+    evbuffer_add(o, " HTTP/1.1\r\n", 11);
+    for (size_t i = 0; i < m->num_headers; i++) {
+        const struct http1_header *h = &m->headers[i];
+        if (h->hop || h->id == HTTP1_H_X_FORWARDED_PROTO || h->id == HTTP1_H_X_FORWARDED_HOST ||
+            h->id == HTTP1_H_X_REQUEST_ID)
+            continue;
+        if (h->id == HTTP1_H_X_FORWARDED_FOR) {
+            xff = h; /* appended below, all values joined in order */
+            continue;
+        }
+        evbuffer_add(o, h->name, h->name_len);
+        evbuffer_add(o, ": ", 2);
+        evbuffer_add(o, h->value, h->value_len);
+        evbuffer_add(o, "\r\n", 2);
+    }
+    evbuffer_add(o, "X-Forwarded-For: ", 17);
+    if (xff) {
+        for (size_t i = 0; i < m->num_headers; i++)
+            if (m->headers[i].id == HTTP1_H_X_FORWARDED_FOR && m->headers[i].value_len) {
+                evbuffer_add(o, m->headers[i].value, m->headers[i].value_len);
+                evbuffer_add(o, ", ", 2);
+            }
+    }
+    evbuffer_add_printf(o, "%s\r\nX-Forwarded-Proto: http\r\n", s->peer);
+    if (host && host->value_len) {
+        evbuffer_add(o, "X-Forwarded-Host: ", 18);
+        evbuffer_add(o, host->value, host->value_len);
+        evbuffer_add(o, "\r\n", 2);
+    }
+    evbuffer_add_printf(o, "X-Request-ID: %s\r\n", s->rid);
+    if (m->body == HTTP1_BODY_LENGTH)
+        evbuffer_add_printf(o, "Content-Length: %" PRIu64 "\r\n", m->content_length);
+    else if (m->body == HTTP1_BODY_CHUNKED)
+        evbuffer_add(o, "Transfer-Encoding: chunked\r\n", 28);
+    if (m->upgrade) {
+        const struct http1_header *u = http1_find(m, HTTP1_H_UPGRADE);
+        evbuffer_add(o, "Connection: upgrade\r\nUpgrade: ", 30);
+        evbuffer_add(o, u->value, u->value_len);
+        evbuffer_add(o, "\r\n", 2);
+    }
+    evbuffer_add(o, "\r\n", 2);
+}
+
+/* Remember what the access log and a retry need; the parsed head dies with the drain. */
+static void note_request(struct session *s, const struct http1_msg *m)
+{
+    const struct http1_header *rid = http1_find(m, HTTP1_H_X_REQUEST_ID);
+    copy_field(s->method, sizeof s->method, m->method, m->method_len);
+    copy_field(s->target, sizeof s->target, m->target, m->target_len);
+    if (rid && valid_request_id(rid))
+        copy_field(s->rid, sizeof s->rid, rid->value, rid->value_len);
+    else
+        worker_request_id(s->w, s->rid);
+    s->meth = m->meth;
+    s->minor = m->minor;
+    s->keep_alive = m->keep_alive && !s->w->draining;
+    s->upgrade = m->upgrade;
+    s->expect = m->expect_continue && m->body != HTTP1_BODY_NONE;
+}
+
+static void reset_request(struct session *s)
+{
+    s->method[0] = s->target[0] = s->rid[0] = '\0';
+    s->status = 0;
+    s->attempts = 0;
+    s->resp_started = 0;
+    s->last_failed = NULL;
+    s->bytes_in = s->bytes_out = 0;
+    s->t_up_start = s->t_up_end = 0;
+    s->upgrade = s->expect = 0;
+    s->meth = HTTP1_M_OTHER;
+}
+
+/* Parse what the client sent so far. */
+static void read_head(struct session *s)
+{
+    struct worker *w = s->w;
+    struct evbuffer *in = bufferevent_get_input(s->cli);
+    size_t len = evbuffer_get_length(in);
+    if (len == 0)
+        return;
+    if (s->t_start == 0) {
+        s->t_start = up_now_ms();
+        timer_ms(s, cfg_of(s)->proxy.client_header_timeout_ms);
+    }
+    size_t cap = w->px->lim.max_head + 2;
+    size_t take = len < cap ? len : cap;
+    const char *p = (const char *)evbuffer_pullup(in, (ssize_t)take);
+    struct http1_msg m;
+    int status = 0;
+    int n = http1_parse_request(p, take, &w->px->lim, w->hdrs, w->nhdrs, &m, &status);
+    if (n == HTTP1_INCOMPLETE)
+        return;
+    stats_add(&w->stats, STAT_requests, 1);
+    if (n == HTTP1_ERROR) {
+        s->bytes_in = take;
+        send_error(s, status, status == 400 ? "bad-request" : status == 414 ? "uri-too-long"
+                                : status == 431 ? "header-too-large" : "not-implemented",
+                   "the request is malformed or over a limit and was not forwarded");
+        return;
+    }
+    note_request(s, &m);
+    s->bytes_in = (uint64_t)n;
+    if (m.meth == HTTP1_M_CONNECT) {
+        send_error(s, 501, "not-implemented", "CONNECT is not supported");
+        return;
+    }
+    uint64_t maxb = cfg_of(s)->proxy.max_body_size;
+    if (maxb && m.body == HTTP1_BODY_LENGTH && m.content_length > maxb) {
+        send_error(s, 413, "body-too-large", "the request body is over max_body_size");
+        return;
+    }
+    build_upstream_head(s, &m);
+    body_init(&s->req, m.body, m.content_length, m.body == HTTP1_BODY_CHUNKED);
+    evbuffer_drain(in, (size_t)n);
+    start_request(s);
+}
+
+static void start_request(struct session *s)
+{
+    evtimer_del(s->timer);
+    bufferevent_disable(s->cli, EV_READ);
+    s->state = S_CONNECTING;
+    s->nreq++;
+    connect_upstream(s);
+}
+
+/* ---- upstream connection ---- */
+
+static void up_timeouts(struct session *s, int reading)
+{
+    const struct backend_conf *bc = s->backend->conf;
+    struct timeval rt, wt;
+    ms_tv(&rt, bc->read_timeout_ms);
+    ms_tv(&wt, bc->read_timeout_ms);
+    bufferevent_set_timeouts(s->up->bev, reading ? &rt : NULL, &wt);
+}
+
+static void send_request_head(struct session *s)
+{
+    struct evbuffer *out = bufferevent_get_output(s->up->bev);
+    size_t hl = evbuffer_get_length(s->reqhead);
+    evbuffer_add(out, evbuffer_pullup(s->reqhead, -1), hl);
+    s->state = S_FORWARD;
+    s->t_up_start = up_now_ms();
+    up_timeouts(s, s->req.done);
+    bufferevent_enable(s->up->bev, EV_READ | EV_WRITE);
+    if (!s->req.done) {
+        if (s->expect) {
+            evbuffer_add(bufferevent_get_output(s->cli), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            s->expect = 0;
+        }
+        struct timeval bt;
+        ms_tv(&bt, cfg_of(s)->proxy.client_body_timeout_ms);
+        bufferevent_set_timeouts(s->cli, &bt, NULL);
+        bufferevent_enable(s->cli, EV_READ);
+        cli_read_cb(s->cli, s); /* body bytes that came with the head */
+    }
+}
+
+static int new_upconn(struct session *s, struct backend *b)
+{
+    struct upconn *u = calloc(1, sizeof *u);
+    if (!u)
+        return -1;
+    u->b = b;
+    u->w = s->w;
+    u->bev = bufferevent_socket_new(s->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!u->bev) {
+        free(u);
+        return -1;
+    }
+    s->up = u;
+    bufferevent_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, s);
+    struct timeval ct;
+    ms_tv(&ct, b->conf->connect_timeout_ms);
+    bufferevent_set_timeouts(u->bev, NULL, &ct);
+    stats_add(&s->w->stats, STAT_upstream_connects, 1);
+    if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&b->addr, (int)b->addrlen) < 0)
+        return -2;
+    int one = 1;
+    setsockopt(bufferevent_getfd(u->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return 0;
+}
+
+static void connect_failed(struct session *s);
+
+static void connect_upstream(struct session *s)
+{
+    s->attempts++;
+    struct backend *b = up_pick(&s->w->px->up, s->last_failed, up_now_ms());
+    if (!b) {
+        send_error(s, 502, "no-backend", "no backend is configured");
+        return;
+    }
+    s->backend = b;
+    atomic_fetch_add_explicit(&b->requests, 1, memory_order_relaxed);
+    struct upconn *u = worker_pool_get(s->w, b);
+    if (u) {
+        u->reused = 1;
+        s->up = u;
+        bufferevent_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, s);
+        stats_add(&s->w->stats, STAT_upstream_reuses, 1);
+        send_request_head(s);
+        return;
+    }
+    int rc = new_upconn(s, b);
+    if (rc == -1) {
+        release_backend(s);
+        send_error(s, 502, "no-memory", "out of memory connecting to the backend");
+    } else if (rc == -2) {
+        connect_failed(s);
+    }
+}
+
+/* A connect to s->backend failed or timed out: mark it and try another once. */
+static void connect_failed(struct session *s)
+{
+    struct backend *b = s->backend;
+    up_fail(b, up_now_ms());
+    log_warn("upstream", "connect failed backend=%s address=%s attempt=%d rid=%s", b->conf->name,
+             b->conf->address, s->attempts, s->rid);
+    drop_upstream(s);
+    release_backend(s);
+    s->last_failed = b;
+    if (s->attempts <= cfg_of(s)->proxy.retries && s->w->px->up.n > 1) {
+        stats_add(&s->w->stats, STAT_retries, 1);
+        connect_upstream(s);
+        return;
+    }
+    s->backend = NULL;
+    send_error(s, 502, "upstream-connect", "could not connect to a backend");
+}
+
+/* The pooled connection died before any response byte: try once more on a new one, only
+ * where that is safe (idempotent and no body bytes sent). */
+static int retry_fresh(struct session *s)
+{
+    if (!s->up->reused || s->resp_started || !http1_idempotent(s->meth) || s->req.total > 0)
+        return 0;
+    struct backend *b = s->backend;
+    drop_upstream(s);
+    stats_add(&s->w->stats, STAT_retries, 1);
+    int rc = new_upconn(s, b);
+    if (rc == -2) {
+        connect_failed(s);
+    } else if (rc == -1) {
+        release_backend(s);
+        send_error(s, 502, "no-memory", "out of memory connecting to the backend");
+    }
+    return 1;
+}
+
+/* ---- response ---- */
+
+static void write_response_head(struct session *s, const struct http1_msg *m)
+{
+    struct evbuffer *o = bufferevent_get_output(s->cli);
+    size_t before = evbuffer_get_length(o);
+    int tunnel = m->status == 101 && s->upgrade;
+    int chunk_out = 0;
+    if (m->body == HTTP1_BODY_CHUNKED || m->body == HTTP1_BODY_CLOSE) {
+        chunk_out = s->minor == 1;
+        if (!chunk_out)
+            s->keep_alive = 0;
+    }
+    if (!s->req.done || s->cli_eof)
+        s->keep_alive = 0; /* the rest of the request body cannot be skipped safely */
+    evbuffer_add_printf(o, "HTTP/1.1 %d ", m->status);
+    evbuffer_add(o, m->reason, m->reason_len);
+    evbuffer_add(o, "\r\n", 2);
+    int has_rid = 0;
+    for (size_t i = 0; i < m->num_headers; i++) {
+        const struct http1_header *h = &m->headers[i];
+        if (h->hop)
+            continue;
+        has_rid |= h->id == HTTP1_H_X_REQUEST_ID;
+        evbuffer_add(o, h->name, h->name_len);
+        evbuffer_add(o, ": ", 2);
+        evbuffer_add(o, h->value, h->value_len);
+        evbuffer_add(o, "\r\n", 2);
+    }
+    if (!has_rid)
+        evbuffer_add_printf(o, "X-Request-ID: %s\r\n", s->rid);
+    if (tunnel) {
+        const struct http1_header *u = http1_find(m, HTTP1_H_UPGRADE);
+        evbuffer_add(o, "Connection: upgrade\r\n", 21);
+        if (u) {
+            evbuffer_add(o, "Upgrade: ", 9);
+            evbuffer_add(o, u->value, u->value_len);
+            evbuffer_add(o, "\r\n", 2);
+        }
+    } else {
+        if (m->body == HTTP1_BODY_LENGTH)
+            evbuffer_add_printf(o, "Content-Length: %" PRIu64 "\r\n", m->content_length);
+        else if (chunk_out)
+            evbuffer_add(o, "Transfer-Encoding: chunked\r\n", 28);
+        else if (m->body == HTTP1_BODY_NONE && m->status != 204 && m->status != 304) {
+            const struct http1_header *cl = http1_find(m, HTTP1_H_CONTENT_LENGTH);
+            if (cl) { /* a HEAD answer states the length of what GET would send */
+                evbuffer_add(o, "Content-Length: ", 16);
+                evbuffer_add(o, cl->value, cl->value_len);
+                evbuffer_add(o, "\r\n", 2);
+            }
+        }
+        if (!s->keep_alive)
+            evbuffer_add(o, "Connection: close\r\n", 19);
+        else if (s->minor == 0)
+            evbuffer_add(o, "Connection: keep-alive\r\n", 24);
+    }
+    evbuffer_add(o, "\r\n", 2);
+    s->bytes_out += evbuffer_get_length(o) - before;
+    s->status = m->status;
+    s->resp_started = 1;
+    s->up_keep = m->keep_alive;
+    body_init(&s->resp, m->body, m->content_length, chunk_out);
+}
+
+static void finish_response(struct session *s, int upstream_reusable);
+
+static void start_tunnel(struct session *s)
+{
+    s->state = S_TUNNEL;
+    struct timeval t;
+    ms_tv(&t, s->backend->conf->read_timeout_ms);
+    bufferevent_set_timeouts(s->cli, &t, NULL);
+    bufferevent_set_timeouts(s->up->bev, &t, NULL);
+    bufferevent_enable(s->cli, EV_READ);
+    bufferevent_enable(s->up->bev, EV_READ);
+    s->req.done = 1;
+}
+
+/* Parse the backend's response head; 1 when it is done, 0 to wait, -1 after an error. */
+static int read_response_head(struct session *s)
+{
+    struct worker *w = s->w;
+    struct evbuffer *in = bufferevent_get_input(s->up->bev);
+    for (;;) {
+        size_t len = evbuffer_get_length(in);
+        if (len == 0)
+            return 0;
+        size_t cap = w->px->lim.max_head + 2;
+        size_t take = len < cap ? len : cap;
+        const char *p = (const char *)evbuffer_pullup(in, (ssize_t)take);
+        struct http1_msg m;
+        int status = 0;
+        int n = http1_parse_response(p, take, &w->px->lim, w->hdrs, w->nhdrs, s->meth, &m,
+                                     &status);
+        if (n == HTTP1_INCOMPLETE)
+            return 0;
+        if (n == HTTP1_ERROR) {
+            up_fail(s->backend, up_now_ms());
+            send_error(s, 502, "bad-response", "the backend sent a malformed response");
+            return -1;
+        }
+        if (m.status >= 100 && m.status < 200 && !(m.status == 101 && s->upgrade)) {
+            evbuffer_drain(in, (size_t)n); /* interim answers: sluice sent its own 100 */
+            continue;
+        }
+        s->t_up_end = up_now_ms();
+        write_response_head(s, &m);
+        evbuffer_drain(in, (size_t)n);
+        if (m.status == 101 && s->upgrade)
+            start_tunnel(s);
+        return 1;
+    }
+}
+
+/* Move response body bytes to the client; finish when complete. */
+static void pump_response(struct session *s, int eof)
+{
+    struct evbuffer *in = bufferevent_get_input(s->up->bev);
+    struct evbuffer *out = bufferevent_get_output(s->cli);
+    size_t before = evbuffer_get_length(out);
+    int rc = body_pump(&s->resp, in, out, eof);
+    s->bytes_out += evbuffer_get_length(out) - before;
+    if (rc < 0) {
+        up_fail(s->backend, up_now_ms());
+        abort_session(s, STAT_upstream_truncated);
+        return;
+    }
+    if (s->resp.done) {
+        int reusable = !eof && s->resp.kind != HTTP1_BODY_CLOSE && s->req.done && s->up_keep &&
+                       evbuffer_get_length(in) == 0;
+        finish_response(s, reusable);
+        return;
+    }
+    if (evbuffer_get_length(out) > HIGH_WM)
+        bufferevent_disable(s->up->bev, EV_READ);
+}
+
+/* The response is complete: pool or drop the upstream connection, log, and go on with the
+ * next request on this client connection or close it. */
+static void finish_response(struct session *s, int upstream_reusable)
+{
+    struct worker *w = s->w;
+    if (s->up) {
+        if (upstream_reusable && !w->draining) {
+            bufferevent_setcb(s->up->bev, NULL, NULL, NULL, NULL);
+            worker_pool_put(w, s->up);
+        } else {
+            upconn_free(s->up);
+        }
+        s->up = NULL;
+    }
+    up_ok(s->backend);
+    stats_add(&w->stats, STAT_responses, 1);
+    access_log(s);
+    release_backend(s);
+    if (!s->keep_alive || w->draining) {
+        close_after_flush(s);
+        return;
+    }
+    reset_request(s);
+    s->state = S_READ_HEAD;
+    s->t_start = 0;
+    bufferevent_set_timeouts(s->cli, NULL, NULL);
+    struct timeval st;
+    ms_tv(&st, cfg_of(s)->proxy.send_timeout_ms);
+    bufferevent_set_timeouts(s->cli, NULL, &st);
+    timer_ms(s, cfg_of(s)->proxy.keepalive_timeout_ms);
+    if (evbuffer_get_length(bufferevent_get_output(s->cli)) > HIGH_WM)
+        return; /* cli_write_cb resumes reading once the client has taken the response */
+    bufferevent_enable(s->cli, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_input(s->cli)) > 0)
+        read_head(s); /* pipelined request already here */
+}
+
+/* ---- callbacks ---- */
+
+static void pump_request(struct session *s, int eof)
+{
+    struct evbuffer *in = bufferevent_get_input(s->cli);
+    struct evbuffer *out = bufferevent_get_output(s->up->bev);
+    size_t before = evbuffer_get_length(in);
+    int rc = body_pump(&s->req, in, out, eof);
+    s->bytes_in += before - evbuffer_get_length(in);
+    uint64_t maxb = cfg_of(s)->proxy.max_body_size;
+    if (rc == 0 && maxb && s->req.total > maxb) {
+        if (!s->resp_started)
+            send_error(s, 413, "body-too-large", "the request body is over max_body_size");
+        else
+            abort_session(s, STAT_err_413);
+        return;
+    }
+    if (rc < 0) {
+        if (!s->resp_started && !eof)
+            send_error(s, 400, "bad-body", "the request body framing is malformed");
+        else
+            abort_session(s, STAT_client_aborts);
+        return;
+    }
+    if (s->req.done) {
+        bufferevent_disable(s->cli, EV_READ); /* pipelined requests wait in the socket */
+        bufferevent_set_timeouts(s->cli, NULL, NULL);
+        up_timeouts(s, 1);
+        return;
+    }
+    if (evbuffer_get_length(out) > HIGH_WM)
+        bufferevent_disable(s->cli, EV_READ);
+}
+
+static void tunnel_pump(struct bufferevent *from, struct bufferevent *to)
+{
+    evbuffer_add_buffer(bufferevent_get_output(to), bufferevent_get_input(from));
+    if (evbuffer_get_length(bufferevent_get_output(to)) > HIGH_WM)
+        bufferevent_disable(from, EV_READ);
+}
+
+static void cli_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct session *s = arg;
+    switch (s->state) {
+    case S_READ_HEAD:
+        read_head(s);
+        break;
+    case S_FORWARD:
+        if (!s->req.done)
+            pump_request(s, 0);
+        break;
+    case S_TUNNEL: {
+        size_t n = evbuffer_get_length(bufferevent_get_input(bev));
+        s->bytes_in += n;
+        tunnel_pump(bev, s->up->bev);
+        break;
+    }
+    case S_LINGER:
+        evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+        break;
+    default:
+        bufferevent_disable(bev, EV_READ);
+        break;
+    }
+}
+
+static void cli_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct session *s = arg;
+    switch (s->state) {
+    case S_CLOSING:
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+            evtimer_del(s->timer);
+            start_linger(s);
+        }
+        break;
+    case S_FORWARD:
+        if (s->up && s->resp_started && !s->resp.done)
+            bufferevent_enable(s->up->bev, EV_READ);
+        break;
+    case S_TUNNEL:
+        bufferevent_enable(s->up->bev, EV_READ);
+        break;
+    case S_READ_HEAD:
+        if (!(bufferevent_get_enabled(bev) & EV_READ)) {
+            bufferevent_enable(bev, EV_READ);
+            if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+                read_head(s);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+static void cli_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct session *s = arg;
+    (void)bev;
+    if (s->state == S_LINGER) {
+        session_free(s);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        if (s->state == S_FORWARD && !s->req.done && !s->resp_started) {
+            send_error(s, 408, "body-timeout", "the request body did not arrive in time");
+            return;
+        }
+        abort_session(s, STAT_client_aborts);
+        return;
+    }
+    if ((what & BEV_EVENT_EOF) && (s->state == S_CONNECTING || s->state == S_FORWARD) &&
+        s->req.done && !(what & BEV_EVENT_ERROR)) {
+        s->cli_eof = 1; /* half-close after a complete request: still answer it */
+        s->keep_alive = 0;
+        return;
+    }
+    if (s->state == S_READ_HEAD && s->t_start == 0) {
+        session_free(s); /* idle connection closed by the client: nothing lost */
+        return;
+    }
+    if (s->state == S_READ_HEAD || s->state == S_CLOSING) {
+        session_free(s);
+        return;
+    }
+    abort_session(s, STAT_client_aborts);
+}
+
+static void up_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct session *s = arg;
+    if (s->state == S_TUNNEL) {
+        size_t n = evbuffer_get_length(bufferevent_get_input(bev));
+        s->bytes_out += n;
+        tunnel_pump(bev, s->cli);
+        return;
+    }
+    if (s->state != S_FORWARD)
+        return;
+    if (!s->resp_started) {
+        int r = read_response_head(s);
+        if (r <= 0 || s->state == S_TUNNEL) {
+            if (r > 0)
+                up_read_cb(bev, arg);
+            return;
+        }
+    }
+    pump_response(s, 0);
+}
+
+static void up_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct session *s = arg;
+    (void)bev;
+    if (s->state == S_FORWARD && !s->req.done)
+        bufferevent_enable(s->cli, EV_READ);
+    else if (s->state == S_TUNNEL)
+        bufferevent_enable(s->cli, EV_READ);
+}
+
+/* The backend closed, failed or timed out. */
+static void up_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct session *s = arg;
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED) {
+        send_request_head(s);
+        return;
+    }
+    if (s->state == S_CONNECTING) {
+        connect_failed(s);
+        return;
+    }
+    if (s->state == S_TUNNEL) {
+        evbuffer_add_buffer(bufferevent_get_output(s->cli), bufferevent_get_input(s->up->bev));
+        drop_upstream(s);
+        s->keep_alive = 0;
+        access_log(s);
+        release_backend(s);
+        close_after_flush(s);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        up_fail(s->backend, up_now_ms());
+        if (!s->resp_started)
+            send_error(s, 504, "upstream-timeout", "the backend did not answer in time");
+        else
+            abort_session(s, STAT_upstream_truncated);
+        return;
+    }
+    /* EOF or error */
+    if (!s->resp_started) {
+        if (read_response_head(s) != 0)
+            goto eof_body;
+        if (retry_fresh(s))
+            return;
+        up_fail(s->backend, up_now_ms());
+        send_error(s, 502, "upstream-closed", "the backend closed the connection without answering");
+        return;
+    }
+eof_body:
+    if (s->resp_started && s->state == S_FORWARD)
+        pump_response(s, 1);
+}
+
+/* Header deadline, keep-alive idle limit, send deadline on close, or linger end. */
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    (void)fd;
+    (void)what;
+    switch (s->state) {
+    case S_READ_HEAD:
+        if (s->t_start == 0 && evbuffer_get_length(bufferevent_get_input(s->cli)) == 0) {
+            session_free(s); /* idle keep-alive: close quietly */
+            return;
+        }
+        send_error(s, 408, "header-timeout", "the request head did not arrive in time");
+        return;
+    default:
+        session_free(s);
+        return;
+    }
+}
+
+void session_drain_idle(struct worker *w)
+{
+    struct session *s = w->sessions;
+    while (s) {
+        struct session *next = s->next;
+        if (s->state == S_READ_HEAD && s->t_start == 0 &&
+            evbuffer_get_length(bufferevent_get_input(s->cli)) == 0 &&
+            evbuffer_get_length(bufferevent_get_output(s->cli)) == 0)
+            session_free(s);
+        s = next;
+    }
+}

@@ -1,0 +1,149 @@
+/* upstream: backend table, least-connections pick and passive health, shared by all
+ * worker threads. inflight and down_until are atomics read on every pick; the failure
+ * window takes a per-backend lock, touched only when something failed or recovered. */
+#include <sluice/upstream.h>
+#include <sluice/config.h>
+
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+uint64_t up_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int resolve(struct backend *b, char *err, size_t errlen)
+{
+    const char *addr = b->conf->address;
+    const char *colon = strrchr(addr, ':');
+    char host[256];
+    size_t hl = (size_t)(colon - addr);
+    if (hl >= sizeof host)
+        hl = sizeof host - 1;
+    memcpy(host, addr, hl);
+    host[hl] = '\0';
+    if (host[0] == '[' && hl > 1 && host[hl - 1] == ']') {
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = '\0';
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(host, colon + 1, &hints, &res);
+    if (rc != 0 || !res) {
+        snprintf(err, errlen, "backend %s: cannot resolve %s: %s", b->conf->name, addr,
+                 gai_strerror(rc));
+        return -1;
+    }
+    memcpy(&b->addr, res->ai_addr, res->ai_addrlen);
+    b->addrlen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+int up_init(struct upstream *u, const struct backend_conf *confs, int n, char *err, size_t errlen)
+{
+    memset(u, 0, sizeof *u);
+    u->b = calloc((size_t)(n > 0 ? n : 1), sizeof *u->b);
+    if (!u->b) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        struct backend *b = &u->b[i];
+        b->conf = &confs[i];
+        b->index = i;
+        pthread_mutex_init(&b->lock, NULL);
+        u->n = i + 1;
+        if (resolve(b, err, errlen) < 0) {
+            up_free(u);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void up_free(struct upstream *u)
+{
+    for (int i = 0; i < u->n; i++)
+        pthread_mutex_destroy(&u->b[i].lock);
+    free(u->b);
+    u->b = NULL;
+    u->n = 0;
+}
+
+int up_is_up(const struct backend *b, uint64_t now_ms)
+{
+    return atomic_load_explicit(&b->down_until, memory_order_relaxed) <= now_ms;
+}
+
+/* a/wa < b/wb without division */
+static int less_loaded(int a, int wa, int b, int wb)
+{
+    return (long long)a * wb < (long long)b * wa;
+}
+
+struct backend *up_pick(struct upstream *u, const struct backend *avoid, uint64_t now_ms)
+{
+    if (u->n == 0)
+        return NULL;
+    unsigned start = atomic_fetch_add_explicit(&u->rr, 1, memory_order_relaxed);
+    struct backend *best = NULL, *fallback = NULL;
+    int best_load = 0;
+    for (int k = 0; k < u->n; k++) {
+        struct backend *b = &u->b[(start + (unsigned)k) % (unsigned)u->n];
+        if (!up_is_up(b, now_ms)) {
+            if (!fallback || b->down_until < fallback->down_until)
+                fallback = b;
+            continue;
+        }
+        if (b == avoid)
+            continue;
+        int load = atomic_load_explicit(&b->inflight, memory_order_relaxed);
+        if (!best || less_loaded(load, b->conf->weight, best_load, best->conf->weight)) {
+            best = b;
+            best_load = load;
+        }
+    }
+    if (!best && avoid && up_is_up(avoid, now_ms))
+        best = (struct backend *)avoid;
+    if (!best)
+        best = fallback;
+    atomic_fetch_add_explicit(&best->inflight, 1, memory_order_relaxed);
+    return best;
+}
+
+void up_release(struct backend *b)
+{
+    atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_relaxed);
+}
+
+void up_fail(struct backend *b, uint64_t now_ms)
+{
+    atomic_fetch_add_explicit(&b->failures, 1, memory_order_relaxed);
+    if (b->conf->max_fails == 0)
+        return;
+    pthread_mutex_lock(&b->lock);
+    if (b->fails == 0 || now_ms - b->fail_start > b->conf->fail_timeout_ms) {
+        b->fails = 0;
+        b->fail_start = now_ms;
+    }
+    if (++b->fails >= b->conf->max_fails) {
+        atomic_store(&b->down_until, now_ms + b->conf->fail_timeout_ms);
+        b->fails = 0;
+    }
+    pthread_mutex_unlock(&b->lock);
+}
+
+void up_ok(struct backend *b)
+{
+    if (b->fails == 0) /* racy read is fine: a stale non-zero only costs the lock */
+        return;
+    pthread_mutex_lock(&b->lock);
+    b->fails = 0;
+    pthread_mutex_unlock(&b->lock);
+}
