@@ -275,7 +275,11 @@ static int on_key(void *user, const char *section, const char *name, const char 
     struct parse *p = user;
     int line = p->line;
     int new_section = strcmp(section, p->last_section) != 0;
-    snprintf(p->last_section, sizeof p->last_section, "%s", section);
+    size_t sl = strlen(section);
+    if (sl >= sizeof p->last_section)
+        sl = sizeof p->last_section - 1;
+    memcpy(p->last_section, section, sl);
+    p->last_section[sl] = '\0';
     if (strcmp(section, "proxy") == 0)
         return apply(p, proxy_keys, NKEYS(proxy_keys), (char *)&p->cfg->proxy, section, name,
                      value, line);

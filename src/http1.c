@@ -4,6 +4,7 @@
  * odd header names or value bytes) is an error, never "repaired". */
 #include <sluice/http1.h>
 
+#include <ctype.h>
 #include <string.h>
 #include <strings.h>
 
@@ -141,6 +142,63 @@ static int err(int *status, int code)
     return HTTP1_ERROR;
 }
 
+/* uri-host [ ":" port ] (RFC 9110 7.2): reg-name or IP-literal, digits after the colon. */
+static int valid_host(const char *h, size_t n)
+{
+    size_t i = 0;
+    if (n && h[0] == '[') {
+        while (i < n && h[i] != ']') {
+            unsigned char c = (unsigned char)h[i];
+            if (i > 0 && !(isxdigit(c) || c == ':' || c == '.'))
+                return 0;
+            i++;
+        }
+        if (i == n)
+            return 0;
+        i++;
+    } else {
+        for (; i < n && h[i] != ':'; i++) {
+            unsigned char c = (unsigned char)h[i];
+            if (!(isalnum(c) || strchr("-._~%!$&'()*+;=", c)))
+                return 0;
+        }
+    }
+    if (i == n)
+        return 1;
+    if (h[i] != ':')
+        return 0;
+    for (i++; i < n; i++)
+        if (!isdigit((unsigned char)h[i]))
+            return 0;
+    return 1;
+}
+
+/* absolute-form: "http://" or "https://" authority path-abempty [ "?" query ]. The target
+ * becomes the path part; the authority is kept to replace Host (RFC 9112 3.2.2). */
+static int parse_absolute(struct http1_msg *m)
+{
+    const char *t = m->target;
+    size_t n = m->target_len, skip;
+    if (n > 7 && strncasecmp(t, "http://", 7) == 0)
+        skip = 7;
+    else if (n > 8 && strncasecmp(t, "https://", 8) == 0)
+        skip = 8;
+    else
+        return -1;
+    const char *a = t + skip, *end = t + n;
+    const char *slash = memchr(a, '/', (size_t)(end - a));
+    const char *q = memchr(a, '?', (size_t)(end - a));
+    if (!slash || (q && q < slash))
+        return -1; /* sluice needs a path to forward: "http://h" alone is refused */
+    if (slash == a || memchr(a, '@', (size_t)(slash - a)) || !valid_host(a, (size_t)(slash - a)))
+        return -1;
+    m->authority = a;
+    m->authority_len = (size_t)(slash - a);
+    m->target = slash;
+    m->target_len = (size_t)(end - slash);
+    return 0;
+}
+
 /* Request line: method SP request-target SP HTTP-version. */
 static int parse_request_line(const char *b, size_t n, struct http1_msg *m)
 {
@@ -159,9 +217,9 @@ static int parse_request_line(const char *b, size_t n, struct http1_msg *m)
         return -1;
     m->target = b + t;
     m->target_len = i - t;
-    /* origin-form, or "*" for OPTIONS; absolute- and authority-form are refused */
     if (m->target[0] != '/' && !(m->target_len == 1 && m->target[0] == '*' &&
-                                 m->meth == HTTP1_M_OPTIONS))
+                                 m->meth == HTTP1_M_OPTIONS) &&
+        parse_absolute(m) < 0)
         return -1;
     return parse_version(b + i + 1, n - i - 1, &m->minor);
 }
@@ -365,6 +423,8 @@ static int derive(struct http1_msg *m, int is_request, int *status, int bad)
         } else if (h->id == HTTP1_H_TRANSFER_ENCODING) {
             has_te = 1;
         } else if (h->id == HTTP1_H_HOST) {
+            if (is_request && !valid_host(h->value, h->value_len))
+                return err(status, bad);
             nhost++;
             m->host = (int)i;
         } else if (h->id == HTTP1_H_EXPECT && mem_ieq(h->value, h->value_len, "100-continue")) {
@@ -412,7 +472,7 @@ int http1_parse_request(const char *buf, size_t len, const struct http1_limits *
     if (e == -1) {
         if (len - pos > max_line)
             return err(status, 414);
-        return HTTP1_INCOMPLETE;
+        return len > max_head ? err(status, 431) : HTTP1_INCOMPLETE;
     }
     if ((size_t)e - pos > max_line)
         return err(status, 414);
@@ -449,7 +509,7 @@ int http1_parse_response(const char *buf, size_t len, const struct http1_limits 
     if (msg->body == HTTP1_BODY_NONE && !http1_find(msg, HTTP1_H_CONTENT_LENGTH))
         msg->body = HTTP1_BODY_CLOSE;
     if (req_meth == HTTP1_M_HEAD || msg->status < 200 || msg->status == 204 ||
-        msg->status == 304)
+        msg->status == 304 || (req_meth == HTTP1_M_CONNECT && msg->status < 300))
         msg->body = HTTP1_BODY_NONE;
     if (msg->body == HTTP1_BODY_CLOSE)
         msg->keep_alive = 0;
@@ -503,7 +563,7 @@ static size_t chunk_size_line(struct http1_chunked *c, const char *b, size_t len
     size_t k = i;
     while (k < (size_t)e && (b[k] == ' ' || b[k] == '\t'))
         k++;
-    if (i == 0 || (k < (size_t)e && b[k] != ';')) {
+    if (i == 0 || (k < (size_t)e && b[k] != ';') || (k == (size_t)e && k != i)) {
         c->state = HTTP1_CH_ERROR;
         return 0;
     }

@@ -458,10 +458,15 @@ static void build_upstream_head(struct session *s, const struct http1_msg *m)
     evbuffer_add(o, " ", 1);
     evbuffer_add(o, m->target, m->target_len);
     evbuffer_add(o, " HTTP/1.1\r\n", 11);
+    if (m->authority) { /* absolute-form: its authority replaces Host (RFC 9112 3.2.2) */
+        evbuffer_add(o, "Host: ", 6);
+        evbuffer_add(o, m->authority, m->authority_len);
+        evbuffer_add(o, "\r\n", 2);
+    }
     for (size_t i = 0; i < m->num_headers; i++) {
         const struct http1_header *h = &m->headers[i];
         if (h->hop || h->id == HTTP1_H_X_FORWARDED_PROTO || h->id == HTTP1_H_X_FORWARDED_HOST ||
-            h->id == HTTP1_H_X_REQUEST_ID)
+            h->id == HTTP1_H_X_REQUEST_ID || (m->authority && h->id == HTTP1_H_HOST))
             continue;
         if (h->id == HTTP1_H_X_FORWARDED_FOR) {
             xff = h; /* appended below, all values joined in order */
@@ -481,9 +486,11 @@ static void build_upstream_head(struct session *s, const struct http1_msg *m)
             }
     }
     evbuffer_add_printf(o, "%s\r\nX-Forwarded-Proto: http\r\n", s->peer);
-    if (host && host->value_len) {
+    const char *fh = m->authority ? m->authority : host ? host->value : NULL;
+    size_t fhl = m->authority ? m->authority_len : host ? host->value_len : 0;
+    if (fhl) {
         evbuffer_add(o, "X-Forwarded-Host: ", 18);
-        evbuffer_add(o, host->value, host->value_len);
+        evbuffer_add(o, fh, fhl);
         evbuffer_add(o, "\r\n", 2);
     }
     evbuffer_add_printf(o, "X-Request-ID: %s\r\n", s->rid);
@@ -514,7 +521,8 @@ static void note_request(struct session *s, const struct http1_msg *m)
     s->minor = m->minor;
     s->keep_alive = m->keep_alive && !s->w->draining;
     s->upgrade = m->upgrade;
-    s->expect = m->expect_continue && m->body != HTTP1_BODY_NONE;
+    /* RFC 9110 10.1.1: a server MUST ignore 100-continue from an HTTP/1.0 client */
+    s->expect = m->expect_continue && m->body != HTTP1_BODY_NONE && m->minor == 1;
 }
 
 static void reset_request(struct session *s)

@@ -22,6 +22,10 @@ static int resolve(struct backend *b, char *err, size_t errlen)
     const char *addr = b->conf->address;
     const char *colon = strrchr(addr, ':');
     char host[256];
+    if (!colon) {
+        snprintf(err, errlen, "backend %s: address %s has no port", b->conf->name, addr);
+        return -1;
+    }
     size_t hl = (size_t)(colon - addr);
     if (hl >= sizeof host)
         hl = sizeof host - 1;
@@ -141,9 +145,9 @@ void up_fail(struct backend *b, uint64_t now_ms)
 
 void up_ok(struct backend *b)
 {
-    if (b->fails == 0) /* racy read is fine: a stale non-zero only costs the lock */
+    if (atomic_load_explicit(&b->fails, memory_order_relaxed) == 0)
         return;
     pthread_mutex_lock(&b->lock);
-    b->fails = 0;
+    atomic_store_explicit(&b->fails, 0, memory_order_relaxed);
     pthread_mutex_unlock(&b->lock);
 }

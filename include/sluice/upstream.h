@@ -22,7 +22,7 @@ struct backend {
     atomic_uint_fast64_t failures;     /* connect/read failures */
     atomic_uint_fast64_t down_until;   /* ms (monotonic); 0 or past = up */
     pthread_mutex_t lock;              /* guards fails and fail_start */
-    int fails;                         /* failures in the current window */
+    atomic_int fails;                  /* failures in the current window (written under lock) */
     uint64_t fail_start;               /* ms when the current window began */
 };
 
