@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum key_type { K_STR, K_INT, K_DURATION, K_SIZE, K_THREADS, K_LEVEL, K_LISTEN };
+enum key_type { K_STR, K_INT, K_DURATION, K_SIZE, K_THREADS, K_LEVEL, K_LIST, K_BOOL };
 
 struct key_def {
     const char *name;
@@ -25,7 +25,15 @@ struct key_def {
 #define B(f) offsetof(struct backend_conf, f)
 
 static const struct key_def proxy_keys[] = {
-    {"listen", K_LISTEN, P(listen), NULL, 0, 0},
+    {"listen", K_LIST, P(listen), NULL, 0, 0},
+    {"tls_listen", K_LIST, P(tls_listen), NULL, 0, 0},
+    {"tls_cert", K_LIST, P(tls_cert), NULL, 0, 0},
+    {"tls_key", K_LIST, P(tls_key), NULL, 0, 0},
+    {"tls_ciphers", K_STR, P(tls_ciphers),
+     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305",
+     0, 0},
+    {"redirect_http", K_BOOL, P(redirect_http), "no", 0, 1},
     {"threads", K_THREADS, P(threads), "auto", 1, 256},
     {"access_log", K_STR, P(access_log), NULL, 0, 0},
     {"error_log", K_STR, P(error_log), NULL, 0, 0},
@@ -39,6 +47,7 @@ static const struct key_def proxy_keys[] = {
     {"max_line_size", K_SIZE, P(max_line_size), "8k", 256, 1 << 20},
     {"max_headers", K_INT, P(max_headers), "100", 1, 1000},
     {"max_body_size", K_SIZE, P(max_body_size), "1g", 0, 1LL << 50},
+    {"request_buffer", K_SIZE, P(request_buffer), "1m", 0, 1LL << 30},
     {"retries", K_INT, P(retries), "1", 0, 5},
     {"log_level", K_LEVEL, P(log_level), "info", 0, 3},
 };
@@ -148,7 +157,8 @@ static int parse_int_range(const char *v, long long min, long long max, long lon
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 /* Store one value into the struct at base according to def; -1 with *why on error. */
-static int store(const struct key_def *d, char *base, const char *v, const char **why)
+static int store(const struct key_def *d, char *base, const char *v, const char **why,
+                 int line)
 {
     long long n;
     uint32_t ms;
@@ -199,17 +209,27 @@ static int store(const struct key_def *d, char *base, const char *v, const char 
             }
         *why = "expected error, warn, info or debug";
         return -1;
-    case K_LISTEN: {
-        struct proxy_conf *pc = (struct proxy_conf *)base;
-        *why = "too many listen lines";
-        if (pc->nlisten >= CONFIG_MAX_LISTEN)
+    case K_LIST: {
+        struct strlist *l = (struct strlist *)(base + d->off);
+        *why = "repeated more than 16 times";
+        if (l->n >= CONFIG_MAX_LIST)
             return -1;
-        *why = "expected host:port or port";
+        *why = "empty value";
         if (!*v)
             return -1;
-        pc->listen[pc->nlisten++] = strdup(v);
+        l->line[l->n] = line;
+        l->v[l->n++] = strdup(v);
         return 0;
     }
+    case K_BOOL:
+        *why = "expected yes or no";
+        if (strcmp(v, "yes") == 0 || strcmp(v, "on") == 0 || strcmp(v, "true") == 0)
+            *(int *)(base + d->off) = 1;
+        else if (strcmp(v, "no") == 0 || strcmp(v, "off") == 0 || strcmp(v, "false") == 0)
+            *(int *)(base + d->off) = 0;
+        else
+            return -1;
+        return 0;
     }
     return -1;
 }
@@ -221,7 +241,7 @@ static int apply(struct parse *p, const struct key_def *defs, size_t n, char *ba
         if (strcmp(defs[i].name, name) != 0)
             continue;
         const char *why = "bad value";
-        if (store(&defs[i], base, value, &why) < 0) {
+        if (store(&defs[i], base, value, &why, line) < 0) {
             char key[256];
             snprintf(key, sizeof key, "[%s] %s = %s", section, name, value);
             return fail(p, line, "%s: %s", key, why);
@@ -238,7 +258,7 @@ static void set_defaults(const struct key_def *defs, size_t n, char *base)
     for (size_t i = 0; i < n; i++) {
         const char *why;
         if (defs[i].dflt)
-            store(&defs[i], base, defs[i].dflt, &why);
+            store(&defs[i], base, defs[i].dflt, &why, 0);
     }
 }
 
@@ -331,19 +351,38 @@ static int split_hostport(const char *s)
     return (*end || port < 1 || port > 65535) ? -1 : 0;
 }
 
+static int check_listen(struct parse *p, const struct strlist *l, const char *key)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        char *end;
+        long port = strtol(l->v[i], &end, 10);
+        if (!(*end == '\0' && port > 0 && port < 65536) && split_hostport(l->v[i]) < 0) {
+            fail(p, l->line[i], "[proxy] %s = %s: expected host:port or port", key, l->v[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int validate(struct parse *p)
 {
     struct config *c = p->cfg;
-    if (c->proxy.nlisten == 0)
+    const struct proxy_conf *pc = &c->proxy;
+    if (pc->listen.n + pc->tls_listen.n == 0)
         return fail(p, p->line, "[proxy] listen: at least one listen address is required%s%s",
                     "", "");
-    for (size_t i = 0; i < c->proxy.nlisten; i++) {
-        const char *l = c->proxy.listen[i];
-        char *end;
-        long port = strtol(l, &end, 10);
-        if (!(*end == '\0' && port > 0 && port < 65536) && split_hostport(l) < 0)
-            return fail(p, p->line, "[proxy] listen = %s: expected host:port or port%s", l, "");
-    }
+    if (check_listen(p, &pc->listen, "listen") < 0 ||
+        check_listen(p, &pc->tls_listen, "tls_listen") < 0)
+        return 0;
+    if (pc->tls_listen.n && pc->tls_cert.n == 0)
+        return fail(p, pc->tls_listen.line[0], "[proxy] tls_listen = %s: tls_cert and tls_key "
+                    "are required%s", pc->tls_listen.v[0], "");
+    if (pc->tls_cert.n != pc->tls_key.n)
+        return fail(p, pc->tls_cert.n ? pc->tls_cert.line[pc->tls_cert.n - 1] : p->line,
+                    "[proxy] tls_cert/tls_key: each tls_cert needs one tls_key, in the same "
+                    "order%s%s", "", "");
+    if (pc->redirect_http && pc->tls_listen.n == 0)
+        return fail(p, p->line, "[proxy] redirect_http = yes needs a tls_listen%s%s", "", "");
     if (c->nbackends == 0)
         return fail(p, p->line, "no [backend NAME] section: at least one backend is required%s%s",
                     "", "");
@@ -393,8 +432,12 @@ void config_free(struct config *cfg)
 {
     if (!cfg)
         return;
-    for (size_t i = 0; i < cfg->proxy.nlisten; i++)
-        free(cfg->proxy.listen[i]);
+    struct strlist *lists[] = {&cfg->proxy.listen, &cfg->proxy.tls_listen, &cfg->proxy.tls_cert,
+                               &cfg->proxy.tls_key};
+    for (size_t k = 0; k < sizeof lists / sizeof lists[0]; k++)
+        for (size_t i = 0; i < lists[k]->n; i++)
+            free(lists[k]->v[i]);
+    free(cfg->proxy.tls_ciphers);
     free(cfg->proxy.access_log);
     free(cfg->proxy.error_log);
     free(cfg->proxy.pid_file);

@@ -1,26 +1,83 @@
-/* main: command line, start-up, signals and shutdown. The work happens in worker threads. */
+/* main: command line, start-up, signals (reload, stop, log reopen) and shutdown. The work
+ * happens in worker threads; this thread only loads configurations and waits for signals. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 #include <event2/thread.h>
 
-#include <sluice/config.h>
 #include <sluice/log.h>
+#include <sluice/runtime.h>
 #include <sluice/worker.h>
 
-#define SLUICE_VERSION "0.1.0"
+#define SLUICE_VERSION "0.2.0"
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: sluice [-t] -c FILE\n"
-               "  -c FILE  configuration file (INI, see sluice.ini(5) and docs/configuration.md)\n"
-               "  -t       check the configuration and exit (0 ok, 1 with file:line: errors)\n"
-               "  -v       print the version\n");
+    fprintf(f, "usage: sluice [-t] -c FILE | sluice -c FILE -s reload|stop\n"
+               "  -c FILE    configuration file (INI; see docs/configuration.md)\n"
+               "  -t         check the configuration and exit (0 ok, 1 with file:line: errors)\n"
+               "  -s SIGNAL  send reload (SIGHUP) or stop (SIGTERM) to the instance whose\n"
+               "             pid_file the configuration names\n"
+               "  -v         print the version\n");
+}
+
+/* Wait (briefly) until every worker has adopted generation gen. */
+static void wait_adopted(struct proxy *px, unsigned gen)
+{
+    for (int tries = 0; tries < 2000; tries++) {
+        int all = 1;
+        for (int i = 0; i < px->nworkers; i++)
+            all &= atomic_load(&px->workers[i].adopted) >= gen;
+        if (all)
+            return;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    log_warn("main", "a worker has not adopted generation %u after 2s", gen);
+}
+
+static int same_threads(const struct runtime *a, const struct runtime *b)
+{
+    return a->cfg->proxy.threads == b->cfg->proxy.threads;
+}
+
+/* SIGHUP: a new generation, or the old one keeps serving and the failure is counted. */
+static void reload(struct proxy *px)
+{
+    char err[1024];
+    struct runtime *old = atomic_load(&px->rt);
+    struct runtime *next = runtime_load(px->config_path, old, err, sizeof err);
+    if (!next) {
+        atomic_fetch_add(&px->reload_failures, 1);
+        log_error("main", "reload failed, still serving generation %u: %s", old->generation, err);
+        return;
+    }
+    if (!same_threads(old, next))
+        log_warn("main", "reload: [proxy] threads changes only on restart; keeping %d threads",
+                 px->nworkers);
+    for (int i = 0; i < px->nworkers; i++)
+        if (worker_prepare(&px->workers[i], next, err, sizeof err) < 0) {
+            for (int k = 0; k < i; k++)
+                worker_unprepare(&px->workers[k]);
+            atomic_fetch_add(&px->reload_failures, 1);
+            log_error("main", "reload failed, still serving generation %u: %s", old->generation,
+                      err);
+            runtime_unref(next);
+            return;
+        }
+    atomic_store(&px->rt, next);
+    for (int i = 0; i < px->nworkers; i++)
+        worker_reload(&px->workers[i]);
+    wait_adopted(px, next->generation);
+    runtime_unref(old);
+    atomic_fetch_add(&px->reloads, 1);
+    log_info("main", "reloaded generation=%u backends=%d", next->generation, next->up.n);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -34,11 +91,11 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         return;
     }
     if (sig == SIGHUP) {
-        log_warn("main", "SIGHUP: configuration reload is not supported yet; nothing changed");
+        reload(px);
         return;
     }
     log_info("main", "signal %d: stopping, draining in-flight requests (grace %ums)", (int)sig,
-             px->cfg->proxy.shutdown_grace_ms);
+             atomic_load(&px->rt)->cfg->proxy.shutdown_grace_ms);
     atomic_store(&px->stopping, 1);
     for (int i = 0; i < px->nworkers; i++)
         worker_stop(&px->workers[i]);
@@ -55,7 +112,7 @@ static int write_pid(const char *path)
 
 static void log_totals(struct proxy *px)
 {
-    char line[1024];
+    char line[1536];
     size_t n = 0;
     for (int id = 0; id < STAT_MAX && n < sizeof line; id++) {
         uint64_t v = stats_sum(&px->workers[0].stats, px->nworkers, sizeof(struct worker), id);
@@ -64,29 +121,47 @@ static void log_totals(struct proxy *px)
         if (m > 0)
             n += (size_t)m;
     }
-    log_info("stats", "%s", line);
+    log_info("stats", "%s reloads=%llu reload_failures=%llu", line,
+             (unsigned long long)atomic_load(&px->reloads),
+             (unsigned long long)atomic_load(&px->reload_failures));
+}
+
+static int start_workers(struct proxy *px)
+{
+    struct runtime *rt = atomic_load(&px->rt);
+    char err[512];
+    int n = rt->cfg->proxy.threads > 0 ? rt->cfg->proxy.threads
+                                       : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    px->nworkers = n < 1 ? 1 : n;
+    px->workers = calloc((size_t)px->nworkers, sizeof *px->workers);
+    if (!px->workers)
+        return -1;
+    for (int i = 0; i < px->nworkers; i++) {
+        if (worker_init(&px->workers[i], px, i, err, sizeof err) < 0 ||
+            worker_prepare(&px->workers[i], rt, err, sizeof err) < 0) {
+            log_error("main", "%s", err);
+            fprintf(stderr, "sluice: %s\n", err);
+            return -1;
+        }
+        if (worker_adopt(&px->workers[i]) < 0)
+            return -1;
+    }
+    for (int i = 0; i < px->nworkers; i++)
+        if (worker_start(&px->workers[i]) < 0)
+            return -1;
+    return 0;
 }
 
 static int run(struct proxy *px)
 {
-    struct config *cfg = px->cfg;
-    char err[512];
-    int n = cfg->proxy.threads > 0 ? cfg->proxy.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (n < 1)
-        n = 1;
-    px->lim.max_head = cfg->proxy.max_header_size;
-    px->lim.max_line = cfg->proxy.max_line_size;
-    px->lim.max_headers = (size_t)cfg->proxy.max_headers;
-    px->workers = calloc((size_t)n, sizeof *px->workers);
-    if (!px->workers)
+    struct runtime *rt = atomic_load(&px->rt);
+    int rc = 0;
+    if (start_workers(px) < 0) {
+        for (int i = 0; px->workers && i < px->nworkers; i++)
+            if (px->workers[i].base)
+                worker_free(&px->workers[i]);
         return 1;
-    px->nworkers = n;
-    for (int i = 0; i < n; i++)
-        if (worker_init(&px->workers[i], px, i, err, sizeof err) < 0) {
-            log_error("main", "%s", err);
-            fprintf(stderr, "sluice: %s\n", err);
-            return 1;
-        }
+    }
     struct event_base *base = event_base_new();
     int sigs[] = {SIGTERM, SIGINT, SIGUSR1, SIGHUP};
     struct event *sev[4];
@@ -94,36 +169,67 @@ static int run(struct proxy *px)
         sev[i] = evsignal_new(base, sigs[i], on_signal, px);
         evsignal_add(sev[i], NULL);
     }
-    if (cfg->proxy.pid_file && write_pid(cfg->proxy.pid_file) < 0)
-        log_warn("main", "cannot write pid_file=%s: %s", cfg->proxy.pid_file, strerror(errno));
-    for (int i = 0; i < n; i++)
-        worker_start(&px->workers[i]);
-    log_info("main", "ready version=%s threads=%d listen=%s backends=%d", SLUICE_VERSION, n,
-             cfg->proxy.listen[0], px->up.n);
-    /* The main loop only waits for signals; it ends when every worker has ended. */
+    char *pid_file = rt->cfg->proxy.pid_file ? strdup(rt->cfg->proxy.pid_file) : NULL;
+    if (pid_file && write_pid(pid_file) < 0)
+        log_warn("main", "cannot write pid_file=%s: %s", pid_file, strerror(errno));
+    log_info("main", "ready version=%s threads=%d listen=%s backends=%d", SLUICE_VERSION,
+             px->nworkers, rt->cfg->proxy.listen.n ? rt->cfg->proxy.listen.v[0]
+                                                   : rt->cfg->proxy.tls_listen.v[0],
+             rt->up.n);
     while (!atomic_load(&px->stopping))
         event_base_loop(base, EVLOOP_ONCE);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < px->nworkers; i++)
         pthread_join(px->workers[i].thread, NULL);
     log_totals(px);
     for (int i = 0; i < 4; i++)
         event_free(sev[i]);
     event_base_free(base);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < px->nworkers; i++)
         worker_free(&px->workers[i]);
-    if (cfg->proxy.pid_file)
-        unlink(cfg->proxy.pid_file);
+    if (pid_file)
+        unlink(pid_file);
+    free(pid_file);
     log_info("main", "stopped");
+    return rc;
+}
+
+/* -s reload|stop: signal the running instance named by the pid_file. */
+static int send_signal(const struct runtime *rt, const char *what)
+{
+    int sig = strcmp(what, "reload") == 0 ? SIGHUP : strcmp(what, "stop") == 0 ? SIGTERM : 0;
+    const char *pf = rt->cfg->proxy.pid_file;
+    if (!sig) {
+        fprintf(stderr, "sluice: -s takes reload or stop, not '%s'\n", what);
+        return 2;
+    }
+    if (!pf) {
+        fprintf(stderr, "sluice: %s: [proxy] pid_file is not set\n", rt->cfg->path);
+        return 1;
+    }
+    FILE *f = fopen(pf, "r");
+    long pid = 0;
+    if (!f || fscanf(f, "%ld", &pid) != 1 || pid <= 1) {
+        fprintf(stderr, "sluice: cannot read a pid from %s\n", pf);
+        if (f)
+            fclose(f);
+        return 1;
+    }
+    fclose(f);
+    if (kill((pid_t)pid, sig) < 0) {
+        fprintf(stderr, "sluice: kill %ld: %s\n", pid, strerror(errno));
+        return 1;
+    }
     return 0;
 }
 
 int main(int argc, char **argv)
 {
-    const char *path = NULL;
+    const char *path = NULL, *sig = NULL;
     int test_only = 0, opt;
-    while ((opt = getopt(argc, argv, "c:tvh")) != -1) {
+    while ((opt = getopt(argc, argv, "c:s:tvh")) != -1) {
         switch (opt) {
         case 'c': path = optarg; break;
+        case 's': sig = optarg; break;
         case 't': test_only = 1; break;
         case 'v': printf("sluice %s\n", SLUICE_VERSION); return 0;
         case 'h': usage(stdout); return 0;
@@ -137,30 +243,30 @@ int main(int argc, char **argv)
     char err[1024];
     struct proxy px;
     memset(&px, 0, sizeof px);
-    px.cfg = config_load(path, err, sizeof err);
-    if (!px.cfg) {
+    px.config_path = path;
+    struct runtime *rt = runtime_load(path, NULL, err, sizeof err);
+    if (!rt) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
-    if (up_init(&px.up, px.cfg->backends, (int)px.cfg->nbackends, err, sizeof err) < 0) {
-        fprintf(stderr, "%s:%d: %s\n", path, px.cfg->backends[0].line, err);
-        config_free(px.cfg);
-        return 1;
+    if (test_only || sig) {
+        int rc = 0;
+        if (sig)
+            rc = send_signal(rt, sig);
+        else
+            printf("sluice: the configuration file %s syntax is ok\n", path);
+        runtime_unref(rt);
+        return rc;
     }
-    if (test_only) {
-        printf("sluice: the configuration file %s syntax is ok\n", path);
-        up_free(&px.up);
-        config_free(px.cfg);
-        return 0;
-    }
+    atomic_store(&px.rt, rt);
     signal(SIGPIPE, SIG_IGN);
     evthread_use_pthreads();
-    if (log_open(px.cfg->proxy.error_log, px.cfg->proxy.access_log, px.cfg->proxy.log_level) < 0)
+    if (log_open(rt->cfg->proxy.error_log, rt->cfg->proxy.access_log, rt->cfg->proxy.log_level) <
+        0)
         return 1;
     int rc = run(&px);
     free(px.workers);
-    up_free(&px.up);
-    config_free(px.cfg);
+    runtime_unref(atomic_load(&px.rt));
     log_close();
     libevent_global_shutdown();
     return rc;

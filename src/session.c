@@ -4,10 +4,17 @@
  *
  * States (struct session.state):
  *
- *   READ_HEAD --head ok--> CONNECTING --connected--> FORWARD --response done--> READ_HEAD
- *       |                      |  \--connect failed: retry other backend (CONNECTING) or 502
- *       |                      |                              \--101 Switching--> TUNNEL
+ *   READ_HEAD --head ok--> READ_BODY --body complete, or over request_buffer--+
+ *       |          \--no body--------------------------------------------------+
+ *       |                                                                       v
+ *       |   READ_HEAD <--response done-- FORWARD <--connected-- CONNECTING <----+
+ *       |                                   |   \--connect failed: retry another or 502
+ *       |                                   \--101 Switching--> TUNNEL
  *       \--malformed/timeout-> CLOSING (error answer flushed) --> LINGER --> freed
+ *
+ * READ_BODY buffers up to request_buffer bytes of the body before a backend is chosen, as
+ * NGINX does: a slow upload never holds a Gunicorn worker, and a body with bad chunk
+ * framing within that size is refused before any byte of its request reaches a backend.
  *
  * Backpressure, the one rule: when the peer's output buffer holds more than HIGH_WM bytes,
  * stop reading this side; the peer's write callback (fired when its output drains below
@@ -28,11 +35,17 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include <sluice/http1.h>
 #include <sluice/log.h>
+#include <sluice/listener.h>
+#include <sluice/runtime.h>
 #include <sluice/stats.h>
+#include <sluice/tls.h>
 #include <sluice/upstream.h>
 #include <sluice/worker.h>
 
@@ -41,7 +54,8 @@
 #define LINGER_MS 2000
 #define MAX_LOG_TARGET 1024
 
-enum sess_state { S_READ_HEAD, S_CONNECTING, S_FORWARD, S_TUNNEL, S_CLOSING, S_LINGER };
+enum sess_state { S_READ_HEAD, S_READ_BODY, S_CONNECTING, S_FORWARD, S_TUNNEL, S_CLOSING,
+                  S_LINGER };
 
 /* A message body being moved from one buffer to another, re-framed if needed. */
 struct body {
@@ -55,13 +69,16 @@ struct body {
 
 struct session {
     struct worker *w;             /* borrowed */
+    struct runtime *rt;           /* the generation of the current request (a reference) */
     struct session *prev, *next;  /* worker's list */
     struct bufferevent *cli;      /* owned */
     struct upconn *up;            /* owned while a request is forwarded */
     struct event *timer;          /* owned: header deadline, keep-alive idle, linger */
     struct evbuffer *reqhead;     /* owned: the head sent upstream, kept for a retry */
+    struct evbuffer *bodybuf;     /* owned: request body read before a backend is chosen */
     enum sess_state state;
     char peer[64];
+    int tls;                      /* accepted on an HTTPS listener */
     int nreq;                     /* requests served on this connection */
     /* the current request */
     enum http1_method meth;
@@ -92,10 +109,11 @@ static void up_write_cb(struct bufferevent *bev, void *arg);
 static void up_event_cb(struct bufferevent *bev, short what, void *arg);
 static void connect_upstream(struct session *s);
 static void start_request(struct session *s);
+static void buffer_body(struct session *s);
 
 static const struct config *cfg_of(const struct session *s)
 {
-    return s->w->px->cfg;
+    return s->rt->cfg;
 }
 
 static void ms_tv(struct timeval *tv, uint32_t ms)
@@ -111,12 +129,22 @@ static void timer_ms(struct session *s, uint32_t ms)
     evtimer_add(s->timer, &tv);
 }
 
+/* Client socket timeouts: read_ms for reading (0 = none), send_timeout for writing. */
+static void cli_timeouts(struct session *s, uint32_t read_ms)
+{
+    struct timeval rt, wt;
+    ms_tv(&rt, read_ms);
+    ms_tv(&wt, cfg_of(s)->proxy.send_timeout_ms);
+    bufferevent_set_timeouts(s->cli, read_ms ? &rt : NULL, &wt);
+}
+
 static const char *reason_phrase(int status)
 {
     switch (status) {
     case 100: return "Continue";
     case 101: return "Switching Protocols";
     case 200: return "OK";
+    case 308: return "Permanent Redirect";
     case 400: return "Bad Request";
     case 404: return "Not Found";
     case 408: return "Request Timeout";
@@ -148,6 +176,9 @@ static void session_free(struct session *s)
         event_free(s->timer);
     if (s->reqhead)
         evbuffer_free(s->reqhead);
+    if (s->bodybuf)
+        evbuffer_free(s->bodybuf);
+    runtime_unref(s->rt);
     if (s->cli)
         bufferevent_free(s->cli);
     struct worker *w = s->w;
@@ -181,7 +212,7 @@ void upconn_free(struct upconn *u)
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg);
 
-void session_accept(struct worker *w, int fd, const struct sockaddr *peer, int peerlen)
+void session_accept(struct worker *w, int fd, const struct sockaddr *peer, int peerlen, int tls)
 {
     struct session *s = calloc(1, sizeof *s);
     if (!s) {
@@ -205,10 +236,26 @@ void session_accept(struct worker *w, int fd, const struct sockaddr *peer, int p
     (void)peerlen;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    s->cli = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    s->rt = w->rt;
+    runtime_ref(s->rt);
+    s->tls = tls;
+    if (tls) {
+        SSL *ssl = tls_server_ssl(w->rt->tls);
+        if (ssl) {
+            s->cli = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                    BEV_OPT_CLOSE_ON_FREE);
+            if (s->cli)
+                bufferevent_openssl_set_allow_dirty_shutdown(s->cli, 1);
+            else
+                SSL_free(ssl);
+        }
+    } else {
+        s->cli = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
     s->timer = evtimer_new(w->base, timer_cb, s);
     s->reqhead = evbuffer_new();
-    if (!s->cli || !s->timer || !s->reqhead) {
+    s->bodybuf = evbuffer_new();
+    if (!s->cli || !s->timer || !s->reqhead || !s->bodybuf) {
         if (!s->cli)
             close(fd);
         session_free(s);
@@ -216,6 +263,7 @@ void session_accept(struct worker *w, int fd, const struct sockaddr *peer, int p
     }
     bufferevent_setcb(s->cli, cli_read_cb, cli_write_cb, cli_event_cb, s);
     bufferevent_setwatermark(s->cli, EV_WRITE, LOW_WM, 0);
+    cli_timeouts(s, 0);
     s->state = S_READ_HEAD;
     bufferevent_enable(s->cli, EV_READ | EV_WRITE);
     timer_ms(s, cfg_of(s)->proxy.client_header_timeout_ms);
@@ -270,6 +318,11 @@ static void release_backend(struct session *s)
 static void start_linger(struct session *s)
 {
     s->state = S_LINGER;
+    if (s->tls) { /* no half-close under TLS: end on the next loop turn */
+        bufferevent_disable(s->cli, EV_READ | EV_WRITE);
+        timer_ms(s, 0);
+        return;
+    }
     shutdown(bufferevent_getfd(s->cli), SHUT_WR);
     bufferevent_disable(s->cli, EV_WRITE);
     bufferevent_set_timeouts(s->cli, NULL, NULL);
@@ -303,8 +356,10 @@ static enum stat_id error_stat(int status)
     }
 }
 
-/* Answer an error the proxy produced, log it, and close the connection. */
-static void send_error(struct session *s, int status, const char *code, const char *msg)
+/* Answer a status the proxy produced (extra: more header lines, may be NULL), log it,
+ * and close the connection. */
+static void send_answer(struct session *s, int status, const char *code, const char *msg,
+                        const char *extra)
 {
     struct worker *w = s->w;
     drop_upstream(s);
@@ -324,6 +379,8 @@ static void send_error(struct session *s, int status, const char *code, const ch
                             status, reason_phrase(status), blen, code);
         if (s->rid[0])
             evbuffer_add_printf(out, "X-Request-ID: %s\r\n", s->rid);
+        if (extra)
+            evbuffer_add(out, extra, strlen(extra));
         evbuffer_add_printf(out, "\r\n");
         if (s->meth != HTTP1_M_HEAD)
             evbuffer_add(out, body, (size_t)blen);
@@ -333,6 +390,38 @@ static void send_error(struct session *s, int status, const char *code, const ch
     access_log(s);
     release_backend(s);
     close_after_flush(s);
+}
+
+static void send_error(struct session *s, int status, const char *code, const char *msg)
+{
+    send_answer(s, status, code, msg, NULL);
+}
+
+/* redirect_http: a plain-HTTP request is sent to the same host and target over HTTPS. */
+static void send_redirect(struct session *s, const struct http1_msg *m)
+{
+    const char *h = m->authority;
+    size_t hl = m->authority_len;
+    if (!h && m->host >= 0) {
+        h = m->headers[m->host].value;
+        hl = m->headers[m->host].value_len;
+    }
+    if (!h || hl == 0) {
+        send_error(s, 400, "no-host", "a Host is needed to redirect to https");
+        return;
+    }
+    const char *colon = h[0] == '[' ? memchr(h, ']', hl) : memchr(h, ':', hl);
+    if (colon && h[0] == '[')
+        colon = (size_t)(colon - h) + 1 < hl ? colon + 1 : NULL;
+    size_t name_len = colon ? (size_t)(colon - h) : hl;
+    int port = listener_port(cfg_of(s)->proxy.tls_listen.v[0]);
+    char loc[MAX_LOG_TARGET + 400], portbuf[16] = "";
+    if (port != 443)
+        snprintf(portbuf, sizeof portbuf, ":%d", port);
+    snprintf(loc, sizeof loc, "Location: https://%.*s%s%s\r\n", (int)(name_len < 255 ? name_len : 255),
+             h, portbuf, s->target);
+    stats_add(&s->w->stats, STAT_redirects, 1);
+    send_answer(s, 308, "redirect-https", "this service is served over https", loc);
 }
 
 /* The response had started when things went wrong: all we can do is close. */
@@ -485,7 +574,7 @@ static void build_upstream_head(struct session *s, const struct http1_msg *m)
                 evbuffer_add(o, ", ", 2);
             }
     }
-    evbuffer_add_printf(o, "%s\r\nX-Forwarded-Proto: http\r\n", s->peer);
+    evbuffer_add_printf(o, "%s\r\nX-Forwarded-Proto: %s\r\n", s->peer, s->tls ? "https" : "http");
     const char *fh = m->authority ? m->authority : host ? host->value : NULL;
     size_t fhl = m->authority ? m->authority_len : host ? host->value_len : 0;
     if (fhl) {
@@ -519,7 +608,7 @@ static void note_request(struct session *s, const struct http1_msg *m)
         worker_request_id(s->w, s->rid);
     s->meth = m->meth;
     s->minor = m->minor;
-    s->keep_alive = m->keep_alive && !s->w->draining;
+    s->keep_alive = m->keep_alive && !s->w->draining && cfg_of(s)->proxy.keepalive_timeout_ms;
     s->upgrade = m->upgrade;
     /* RFC 9110 10.1.1: a server MUST ignore 100-continue from an HTTP/1.0 client */
     s->expect = m->expect_continue && m->body != HTTP1_BODY_NONE && m->minor == 1;
@@ -547,15 +636,20 @@ static void read_head(struct session *s)
     if (len == 0)
         return;
     if (s->t_start == 0) {
+        if (s->rt != w->rt) { /* a reload happened: new requests use the new generation */
+            runtime_unref(s->rt);
+            s->rt = w->rt;
+            runtime_ref(s->rt);
+        }
         s->t_start = up_now_ms();
         timer_ms(s, cfg_of(s)->proxy.client_header_timeout_ms);
     }
-    size_t cap = w->px->lim.max_head + 2;
+    size_t cap = s->rt->lim.max_head + 2;
     size_t take = len < cap ? len : cap;
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)take);
     struct http1_msg m;
     int status = 0;
-    int n = http1_parse_request(p, take, &w->px->lim, w->hdrs, w->nhdrs, &m, &status);
+    int n = http1_parse_request(p, take, &s->rt->lim, w->hdrs, w->nhdrs, &m, &status);
     if (n == HTTP1_INCOMPLETE)
         return;
     stats_add(&w->stats, STAT_requests, 1);
@@ -568,6 +662,10 @@ static void read_head(struct session *s)
     }
     note_request(s, &m);
     s->bytes_in = (uint64_t)n;
+    if (!s->tls && cfg_of(s)->proxy.redirect_http) {
+        send_redirect(s, &m);
+        return;
+    }
     if (m.meth == HTTP1_M_CONNECT) {
         send_error(s, 501, "not-implemented", "CONNECT is not supported");
         return;
@@ -580,7 +678,52 @@ static void read_head(struct session *s)
     build_upstream_head(s, &m);
     body_init(&s->req, m.body, m.content_length, m.body == HTTP1_BODY_CHUNKED);
     evbuffer_drain(in, (size_t)n);
-    start_request(s);
+    if (s->req.done || cfg_of(s)->proxy.request_buffer == 0) {
+        start_request(s);
+        return;
+    }
+    s->state = S_READ_BODY;
+    evtimer_del(s->timer);
+    if (s->expect) {
+        evbuffer_add(bufferevent_get_output(s->cli), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        s->expect = 0;
+    }
+    cli_timeouts(s, cfg_of(s)->proxy.client_body_timeout_ms);
+    buffer_body(s);
+}
+
+/* Checks shared by buffering and streaming a request body; 0 to go on, -1 answered. */
+static int body_checks(struct session *s, int rc, int eof)
+{
+    uint64_t maxb = cfg_of(s)->proxy.max_body_size;
+    if (rc == 0 && maxb && s->req.total > maxb) {
+        if (!s->resp_started)
+            send_error(s, 413, "body-too-large", "the request body is over max_body_size");
+        else
+            abort_session(s, STAT_err_413);
+        return -1;
+    }
+    if (rc < 0) {
+        if (!s->resp_started && !eof)
+            send_error(s, 400, "bad-body", "the request body framing is malformed");
+        else
+            abort_session(s, STAT_client_aborts);
+        return -1;
+    }
+    return 0;
+}
+
+/* READ_BODY: collect the body; go upstream when it is complete or the buffer is full. */
+static void buffer_body(struct session *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->cli);
+    size_t before = evbuffer_get_length(in);
+    int rc = body_pump(&s->req, in, s->bodybuf, 0);
+    s->bytes_in += before - evbuffer_get_length(in);
+    if (body_checks(s, rc, 0) < 0)
+        return;
+    if (s->req.done || evbuffer_get_length(s->bodybuf) >= cfg_of(s)->proxy.request_buffer)
+        start_request(s);
 }
 
 static void start_request(struct session *s)
@@ -608,6 +751,7 @@ static void send_request_head(struct session *s)
     struct evbuffer *out = bufferevent_get_output(s->up->bev);
     size_t hl = evbuffer_get_length(s->reqhead);
     evbuffer_add(out, evbuffer_pullup(s->reqhead, -1), hl);
+    evbuffer_add_buffer(out, s->bodybuf);
     s->state = S_FORWARD;
     s->t_up_start = up_now_ms();
     up_timeouts(s, s->req.done);
@@ -617,9 +761,7 @@ static void send_request_head(struct session *s)
             evbuffer_add(bufferevent_get_output(s->cli), "HTTP/1.1 100 Continue\r\n\r\n", 25);
             s->expect = 0;
         }
-        struct timeval bt;
-        ms_tv(&bt, cfg_of(s)->proxy.client_body_timeout_ms);
-        bufferevent_set_timeouts(s->cli, &bt, NULL);
+        cli_timeouts(s, cfg_of(s)->proxy.client_body_timeout_ms);
         bufferevent_enable(s->cli, EV_READ);
         cli_read_cb(s->cli, s); /* body bytes that came with the head */
     }
@@ -639,6 +781,7 @@ static int new_upconn(struct session *s, struct backend *b)
     }
     s->up = u;
     bufferevent_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, s);
+    bufferevent_setwatermark(u->bev, EV_WRITE, LOW_WM, 0);
     struct timeval ct;
     ms_tv(&ct, b->conf->connect_timeout_ms);
     bufferevent_set_timeouts(u->bev, NULL, &ct);
@@ -655,13 +798,12 @@ static void connect_failed(struct session *s);
 static void connect_upstream(struct session *s)
 {
     s->attempts++;
-    struct backend *b = up_pick(&s->w->px->up, s->last_failed, up_now_ms());
+    struct backend *b = up_pick(&s->rt->up, s->last_failed, up_now_ms());
     if (!b) {
         send_error(s, 502, "no-backend", "no backend is configured");
         return;
     }
     s->backend = b;
-    atomic_fetch_add_explicit(&b->requests, 1, memory_order_relaxed);
     struct upconn *u = worker_pool_get(s->w, b);
     if (u) {
         u->reused = 1;
@@ -690,7 +832,7 @@ static void connect_failed(struct session *s)
     drop_upstream(s);
     release_backend(s);
     s->last_failed = b;
-    if (s->attempts <= cfg_of(s)->proxy.retries && s->w->px->up.n > 1) {
+    if (s->attempts <= cfg_of(s)->proxy.retries && s->rt->up.n > 1) {
         stats_add(&s->w->stats, STAT_retries, 1);
         connect_upstream(s);
         return;
@@ -703,11 +845,14 @@ static void connect_failed(struct session *s)
  * where that is safe (idempotent and no body bytes sent). */
 static int retry_fresh(struct session *s)
 {
-    if (!s->up->reused || s->resp_started || !http1_idempotent(s->meth) || s->req.total > 0)
+    if (!s->up->reused || s->resp_started || !http1_idempotent(s->meth) ||
+        s->req.kind != HTTP1_BODY_NONE)
         return 0;
     struct backend *b = s->backend;
     drop_upstream(s);
     stats_add(&s->w->stats, STAT_retries, 1);
+    s->state = S_CONNECTING;
+    bufferevent_disable(s->cli, EV_READ);
     int rc = new_upconn(s, b);
     if (rc == -2) {
         connect_failed(s);
@@ -806,12 +951,12 @@ static int read_response_head(struct session *s)
         size_t len = evbuffer_get_length(in);
         if (len == 0)
             return 0;
-        size_t cap = w->px->lim.max_head + 2;
+        size_t cap = s->rt->lim.max_head + 2;
         size_t take = len < cap ? len : cap;
         const char *p = (const char *)evbuffer_pullup(in, (ssize_t)take);
         struct http1_msg m;
         int status = 0;
-        int n = http1_parse_response(p, take, &w->px->lim, w->hdrs, w->nhdrs, s->meth, &m,
+        int n = http1_parse_response(p, take, &s->rt->lim, w->hdrs, w->nhdrs, s->meth, &m,
                                      &status);
         if (n == HTTP1_INCOMPLETE)
             return 0;
@@ -862,7 +1007,7 @@ static void finish_response(struct session *s, int upstream_reusable)
 {
     struct worker *w = s->w;
     if (s->up) {
-        if (upstream_reusable && !w->draining) {
+        if (upstream_reusable && !w->draining && s->rt == w->rt) {
             bufferevent_setcb(s->up->bev, NULL, NULL, NULL, NULL);
             worker_pool_put(w, s->up);
         } else {
@@ -881,10 +1026,7 @@ static void finish_response(struct session *s, int upstream_reusable)
     reset_request(s);
     s->state = S_READ_HEAD;
     s->t_start = 0;
-    bufferevent_set_timeouts(s->cli, NULL, NULL);
-    struct timeval st;
-    ms_tv(&st, cfg_of(s)->proxy.send_timeout_ms);
-    bufferevent_set_timeouts(s->cli, NULL, &st);
+    cli_timeouts(s, 0);
     timer_ms(s, cfg_of(s)->proxy.keepalive_timeout_ms);
     if (evbuffer_get_length(bufferevent_get_output(s->cli)) > HIGH_WM)
         return; /* cli_write_cb resumes reading once the client has taken the response */
@@ -902,24 +1044,11 @@ static void pump_request(struct session *s, int eof)
     size_t before = evbuffer_get_length(in);
     int rc = body_pump(&s->req, in, out, eof);
     s->bytes_in += before - evbuffer_get_length(in);
-    uint64_t maxb = cfg_of(s)->proxy.max_body_size;
-    if (rc == 0 && maxb && s->req.total > maxb) {
-        if (!s->resp_started)
-            send_error(s, 413, "body-too-large", "the request body is over max_body_size");
-        else
-            abort_session(s, STAT_err_413);
+    if (body_checks(s, rc, eof) < 0)
         return;
-    }
-    if (rc < 0) {
-        if (!s->resp_started && !eof)
-            send_error(s, 400, "bad-body", "the request body framing is malformed");
-        else
-            abort_session(s, STAT_client_aborts);
-        return;
-    }
     if (s->req.done) {
         bufferevent_disable(s->cli, EV_READ); /* pipelined requests wait in the socket */
-        bufferevent_set_timeouts(s->cli, NULL, NULL);
+        cli_timeouts(s, 0);
         up_timeouts(s, 1);
         return;
     }
@@ -940,6 +1069,9 @@ static void cli_read_cb(struct bufferevent *bev, void *arg)
     switch (s->state) {
     case S_READ_HEAD:
         read_head(s);
+        break;
+    case S_READ_BODY:
+        buffer_body(s);
         break;
     case S_FORWARD:
         if (!s->req.done)
@@ -998,7 +1130,8 @@ static void cli_event_cb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {
-        if (s->state == S_FORWARD && !s->req.done && !s->resp_started) {
+        if ((s->state == S_FORWARD || s->state == S_READ_BODY) && !s->req.done &&
+            !s->resp_started) {
             send_error(s, 408, "body-timeout", "the request body did not arrive in time");
             return;
         }
@@ -1012,6 +1145,12 @@ static void cli_event_cb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (s->state == S_READ_HEAD && s->t_start == 0) {
+        if (s->tls && s->nreq == 0 && (what & BEV_EVENT_ERROR)) {
+            unsigned long e = bufferevent_get_openssl_error(s->cli);
+            stats_add(&s->w->stats, STAT_tls_handshake_errors, 1);
+            log_debug("tls", "handshake failed client=%s reason=%s", s->peer,
+                      e ? ERR_reason_error_string(e) : "closed");
+        }
         session_free(s); /* idle connection closed by the client: nothing lost */
         return;
     }

@@ -49,10 +49,33 @@ static int resolve(struct backend *b, char *err, size_t errlen)
     return 0;
 }
 
-int up_init(struct upstream *u, const struct backend_conf *confs, int n, char *err, size_t errlen)
+static struct backend_state *state_new(const char *name)
+{
+    struct backend_state *st = calloc(1, sizeof *st);
+    if (!st)
+        return NULL;
+    snprintf(st->name, sizeof st->name, "%s", name);
+    pthread_mutex_init(&st->lock, NULL);
+    atomic_init(&st->refs, 1);
+    return st;
+}
+
+static struct backend_state *state_find(const struct upstream *prev, const char *name)
+{
+    for (int i = 0; prev && i < prev->n; i++)
+        if (strcmp(prev->b[i].st->name, name) == 0) {
+            atomic_fetch_add(&prev->b[i].st->refs, 1);
+            return prev->b[i].st;
+        }
+    return NULL;
+}
+
+int up_init(struct upstream *u, const struct backend_conf *confs, int n,
+            const struct upstream *prev, char *err, size_t errlen)
 {
     memset(u, 0, sizeof *u);
     u->b = calloc((size_t)(n > 0 ? n : 1), sizeof *u->b);
+    u->n = 0;
     if (!u->b) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -61,7 +84,14 @@ int up_init(struct upstream *u, const struct backend_conf *confs, int n, char *e
         struct backend *b = &u->b[i];
         b->conf = &confs[i];
         b->index = i;
-        pthread_mutex_init(&b->lock, NULL);
+        b->st = state_find(prev, confs[i].name);
+        if (!b->st)
+            b->st = state_new(confs[i].name);
+        if (!b->st) {
+            snprintf(err, errlen, "out of memory");
+            up_free(u);
+            return -1;
+        }
         u->n = i + 1;
         if (resolve(b, err, errlen) < 0) {
             up_free(u);
@@ -73,8 +103,13 @@ int up_init(struct upstream *u, const struct backend_conf *confs, int n, char *e
 
 void up_free(struct upstream *u)
 {
-    for (int i = 0; i < u->n; i++)
-        pthread_mutex_destroy(&u->b[i].lock);
+    for (int i = 0; i < u->n; i++) {
+        struct backend_state *st = u->b[i].st;
+        if (st && atomic_fetch_sub(&st->refs, 1) == 1) {
+            pthread_mutex_destroy(&st->lock);
+            free(st);
+        }
+    }
     free(u->b);
     u->b = NULL;
     u->n = 0;
@@ -82,7 +117,12 @@ void up_free(struct upstream *u)
 
 int up_is_up(const struct backend *b, uint64_t now_ms)
 {
-    return atomic_load_explicit(&b->down_until, memory_order_relaxed) <= now_ms;
+    return atomic_load_explicit(&b->st->down_until, memory_order_relaxed) <= now_ms;
+}
+
+int up_inflight(const struct backend *b)
+{
+    return atomic_load_explicit(&b->st->inflight, memory_order_relaxed);
 }
 
 /* a/wa < b/wb without division */
@@ -101,13 +141,13 @@ struct backend *up_pick(struct upstream *u, const struct backend *avoid, uint64_
     for (int k = 0; k < u->n; k++) {
         struct backend *b = &u->b[(start + (unsigned)k) % (unsigned)u->n];
         if (!up_is_up(b, now_ms)) {
-            if (!fallback || b->down_until < fallback->down_until)
+            if (!fallback || b->st->down_until < fallback->st->down_until)
                 fallback = b;
             continue;
         }
         if (b == avoid)
             continue;
-        int load = atomic_load_explicit(&b->inflight, memory_order_relaxed);
+        int load = up_inflight(b);
         if (!best || less_loaded(load, b->conf->weight, best_load, best->conf->weight)) {
             best = b;
             best_load = load;
@@ -117,37 +157,40 @@ struct backend *up_pick(struct upstream *u, const struct backend *avoid, uint64_
         best = (struct backend *)avoid;
     if (!best)
         best = fallback;
-    atomic_fetch_add_explicit(&best->inflight, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&best->st->inflight, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&best->st->requests, 1, memory_order_relaxed);
     return best;
 }
 
 void up_release(struct backend *b)
 {
-    atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&b->st->inflight, 1, memory_order_relaxed);
 }
 
 void up_fail(struct backend *b, uint64_t now_ms)
 {
-    atomic_fetch_add_explicit(&b->failures, 1, memory_order_relaxed);
+    struct backend_state *st = b->st;
+    atomic_fetch_add_explicit(&st->failures, 1, memory_order_relaxed);
     if (b->conf->max_fails == 0)
         return;
-    pthread_mutex_lock(&b->lock);
-    if (b->fails == 0 || now_ms - b->fail_start > b->conf->fail_timeout_ms) {
-        b->fails = 0;
-        b->fail_start = now_ms;
+    pthread_mutex_lock(&st->lock);
+    if (st->fails == 0 || now_ms - st->fail_start > b->conf->fail_timeout_ms) {
+        st->fails = 0;
+        st->fail_start = now_ms;
     }
-    if (++b->fails >= b->conf->max_fails) {
-        atomic_store(&b->down_until, now_ms + b->conf->fail_timeout_ms);
-        b->fails = 0;
+    if (++st->fails >= b->conf->max_fails) {
+        atomic_store(&st->down_until, now_ms + b->conf->fail_timeout_ms);
+        st->fails = 0;
     }
-    pthread_mutex_unlock(&b->lock);
+    pthread_mutex_unlock(&st->lock);
 }
 
 void up_ok(struct backend *b)
 {
-    if (atomic_load_explicit(&b->fails, memory_order_relaxed) == 0)
+    struct backend_state *st = b->st;
+    if (atomic_load_explicit(&st->fails, memory_order_relaxed) == 0)
         return;
-    pthread_mutex_lock(&b->lock);
-    atomic_store_explicit(&b->fails, 0, memory_order_relaxed);
-    pthread_mutex_unlock(&b->lock);
+    pthread_mutex_lock(&st->lock);
+    atomic_store_explicit(&st->fails, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&st->lock);
 }

@@ -15,14 +15,18 @@
 #include <event2/listener.h>
 #include <openssl/rand.h>
 
+#include <unistd.h>
+
+#include <sluice/listener.h>
 #include <sluice/log.h>
 #include <sluice/session.h>
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
+    struct wlistener *wl = arg;
     (void)l;
-    session_accept(arg, fd, sa, salen);
+    session_accept(wl->w, fd, sa, salen, wl->tls);
 }
 
 static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
@@ -32,52 +36,28 @@ static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (w->draining)
         return;
-    for (int i = 0; i < w->nlev; i++)
-        evconnlistener_enable(w->lev[i]);
+    for (int i = 0; i < w->nlst; i++)
+        evconnlistener_enable(w->lst[i].lev);
 }
 
 /* accept() failed, most often EMFILE: stop accepting for 100 ms instead of spinning. */
 static void accept_error_cb(struct evconnlistener *l, void *arg)
 {
-    struct worker *w = arg;
+    struct wlistener *wl = arg;
+    struct worker *w = wl->w;
     int e = EVUTIL_SOCKET_ERROR();
+    (void)l;
     stats_add(&w->stats, STAT_accept_errors, 1);
     log_warn("listener", "accept failed: %s; pausing accept for 100ms", strerror(e));
-    evconnlistener_disable(l);
+    for (int i = 0; i < w->nlst; i++)
+        evconnlistener_disable(w->lst[i].lev);
     struct timeval tv = {0, 100000};
     evtimer_add(w->accept_retry, &tv);
 }
 
-static int parse_listen(const char *spec, struct sockaddr_storage *ss, socklen_t *len)
-{
-    char host[256] = "0.0.0.0";
-    const char *port = spec;
-    const char *colon = strrchr(spec, ':');
-    if (colon) {
-        size_t hl = (size_t)(colon - spec);
-        if (hl >= sizeof host)
-            return -1;
-        memcpy(host, spec, hl);
-        host[hl] = '\0';
-        if (host[0] == '[' && hl > 1 && host[hl - 1] == ']') {
-            memmove(host, host + 1, hl - 2);
-            host[hl - 2] = '\0';
-        }
-        port = colon + 1;
-    }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *res = NULL;
-    if (getaddrinfo(host, port, &hints, &res) != 0 || !res)
-        return -1;
-    memcpy(ss, res->ai_addr, res->ai_addrlen);
-    *len = res->ai_addrlen;
-    freeaddrinfo(res);
-    return 0;
-}
-
 static void ctl_cb(evutil_socket_t fd, short what, void *arg);
 static void grace_cb(evutil_socket_t fd, short what, void *arg);
+static void reload_cb(evutil_socket_t fd, short what, void *arg);
 
 int worker_init(struct worker *w, struct proxy *px, int id, char *err, size_t errlen)
 {
@@ -85,39 +65,161 @@ int worker_init(struct worker *w, struct proxy *px, int id, char *err, size_t er
     w->id = id;
     w->px = px;
     w->base = event_base_new();
-    w->nhdrs = (size_t)px->cfg->proxy.max_headers;
-    w->hdrs = calloc(w->nhdrs, sizeof *w->hdrs);
-    w->pools = calloc((size_t)(px->up.n > 0 ? px->up.n : 1), sizeof *w->pools);
-    if (!w->base || !w->hdrs || !w->pools) {
-        snprintf(err, errlen, "worker %d: out of memory", id);
+    if (!w->base) {
+        snprintf(err, errlen, "worker %d: cannot create an event base", id);
         return -1;
     }
     w->ctl = event_new(w->base, -1, 0, ctl_cb, w);
+    w->reload_ev = event_new(w->base, -1, 0, reload_cb, w);
     w->grace = evtimer_new(w->base, grace_cb, w);
     w->accept_retry = evtimer_new(w->base, accept_retry_cb, w);
     if (RAND_bytes((unsigned char *)w->rng, sizeof w->rng) != 1)
         w->rng[0] = (uint64_t)id * 0x9E3779B97F4A7C15ULL + 1;
     w->rng[1] |= 1;
-    const struct proxy_conf *pc = &px->cfg->proxy;
-    for (size_t i = 0; i < pc->nlisten; i++) {
-        struct sockaddr_storage ss;
-        socklen_t sl;
-        if (parse_listen(pc->listen[i], &ss, &sl) < 0) {
-            snprintf(err, errlen, "listen %s: cannot resolve", pc->listen[i]);
+    for (int i = 0; i < WORKER_MAX_LISTEN; i++)
+        w->pending_fd[i] = -1;
+    return 0;
+}
+
+/* The listen specs of a generation, plain ones first: spec i and whether it is TLS. */
+static size_t specs(const struct runtime *rt, const char **spec, int *tls)
+{
+    const struct proxy_conf *pc = &rt->cfg->proxy;
+    size_t n = 0;
+    for (size_t i = 0; i < pc->listen.n; i++, n++) {
+        spec[n] = pc->listen.v[i];
+        tls[n] = 0;
+    }
+    for (size_t i = 0; i < pc->tls_listen.n; i++, n++) {
+        spec[n] = pc->tls_listen.v[i];
+        tls[n] = 1;
+    }
+    return n;
+}
+
+static int find_listener(const struct worker *w, const char *spec, int tls)
+{
+    for (int i = 0; i < w->nlst; i++)
+        if (w->lst[i].tls == tls && strcmp(w->lst[i].spec, spec) == 0)
+            return i;
+    return -1;
+}
+
+int worker_prepare(struct worker *w, const struct runtime *next, char *err, size_t errlen)
+{
+    const char *spec[WORKER_MAX_LISTEN];
+    int tls[WORKER_MAX_LISTEN];
+    size_t n = specs(next, spec, tls);
+    for (size_t i = 0; i < n; i++) {
+        w->pending_fd[i] = -1;
+        if (find_listener(w, spec[i], tls[i]) >= 0)
+            continue;
+        w->pending_fd[i] = listener_socket(spec[i], err, errlen);
+        if (w->pending_fd[i] < 0) {
+            worker_unprepare(w);
             return -1;
         }
-        unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT |
-                         LEV_OPT_CLOSE_ON_EXEC;
-        w->lev[i] = evconnlistener_new_bind(w->base, accept_cb, w, flags, 4096,
-                                            (struct sockaddr *)&ss, (int)sl);
-        if (!w->lev[i]) {
-            snprintf(err, errlen, "listen %s: %s", pc->listen[i], strerror(errno));
-            return -1;
-        }
-        evconnlistener_set_error_cb(w->lev[i], accept_error_cb);
-        w->nlev = (int)i + 1;
     }
     return 0;
+}
+
+void worker_unprepare(struct worker *w)
+{
+    for (int i = 0; i < WORKER_MAX_LISTEN; i++) {
+        if (w->pending_fd[i] >= 0)
+            close(w->pending_fd[i]);
+        w->pending_fd[i] = -1;
+    }
+}
+
+static void pools_free(struct worker *w);
+
+/* Listeners for rt: keep the ones whose spec stayed, open the prepared ones, close the
+ * rest. Sockets that stay are never closed, so no queued connection is lost. */
+static void adopt_listeners(struct worker *w, const struct runtime *rt)
+{
+    const char *spec[WORKER_MAX_LISTEN];
+    int tls[WORKER_MAX_LISTEN];
+    size_t n = specs(rt, spec, tls);
+    struct wlistener next[WORKER_MAX_LISTEN];
+    int nn = 0;
+    for (size_t i = 0; i < n; i++) {
+        int k = find_listener(w, spec[i], tls[i]);
+        if (k >= 0) {
+            next[nn++] = w->lst[k];
+            w->lst[k].lev = NULL;
+            w->lst[k].spec = NULL;
+            continue;
+        }
+        if (w->pending_fd[i] < 0)
+            continue;
+        unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
+        struct evconnlistener *lev =
+            evconnlistener_new(w->base, accept_cb, NULL, flags, -1, w->pending_fd[i]);
+        if (!lev) {
+            close(w->pending_fd[i]);
+        } else {
+            next[nn].w = w;
+            next[nn].spec = strdup(spec[i]);
+            next[nn].tls = tls[i];
+            next[nn].lev = lev;
+            nn++;
+        }
+        w->pending_fd[i] = -1;
+    }
+    for (int i = 0; i < w->nlst; i++) {
+        if (w->lst[i].lev)
+            evconnlistener_free(w->lst[i].lev);
+        free(w->lst[i].spec);
+    }
+    memcpy(w->lst, next, sizeof next[0] * (size_t)nn);
+    w->nlst = nn;
+    for (int i = 0; i < nn; i++) {
+        evconnlistener_set_cb(w->lst[i].lev, accept_cb, &w->lst[i]);
+        evconnlistener_set_error_cb(w->lst[i].lev, accept_error_cb);
+        if (w->draining)
+            evconnlistener_disable(w->lst[i].lev);
+    }
+}
+
+int worker_adopt(struct worker *w)
+{
+    struct runtime *rt = atomic_load(&w->px->rt);
+    size_t nh = (size_t)rt->cfg->proxy.max_headers;
+    struct http1_header *hdrs = calloc(nh, sizeof *hdrs);
+    struct pool *pools = calloc((size_t)(rt->up.n > 0 ? rt->up.n : 1), sizeof *pools);
+    if (!hdrs || !pools) {
+        free(hdrs);
+        free(pools);
+        worker_unprepare(w);
+        return -1;
+    }
+    runtime_ref(rt);
+    adopt_listeners(w, rt);
+    if (w->rt)
+        pools_free(w); /* idle connections belong to the old backend table */
+    free(w->pools);
+    free(w->hdrs);
+    w->pools = pools;
+    w->hdrs = hdrs;
+    w->nhdrs = nh;
+    struct runtime *old = w->rt;
+    w->rt = rt;
+    runtime_unref(old);
+    atomic_store(&w->adopted, rt->generation);
+    return 0;
+}
+
+static void reload_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    worker_adopt(arg);
+}
+
+void worker_reload(struct worker *w)
+{
+    event_active(w->reload_ev, EV_READ, 0);
 }
 
 static void *worker_main(void *arg)
@@ -134,7 +236,7 @@ int worker_start(struct worker *w)
 
 static void pools_free(struct worker *w)
 {
-    for (int b = 0; b < w->px->up.n; b++) {
+    for (int b = 0; w->rt && b < w->rt->up.n; b++) {
         struct upconn *u = w->pools[b].head;
         while (u) {
             struct upconn *next = u->next;
@@ -155,16 +257,16 @@ static void ctl_cb(evutil_socket_t fd, short what, void *arg)
     if (w->draining)
         return;
     w->draining = 1;
-    for (int i = 0; i < w->nlev; i++) {
-        evconnlistener_free(w->lev[i]);
-        w->lev[i] = NULL;
+    for (int i = 0; i < w->nlst; i++) {
+        evconnlistener_free(w->lst[i].lev);
+        free(w->lst[i].spec);
     }
-    w->nlev = 0;
+    w->nlst = 0;
     evtimer_del(w->accept_retry);
     pools_free(w);
     session_drain_idle(w);
     struct timeval tv;
-    uint32_t ms = w->px->cfg->proxy.shutdown_grace_ms;
+    uint32_t ms = w->rt->cfg->proxy.shutdown_grace_ms;
     tv.tv_sec = ms / 1000;
     tv.tv_usec = (ms % 1000) * 1000;
     evtimer_add(w->grace, &tv);
@@ -198,11 +300,18 @@ void worker_free(struct worker *w)
         session_kill(w->sessions);
     if (w->pools)
         pools_free(w);
-    for (int i = 0; i < w->nlev; i++)
-        if (w->lev[i])
-            evconnlistener_free(w->lev[i]);
+    for (int i = 0; i < w->nlst; i++) {
+        evconnlistener_free(w->lst[i].lev);
+        free(w->lst[i].spec);
+    }
+    w->nlst = 0;
+    worker_unprepare(w);
+    runtime_unref(w->rt);
+    w->rt = NULL;
     if (w->ctl)
         event_free(w->ctl);
+    if (w->reload_ev)
+        event_free(w->reload_ev);
     if (w->grace)
         event_free(w->grace);
     if (w->accept_retry)

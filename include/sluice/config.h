@@ -7,6 +7,14 @@
 #include <stdint.h>
 
 #define CONFIG_MAX_LISTEN 16
+#define CONFIG_MAX_LIST 16
+
+/* A key that may repeat; each value remembers its line for later error messages. */
+struct strlist {
+    char *v[CONFIG_MAX_LIST]; /* owned */
+    int line[CONFIG_MAX_LIST];
+    size_t n;
+};
 
 /* One [backend NAME] section. */
 struct backend_conf {
@@ -25,8 +33,12 @@ struct backend_conf {
 
 /* The [proxy] section. */
 struct proxy_conf {
-    char *listen[CONFIG_MAX_LISTEN]; /* owned */
-    size_t nlisten;
+    struct strlist listen;           /* plain HTTP listeners */
+    struct strlist tls_listen;       /* HTTPS listeners */
+    struct strlist tls_cert;         /* PEM chains; the first is the default, others by SNI */
+    struct strlist tls_key;          /* PEM keys, paired with tls_cert in order */
+    char *tls_ciphers;               /* owned: TLS 1.2 cipher list */
+    int redirect_http;               /* [no] answer plain HTTP with 308 to https */
     int threads;                     /* [auto] 0 = number of cores */
     char *access_log;                /* owned, NULL = none; "-" or "stdout" = stdout */
     char *error_log;                 /* owned, NULL = stderr */
@@ -40,6 +52,7 @@ struct proxy_conf {
     size_t max_line_size;              /* [8k] -> 414 */
     int max_headers;                   /* [100] -> 431 */
     uint64_t max_body_size;            /* [1g] -> 413; 0 = unlimited */
+    size_t request_buffer;             /* [1m] body read before a backend is chosen; 0 = none */
     int retries;                       /* [1] connect-failure retries on another backend */
     int log_level;                     /* [info] 0 error, 1 warn, 2 info, 3 debug */
 };

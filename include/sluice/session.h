@@ -20,8 +20,9 @@ struct upconn {
     int reused;              /* taken from the pool for the current request */
 };
 
-/* Accepted client socket fd from peer: create its session (it owns fd from now on). */
-void session_accept(struct worker *w, int fd, const struct sockaddr *peer, int peerlen);
+/* Accepted client socket fd from peer: create its session (it owns fd from now on).
+ * tls: accepted on an HTTPS listener (the handshake runs inside the bufferevent). */
+void session_accept(struct worker *w, int fd, const struct sockaddr *peer, int peerlen, int tls);
 
 /* Close sessions that are idle between requests (shutdown drain). */
 void session_drain_idle(struct worker *w);

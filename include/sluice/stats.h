@@ -24,7 +24,9 @@
     X(upstream_connects, "new backend connections opened")                               \
     X(upstream_reuses, "requests sent on a pooled backend connection")                   \
     X(retries, "requests retried on another backend or a fresh connection")             \
-    X(accept_errors, "accept() failures (e.g. out of file descriptors)")
+    X(accept_errors, "accept() failures (e.g. out of file descriptors)")                 \
+    X(tls_handshake_errors, "TLS handshakes that failed (protocol, cipher, or a closed peer)") \
+    X(redirects, "plain-HTTP requests redirected to https (redirect_http)")
 
 enum stat_id {
 #define STAT_ENUM(name, help) STAT_##name,

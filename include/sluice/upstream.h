@@ -1,22 +1,22 @@
 /* upstream: the backends, least-connections pick across all threads, and passive health.
- * Connection pools live per thread in session.c's owner (struct worker); this module holds
- * only state shared by all threads, updated with atomics and one small lock per backend. */
+ * A backend's counters and health (struct backend_state) outlive configuration reloads
+ * while the backend keeps its name; the rest (address, weight, timeouts) comes from the
+ * configuration generation that built the table. Connection pools live in worker.c. */
 #ifndef SLUICE_UPSTREAM_H
 #define SLUICE_UPSTREAM_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <pthread.h>
 #include <sys/socket.h>
 
 struct backend_conf;
 
-/* A backend server. Created from its config by up_create(); owned by struct upstream. */
-struct backend {
-    const struct backend_conf *conf;   /* borrowed from the config that outlives it */
-    struct sockaddr_storage addr;
-    socklen_t addrlen;
-    int index;                         /* position in upstream.b */
+/* What a backend keeps across reloads; shared by every table that names it (refcounted). */
+struct backend_state {
+    char name[64];
+    atomic_int refs;                   /* tables holding it */
     atomic_int inflight;               /* requests being served now, all threads */
     atomic_uint_fast64_t requests;     /* requests sent */
     atomic_uint_fast64_t failures;     /* connect/read failures */
@@ -26,16 +26,27 @@ struct backend {
     uint64_t fail_start;               /* ms when the current window began */
 };
 
+/* A backend as one configuration generation sees it. Owned by struct upstream. */
+struct backend {
+    const struct backend_conf *conf;   /* borrowed from the config that outlives the table */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    int index;                         /* position in upstream.b */
+    struct backend_state *st;          /* shared, refcounted */
+};
+
 struct upstream {
     struct backend *b;  /* owned array */
     int n;
     atomic_uint rr;     /* rotation start for ties */
 };
 
-/* Resolve every backend's address and build the table. 0 ok; -1 with err filled. */
-int up_init(struct upstream *u, const struct backend_conf *confs, int n, char *err, size_t errlen);
+/* Resolve every backend's address and build the table. Backends whose name is in `prev`
+ * (may be NULL) share its state: counters and health survive a reload. 0 or -1 with err. */
+int up_init(struct upstream *u, const struct backend_conf *confs, int n,
+            const struct upstream *prev, char *err, size_t errlen);
 
-/* Free the table. */
+/* Free the table (and each state no other table holds). */
 void up_free(struct upstream *u);
 
 /* Least connections: the up backend with the lowest inflight/weight (compared by
@@ -55,6 +66,9 @@ void up_ok(struct backend *b);
 
 /* 1 if b may be picked now. */
 int up_is_up(const struct backend *b, uint64_t now_ms);
+
+/* Requests in flight to b now. */
+int up_inflight(const struct backend *b);
 
 /* Monotonic milliseconds. */
 uint64_t up_now_ms(void);

@@ -9,6 +9,7 @@
 
 #include <sluice/config.h>
 #include <sluice/http1.h>
+#include <sluice/runtime.h>
 #include <sluice/stats.h>
 #include <sluice/upstream.h>
 
@@ -24,14 +25,24 @@ struct pool {
     int count;
 };
 
+#define WORKER_MAX_LISTEN (2 * CONFIG_MAX_LIST)
+
 /* Everything the threads share; owned by main. */
 struct proxy {
-    struct config *cfg;          /* owned */
-    struct upstream up;          /* owned */
-    struct http1_limits lim;
+    const char *config_path;
+    struct runtime *_Atomic rt;  /* current generation (a reference); written by main only */
     struct worker *workers;      /* owned array of nworkers */
     int nworkers;
     atomic_int stopping;         /* set once on SIGTERM */
+    atomic_uint_fast64_t reloads, reload_failures;
+};
+
+/* One listening socket of a worker. */
+struct wlistener {
+    struct worker *w;             /* borrowed */
+    char *spec;                   /* owned */
+    int tls;                      /* an HTTPS listener */
+    struct evconnlistener *lev;   /* owned */
 };
 
 struct worker {
@@ -39,14 +50,18 @@ struct worker {
     struct proxy *px;                  /* borrowed */
     pthread_t thread;
     struct event_base *base;           /* owned */
-    struct evconnlistener *lev[CONFIG_MAX_LISTEN]; /* owned */
-    int nlev;
+    struct runtime *rt;                /* generation for new requests (a reference) */
+    struct wlistener lst[WORKER_MAX_LISTEN];
+    int nlst;
+    int pending_fd[WORKER_MAX_LISTEN]; /* from main for px->rt's specs; -1 = keep ours */
+    atomic_uint adopted;               /* generation this thread has adopted */
     struct event *ctl;                 /* owned: woken by main for shutdown */
+    struct event *reload_ev;           /* owned: woken by main to adopt px->rt */
     struct event *grace;               /* owned: forced stop after shutdown_grace */
     struct event *accept_retry;        /* owned: re-enables accept after EMFILE */
     struct session *sessions;          /* all live client sessions (list) */
     int nsessions;
-    struct pool *pools;                /* owned array, one per backend */
+    struct pool *pools;                /* owned array, one per backend of rt */
     struct http1_header *hdrs;         /* owned scratch for parsing, max_headers entries */
     size_t nhdrs;
     int draining;
@@ -54,9 +69,22 @@ struct worker {
     struct stats stats;
 };
 
-/* Create worker w's base and listeners (bound here, so errors show before threads start).
- * 0 or -1 with err filled. */
+/* Create worker w's base and events. 0 or -1 with err filled. */
 int worker_init(struct worker *w, struct proxy *px, int id, char *err, size_t errlen);
+
+/* Main thread: bind the sockets `next` needs that w does not have yet (pending_fd).
+ * 0, or -1 with err filled and nothing left open. */
+int worker_prepare(struct worker *w, const struct runtime *next, char *err, size_t errlen);
+
+/* Main thread: close what worker_prepare opened (the reload was abandoned). */
+void worker_unprepare(struct worker *w);
+
+/* Adopt px->rt: listeners, pools and scratch space follow it. On w's thread, or on main
+ * before the thread starts. 0, or -1 (out of memory: w keeps its generation). */
+int worker_adopt(struct worker *w);
+
+/* Main thread: ask w to adopt px->rt (after worker_prepare). */
+void worker_reload(struct worker *w);
 
 /* Run w's loop in a new thread. */
 int worker_start(struct worker *w);

@@ -78,7 +78,7 @@ static void fx_add_n(struct fx *f, int n, int weight, int max_fails, uint32_t fa
 static struct upstream *fx_start(struct fx *f)
 {
     char err[256] = "";
-    if (up_init(&f->up, f->conf, f->n, err, sizeof err) != 0)
+    if (up_init(&f->up, f->conf, f->n, NULL, err, sizeof err) != 0)
         fail_msg("up_init failed: %s", err);
     f->started = 1;
     return &f->up;
@@ -86,12 +86,12 @@ static struct upstream *fx_start(struct fx *f)
 
 static int inflight(const struct upstream *u, int i)
 {
-    return atomic_load(&u->b[i].inflight);
+    return atomic_load(&u->b[i].st->inflight);
 }
 
 static void set_inflight(struct upstream *u, int i, int v)
 {
-    atomic_store(&u->b[i].inflight, v);
+    atomic_store(&u->b[i].st->inflight, v);
 }
 
 /* Pick and fail unless the winner is backend `want`. */
@@ -143,7 +143,7 @@ static void test_init_rejects_address_without_port(void **state)
     char err[256] = "";
     fx_add(f, 1, 1, 10000);
     snprintf(f->addrs[0], sizeof f->addrs[0], "127.0.0.1");
-    if (up_init(&f->up, f->conf, f->n, err, sizeof err) == 0) {
+    if (up_init(&f->up, f->conf, f->n, NULL, err, sizeof err) == 0) {
         f->started = 1;
         fail_msg("up_init accepted address \"127.0.0.1\" (no port)");
     }

@@ -1,0 +1,58 @@
+/* runtime: builds a configuration generation; frees it when the last user lets go. */
+#include <sluice/runtime.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <sluice/tls.h>
+
+struct runtime *runtime_load(const char *path, const struct runtime *prev, char *err,
+                             size_t errlen)
+{
+    struct runtime *rt = calloc(1, sizeof *rt);
+    if (!rt) {
+        snprintf(err, errlen, "%s:0: out of memory", path);
+        return NULL;
+    }
+    rt->cfg = config_load(path, err, errlen);
+    if (!rt->cfg)
+        goto fail;
+    char why[512];
+    const struct config *c = rt->cfg;
+    if (up_init(&rt->up, c->backends, (int)c->nbackends, prev ? &prev->up : NULL, why,
+                sizeof why) < 0) {
+        snprintf(err, errlen, "%s:%d: %s", path, c->nbackends ? c->backends[0].line : 0, why);
+        goto fail;
+    }
+    if (c->proxy.tls_listen.n > 0) {
+        rt->tls = tls_server_new(&c->proxy, path, err, errlen);
+        if (!rt->tls)
+            goto fail;
+    }
+    rt->lim.max_head = c->proxy.max_header_size;
+    rt->lim.max_line = c->proxy.max_line_size;
+    rt->lim.max_headers = (size_t)c->proxy.max_headers;
+    rt->generation = prev ? prev->generation + 1 : 1;
+    atomic_init(&rt->refs, 1);
+    return rt;
+fail:
+    up_free(&rt->up);
+    config_free(rt->cfg);
+    free(rt);
+    return NULL;
+}
+
+void runtime_ref(struct runtime *rt)
+{
+    atomic_fetch_add_explicit(&rt->refs, 1, memory_order_relaxed);
+}
+
+void runtime_unref(struct runtime *rt)
+{
+    if (!rt || atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    tls_server_free(rt->tls);
+    up_free(&rt->up);
+    config_free(rt->cfg);
+    free(rt);
+}
