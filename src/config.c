@@ -62,6 +62,14 @@ static const struct key_def backend_keys[] = {
     {"read_timeout", K_DURATION, B(read_timeout_ms), "60s", 1, 3600000},
     {"keepalive", K_INT, B(keepalive), "32", 0, 10000},
     {"idle_timeout", K_DURATION, B(idle_timeout_ms), "1s", 1, 3600000},
+    {"health_check", K_STR, B(health_check), NULL, 0, 0},
+    {"health_interval", K_DURATION, B(health_interval_ms), "5s", 100, 3600000},
+    {"health_timeout", K_DURATION, B(health_timeout_ms), "2s", 10, 600000},
+    {"rise", K_INT, B(rise), "2", 1, 100},
+    {"fall", K_INT, B(fall), "3", 1, 100},
+    {"health_status", K_INT, B(health_status), "200", 100, 599},
+    {"slow_start", K_DURATION, B(slow_start_ms), "0", 0, 3600000},
+    {"drain", K_BOOL, B(drain), "no", 0, 1},
 };
 
 #define NKEYS(t) (sizeof(t) / sizeof((t)[0]))
@@ -393,6 +401,9 @@ static int validate(struct parse *p)
         if (split_hostport(b->address) < 0)
             return fail(p, b->line, "[backend %s] address = %s: expected host:port", b->name,
                         b->address);
+        if (b->health_check && (b->health_check[0] != '/' || strpbrk(b->health_check, " \t")))
+            return fail(p, b->line, "[backend %s] health_check = %s: expected a path such as "
+                        "/health", b->name, b->health_check);
     }
     return 1;
 }
@@ -444,6 +455,7 @@ void config_free(struct config *cfg)
     for (size_t i = 0; i < cfg->nbackends; i++) {
         free(cfg->backends[i].name);
         free(cfg->backends[i].address);
+        free(cfg->backends[i].health_check);
     }
     free(cfg->backends);
     free(cfg->path);

@@ -38,7 +38,22 @@ int listener_port(const char *spec)
     return atoi(colon ? colon + 1 : spec);
 }
 
-int listener_socket(const char *spec, char *err, size_t errlen)
+/* Bind without SO_REUSEPORT: fails with EADDRINUSE if anyone listens there. */
+static int probe_free(const struct addrinfo *ai)
+{
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1, rc = -1;
+    if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
+        bind(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+        rc = 0;
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    errno = e;
+    return rc;
+}
+
+int listener_socket(const char *spec, int first, char *err, size_t errlen)
 {
     char host[256];
     const char *port;
@@ -48,6 +63,12 @@ int listener_socket(const char *spec, char *err, size_t errlen)
     if (split(spec, host, sizeof host, &port) < 0 || getaddrinfo(host, port, &hints, &res) != 0 ||
         !res) {
         snprintf(err, errlen, "listen %s: cannot resolve", spec);
+        return -1;
+    }
+    if (first && probe_free(res) < 0) {
+        snprintf(err, errlen, "listen %s: %s (is another instance running?)", spec,
+                 strerror(errno));
+        freeaddrinfo(res);
         return -1;
     }
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

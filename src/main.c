@@ -11,6 +11,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include <sluice/health.h>
 #include <sluice/log.h>
 #include <sluice/runtime.h>
 #include <sluice/worker.h>
@@ -48,6 +49,8 @@ static int same_threads(const struct runtime *a, const struct runtime *b)
 }
 
 /* SIGHUP: a new generation, or the old one keeps serving and the failure is counted. */
+static struct health *checker; /* the main thread's; NULL until run() starts it */
+
 static void reload(struct proxy *px)
 {
     char err[1024];
@@ -75,6 +78,7 @@ static void reload(struct proxy *px)
     for (int i = 0; i < px->nworkers; i++)
         worker_reload(&px->workers[i]);
     wait_adopted(px, next->generation);
+    health_set(checker, next);
     runtime_unref(old);
     atomic_fetch_add(&px->reloads, 1);
     log_info("main", "reloaded generation=%u backends=%d", next->generation, next->up.n);
@@ -169,6 +173,8 @@ static int run(struct proxy *px)
         sev[i] = evsignal_new(base, sigs[i], on_signal, px);
         evsignal_add(sev[i], NULL);
     }
+    checker = health_new(base);
+    health_set(checker, rt);
     char *pid_file = rt->cfg->proxy.pid_file ? strdup(rt->cfg->proxy.pid_file) : NULL;
     if (pid_file && write_pid(pid_file) < 0)
         log_warn("main", "cannot write pid_file=%s: %s", pid_file, strerror(errno));
@@ -178,6 +184,8 @@ static int run(struct proxy *px)
              rt->up.n);
     while (!atomic_load(&px->stopping))
         event_base_loop(base, EVLOOP_ONCE);
+    health_free(checker);
+    checker = NULL;
     for (int i = 0; i < px->nworkers; i++)
         pthread_join(px->workers[i].thread, NULL);
     log_totals(px);
@@ -193,17 +201,18 @@ static int run(struct proxy *px)
     return rc;
 }
 
-/* -s reload|stop: signal the running instance named by the pid_file. */
-static int send_signal(const struct runtime *rt, const char *what)
+/* -s reload|stop: signal the running instance named by the pid_file. Only the config's
+ * syntax is needed: a stop must work even when a certificate went missing. */
+static int send_signal(const struct config *cfg, const char *what)
 {
     int sig = strcmp(what, "reload") == 0 ? SIGHUP : strcmp(what, "stop") == 0 ? SIGTERM : 0;
-    const char *pf = rt->cfg->proxy.pid_file;
+    const char *pf = cfg->proxy.pid_file;
     if (!sig) {
         fprintf(stderr, "sluice: -s takes reload or stop, not '%s'\n", what);
         return 2;
     }
     if (!pf) {
-        fprintf(stderr, "sluice: %s: [proxy] pid_file is not set\n", rt->cfg->path);
+        fprintf(stderr, "sluice: %s: [proxy] pid_file is not set\n", cfg->path);
         return 1;
     }
     FILE *f = fopen(pf, "r");
@@ -244,19 +253,25 @@ int main(int argc, char **argv)
     struct proxy px;
     memset(&px, 0, sizeof px);
     px.config_path = path;
+    if (sig) {
+        struct config *cfg = config_load(path, err, sizeof err);
+        if (!cfg) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+        int rc = send_signal(cfg, sig);
+        config_free(cfg);
+        return rc;
+    }
     struct runtime *rt = runtime_load(path, NULL, err, sizeof err);
     if (!rt) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
-    if (test_only || sig) {
-        int rc = 0;
-        if (sig)
-            rc = send_signal(rt, sig);
-        else
-            printf("sluice: the configuration file %s syntax is ok\n", path);
+    if (test_only) {
+        printf("sluice: the configuration file %s syntax is ok\n", path);
         runtime_unref(rt);
-        return rc;
+        return 0;
     }
     atomic_store(&px.rt, rt);
     signal(SIGPIPE, SIG_IGN);

@@ -1125,6 +1125,8 @@ static void cli_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct session *s = arg;
     (void)bev;
+    if (what == BEV_EVENT_CONNECTED)
+        return; /* TLS handshake done */
     if (s->state == S_LINGER) {
         session_free(s);
         return;

@@ -117,7 +117,44 @@ void up_free(struct upstream *u)
 
 int up_is_up(const struct backend *b, uint64_t now_ms)
 {
-    return atomic_load_explicit(&b->st->down_until, memory_order_relaxed) <= now_ms;
+    return !b->conf->drain && !atomic_load_explicit(&b->st->hc_down, memory_order_relaxed) &&
+           atomic_load_explicit(&b->st->down_until, memory_order_relaxed) <= now_ms;
+}
+
+long up_effective_weight(const struct backend *b, uint64_t now_ms)
+{
+    long w = (long)b->conf->weight * 1000;
+    uint64_t since = atomic_load_explicit(&b->st->up_since, memory_order_relaxed);
+    uint32_t ramp = b->conf->slow_start_ms;
+    if (!ramp || !since || now_ms >= since + ramp)
+        return w;
+    long ew = (long)((double)w * (double)(now_ms - since) / (double)ramp);
+    return ew < 1 ? 1 : ew;
+}
+
+int up_check_result(struct backend *b, int pass, int status, uint64_t now_ms)
+{
+    struct backend_state *st = b->st;
+    atomic_store(&st->hc_last_status, status);
+    int down = atomic_load(&st->hc_down);
+    if (pass) {
+        st->hc_fail = 0;
+        if (down && ++st->hc_pass >= b->conf->rise) {
+            st->hc_pass = 0;
+            atomic_store(&st->up_since, now_ms);
+            atomic_store(&st->down_until, 0); /* a passing check also clears passive down */
+            atomic_store(&st->hc_down, 0);
+            return 1;
+        }
+        return 0;
+    }
+    st->hc_pass = 0;
+    if (!down && ++st->hc_fail >= b->conf->fall) {
+        st->hc_fail = 0;
+        atomic_store(&st->hc_down, 1);
+        return -1;
+    }
+    return 0;
 }
 
 int up_inflight(const struct backend *b)
@@ -126,7 +163,7 @@ int up_inflight(const struct backend *b)
 }
 
 /* a/wa < b/wb without division */
-static int less_loaded(int a, int wa, int b, int wb)
+static int less_loaded(int a, long wa, int b, long wb)
 {
     return (long long)a * wb < (long long)b * wa;
 }
@@ -138,25 +175,31 @@ struct backend *up_pick(struct upstream *u, const struct backend *avoid, uint64_
     unsigned start = atomic_fetch_add_explicit(&u->rr, 1, memory_order_relaxed);
     struct backend *best = NULL, *fallback = NULL;
     int best_load = 0;
+    long best_w = 0;
     for (int k = 0; k < u->n; k++) {
         struct backend *b = &u->b[(start + (unsigned)k) % (unsigned)u->n];
         if (!up_is_up(b, now_ms)) {
-            if (!fallback || b->st->down_until < fallback->st->down_until)
+            if (!b->conf->drain &&
+                (!fallback || b->st->down_until < fallback->st->down_until))
                 fallback = b;
             continue;
         }
         if (b == avoid)
             continue;
         int load = up_inflight(b);
-        if (!best || less_loaded(load, b->conf->weight, best_load, best->conf->weight)) {
+        long w = up_effective_weight(b, now_ms);
+        if (!best || less_loaded(load, w, best_load, best_w)) {
             best = b;
             best_load = load;
+            best_w = w;
         }
     }
     if (!best && avoid && up_is_up(avoid, now_ms))
         best = (struct backend *)avoid;
     if (!best)
         best = fallback;
+    if (!best)
+        return NULL; /* every backend is draining */
     atomic_fetch_add_explicit(&best->st->inflight, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&best->st->requests, 1, memory_order_relaxed);
     return best;

@@ -114,7 +114,7 @@ int worker_prepare(struct worker *w, const struct runtime *next, char *err, size
         w->pending_fd[i] = -1;
         if (find_listener(w, spec[i], tls[i]) >= 0)
             continue;
-        w->pending_fd[i] = listener_socket(spec[i], err, errlen);
+        w->pending_fd[i] = listener_socket(spec[i], w->id == 0, err, errlen);
         if (w->pending_fd[i] < 0) {
             worker_unprepare(w);
             return -1;

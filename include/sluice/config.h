@@ -28,6 +28,14 @@ struct backend_conf {
     uint32_t read_timeout_ms;    /* [60s] time to wait for response bytes */
     int keepalive;               /* [32] idle upstream connections kept per thread */
     uint32_t idle_timeout_ms;    /* [1s] an idle pooled connection is closed after this */
+    char *health_check;          /* owned: path for active checks; NULL = none */
+    uint32_t health_interval_ms; /* [5s] */
+    uint32_t health_timeout_ms;  /* [2s] */
+    int rise;                    /* [2] passes that bring a down backend back */
+    int fall;                    /* [3] failures that take it out */
+    int health_status;           /* [200] the status a pass must have */
+    uint32_t slow_start_ms;      /* [0] weight ramps from ~0 to weight over this after recovery */
+    int drain;                   /* [no] no new requests; in-flight ones finish */
     int line;                    /* where the section starts */
 };
 

@@ -24,6 +24,11 @@ struct backend_state {
     pthread_mutex_t lock;              /* guards fails and fail_start */
     atomic_int fails;                  /* failures in the current window (written under lock) */
     uint64_t fail_start;               /* ms when the current window began */
+    /* active health, written by the checker on the main thread only */
+    atomic_int hc_down;                /* 1 while active checks say down */
+    atomic_uint_fast64_t up_since;     /* ms when it last came back (slow start), 0 = never down */
+    atomic_int hc_last_status;         /* last check's status, 0 = no answer */
+    int hc_pass, hc_fail;              /* consecutive passes and failures */
 };
 
 /* A backend as one configuration generation sees it. Owned by struct upstream. */
@@ -66,6 +71,13 @@ void up_ok(struct backend *b);
 
 /* 1 if b may be picked now. */
 int up_is_up(const struct backend *b, uint64_t now_ms);
+
+/* Weight in thousandths, ramped by slow_start after a recovery. */
+long up_effective_weight(const struct backend *b, uint64_t now_ms);
+
+/* Active check result for b: counts toward rise/fall; returns +1 when b just came back,
+ * -1 when it just went down, 0 otherwise. */
+int up_check_result(struct backend *b, int pass, int status, uint64_t now_ms);
 
 /* Requests in flight to b now. */
 int up_inflight(const struct backend *b);
