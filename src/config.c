@@ -70,6 +70,10 @@ static const struct key_def backend_keys[] = {
     {"health_status", K_INT, B(health_status), "200", 100, 599},
     {"slow_start", K_DURATION, B(slow_start_ms), "0", 0, 3600000},
     {"drain", K_BOOL, B(drain), "no", 0, 1},
+    {"tls", K_BOOL, B(tls), "no", 0, 1},
+    {"tls_verify", K_BOOL, B(tls_verify), "yes", 0, 1},
+    {"tls_ca", K_STR, B(tls_ca), NULL, 0, 0},
+    {"tls_name", K_STR, B(tls_name), NULL, 0, 0},
 };
 
 #define NKEYS(t) (sizeof(t) / sizeof((t)[0]))
@@ -456,6 +460,8 @@ void config_free(struct config *cfg)
         free(cfg->backends[i].name);
         free(cfg->backends[i].address);
         free(cfg->backends[i].health_check);
+        free(cfg->backends[i].tls_ca);
+        free(cfg->backends[i].tls_name);
     }
     free(cfg->backends);
     free(cfg->path);

@@ -10,10 +10,12 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 
 #include <sluice/log.h>
 #include <sluice/runtime.h>
+#include <sluice/tls.h>
 #include <sluice/upstream.h>
 
 struct check {
@@ -121,7 +123,17 @@ static void probe_start(evutil_socket_t fd, short what, void *arg)
     struct backend *b = c->b;
     (void)fd;
     (void)what;
-    c->bev = bufferevent_socket_new(c->h->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (b->tls) { /* probe a TLS backend over TLS, verified as requests are */
+        SSL *ssl = tls_client_ssl(b->tls, b->conf->tls_name ? b->conf->tls_name : b->host);
+        c->bev = ssl ? bufferevent_openssl_socket_new(c->h->base, -1, ssl,
+                                                      BUFFEREVENT_SSL_CONNECTING,
+                                                      BEV_OPT_CLOSE_ON_FREE)
+                     : NULL;
+        if (ssl && !c->bev)
+            SSL_free(ssl);
+    } else {
+        c->bev = bufferevent_socket_new(c->h->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (!c->bev) {
         finish(c, 0);
         return;

@@ -774,7 +774,20 @@ static int new_upconn(struct session *s, struct backend *b)
         return -1;
     u->b = b;
     u->w = s->w;
-    u->bev = bufferevent_socket_new(s->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (b->tls) {
+        const char *name = b->conf->tls_name ? b->conf->tls_name : b->host;
+        SSL *ssl = tls_client_ssl(b->tls, name);
+        u->bev = ssl ? bufferevent_openssl_socket_new(s->w->base, -1, ssl,
+                                                      BUFFEREVENT_SSL_CONNECTING,
+                                                      BEV_OPT_CLOSE_ON_FREE)
+                     : NULL;
+        if (ssl && !u->bev)
+            SSL_free(ssl);
+        if (u->bev)
+            bufferevent_openssl_set_allow_dirty_shutdown(u->bev, 1);
+    } else {
+        u->bev = bufferevent_socket_new(s->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (!u->bev) {
         free(u);
         return -1;
@@ -827,8 +840,11 @@ static void connect_failed(struct session *s)
 {
     struct backend *b = s->backend;
     up_fail(b, up_now_ms());
-    log_warn("upstream", "connect failed backend=%s address=%s attempt=%d rid=%s", b->conf->name,
-             b->conf->address, s->attempts, s->rid);
+    unsigned long tls_err = s->up && b->tls ? bufferevent_get_openssl_error(s->up->bev) : 0;
+    int sys_err = EVUTIL_SOCKET_ERROR();
+    log_warn("upstream", "connect failed backend=%s address=%s attempt=%d reason=\"%s\" rid=%s",
+             b->conf->name, b->conf->address, s->attempts,
+             tls_err ? ERR_reason_error_string(tls_err) : strerror(sys_err), s->rid);
     drop_upstream(s);
     release_backend(s);
     s->last_failed = b;

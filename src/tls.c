@@ -3,6 +3,7 @@
  * (X509_check_host, so wildcards work as browsers expect). */
 #include <sluice/tls.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,4 +157,48 @@ void tls_server_free(struct tls_ctx *t)
 SSL *tls_server_ssl(struct tls_ctx *t)
 {
     return SSL_new(t->certs[0].ctx);
+}
+
+SSL_CTX *tls_client_ctx(const char *ca, int verify, char *err, size_t errlen)
+{
+    char why[256];
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    if (verify) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        int ok = ca ? (readable(ca, why, sizeof why) &&
+                       SSL_CTX_load_verify_locations(ctx, ca, NULL) == 1)
+                    : SSL_CTX_set_default_verify_paths(ctx) == 1;
+        if (!ok) {
+            if (ca && strncmp(why, "cannot open", 11) != 0)
+                ssl_reason(why, sizeof why);
+            snprintf(err, errlen, "tls_ca = %s: %s", ca ? ca : "(system)", ca ? why : "cannot load");
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+    }
+    return ctx;
+}
+
+SSL *tls_client_ssl(SSL_CTX *ctx, const char *name)
+{
+    SSL *ssl = SSL_new(ctx);
+    if (!ssl)
+        return NULL;
+    unsigned char ip[16];
+    int is_ip = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
+    if (!is_ip)
+        SSL_set_tlsext_host_name(ssl, name); /* SNI carries names only (RFC 6066 3) */
+    if (SSL_CTX_get_verify_mode(ctx) & SSL_VERIFY_PEER) {
+        if (is_ip)
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name);
+        else
+            SSL_set1_host(ssl, name);
+    }
+    return ssl;
 }

@@ -3,6 +3,7 @@
  * window takes a per-backend lock, touched only when something failed or recovered. */
 #include <sluice/upstream.h>
 #include <sluice/config.h>
+#include <sluice/tls.h>
 
 #include <netdb.h>
 #include <stdio.h>
@@ -35,6 +36,7 @@ static int resolve(struct backend *b, char *err, size_t errlen)
         memmove(host, host + 1, hl - 2);
         host[hl - 2] = '\0';
     }
+    snprintf(b->host, sizeof b->host, "%s", host);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     struct addrinfo *res = NULL;
     int rc = getaddrinfo(host, colon + 1, &hints, &res);
@@ -97,6 +99,15 @@ int up_init(struct upstream *u, const struct backend_conf *confs, int n,
             up_free(u);
             return -1;
         }
+        if (confs[i].tls) {
+            char why[300];
+            b->tls = tls_client_ctx(confs[i].tls_ca, confs[i].tls_verify, why, sizeof why);
+            if (!b->tls) {
+                snprintf(err, errlen, "backend %s: %s", confs[i].name, why);
+                up_free(u);
+                return -1;
+            }
+        }
     }
     return 0;
 }
@@ -104,6 +115,7 @@ int up_init(struct upstream *u, const struct backend_conf *confs, int n,
 void up_free(struct upstream *u)
 {
     for (int i = 0; i < u->n; i++) {
+        SSL_CTX_free(u->b[i].tls);
         struct backend_state *st = u->b[i].st;
         if (st && atomic_fetch_sub(&st->refs, 1) == 1) {
             pthread_mutex_destroy(&st->lock);

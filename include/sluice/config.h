@@ -36,6 +36,10 @@ struct backend_conf {
     int health_status;           /* [200] the status a pass must have */
     uint32_t slow_start_ms;      /* [0] weight ramps from ~0 to weight over this after recovery */
     int drain;                   /* [no] no new requests; in-flight ones finish */
+    int tls;                     /* [no] speak TLS to the backend */
+    int tls_verify;              /* [yes] verify its certificate and name */
+    char *tls_ca;                /* owned: CA bundle (PEM); NULL = the system's */
+    char *tls_name;              /* owned: SNI and the name verified; NULL = address host */
     int line;                    /* where the section starts */
 };
 

@@ -22,4 +22,11 @@ void tls_server_free(struct tls_ctx *t);
 /* A new server-side SSL for an accepted connection, NULL when out of memory. */
 SSL *tls_server_ssl(struct tls_ctx *t);
 
+/* A client context for TLS to a backend: TLS 1.2+, verifying against ca (PEM file; NULL =
+ * the system's store) unless verify is 0. NULL with err filled. */
+SSL_CTX *tls_client_ctx(const char *ca, int verify, char *err, size_t errlen);
+
+/* A client SSL for one connection: SNI and (when verifying) the expected host name. */
+SSL *tls_client_ssl(SSL_CTX *ctx, const char *name);
+
 #endif

@@ -38,6 +38,8 @@ struct backend {
     socklen_t addrlen;
     int index;                         /* position in upstream.b */
     struct backend_state *st;          /* shared, refcounted */
+    struct ssl_ctx_st *tls;            /* owned: client context when conf->tls, else NULL */
+    char host[256];                    /* host part of the address: default SNI/verify name */
 };
 
 struct upstream {
