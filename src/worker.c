@@ -64,7 +64,12 @@ int worker_init(struct worker *w, struct proxy *px, int id, char *err, size_t er
     memset(w, 0, sizeof *w);
     w->id = id;
     w->px = px;
-    w->base = event_base_new();
+    struct event_config *ec = event_config_new();
+    if (ec) /* coalesce the epoll_ctl calls one loop turn makes (enable+disable cancel) */
+        event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    w->base = ec ? event_base_new_with_config(ec) : NULL;
+    if (ec)
+        event_config_free(ec);
     if (!w->base) {
         snprintf(err, errlen, "worker %d: cannot create an event base", id);
         return -1;
@@ -100,7 +105,7 @@ static size_t specs(const struct runtime *rt, const char **spec, int *tls)
 static int find_listener(const struct worker *w, const char *spec, int tls)
 {
     for (int i = 0; i < w->nlst; i++)
-        if (w->lst[i].tls == tls && strcmp(w->lst[i].spec, spec) == 0)
+        if (w->lst[i].spec && w->lst[i].tls == tls && strcmp(w->lst[i].spec, spec) == 0)
             return i;
     return -1;
 }

@@ -40,10 +40,13 @@ struct stats {
     _Atomic uint64_t c[STAT_MAX];
 };
 
-/* Add n to a counter of this thread's shard. */
+/* Add n to a counter of this thread's shard. Only the owning thread writes its shard, so a
+ * relaxed load and store suffice (no locked read-modify-write on the hot path); readers on
+ * other threads see whole values. */
 static inline void stats_add(struct stats *s, enum stat_id id, uint64_t n)
 {
-    atomic_fetch_add_explicit(&s->c[id], n, memory_order_relaxed);
+    uint64_t v = atomic_load_explicit(&s->c[id], memory_order_relaxed);
+    atomic_store_explicit(&s->c[id], v + n, memory_order_relaxed);
 }
 
 /* The counter's name and help text. */
