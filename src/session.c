@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <arpa/inet.h>
 #include <sys/uio.h>
@@ -86,7 +87,7 @@ struct session {
     /* the current request */
     enum http1_method meth;
     char method[16];
-    char target[MAX_LOG_TARGET + 1];
+    char *target;                 /* owned: request target for logs, NULL before a head */
     char rid[129];
     int minor;
     int keep_alive;               /* client connection may persist after this response */
@@ -245,6 +246,7 @@ static void session_free(struct session *s)
     if (s->bodybuf)
         evbuffer_free(s->bodybuf);
     runtime_unref(s->rt);
+    free(s->target);
     if (s->cli)
         bufferevent_free(s->cli);
     struct worker *w = s->w;
@@ -355,7 +357,7 @@ static void access_log(struct session *s)
     else
         snprintf(upbuf, sizeof upbuf, "-");
     int n = snprintf(line, sizeof line, "%s %s - %s %s %d %" PRIu64 " %" PRIu64 " %s %.0f %s %s\n",
-                     ts, s->peer, s->method[0] ? s->method : "-", s->target[0] ? s->target : "-",
+                     ts, s->peer, s->method[0] ? s->method : "-", s->target ? s->target : "-",
                      s->status, s->bytes_in, s->bytes_out,
                      s->backend ? s->backend->conf->name : "-", total, upbuf,
                      s->rid[0] ? s->rid : "-");
@@ -437,7 +439,7 @@ static void send_answer(struct session *s, int status, const char *code, const c
     stats_add(&w->stats, error_stat(status), 1);
     log_info("session", "error status=%d code=%s client=%s method=%s target=%s backend=%s rid=%s",
              status, code, s->peer, s->method[0] ? s->method : "-",
-             s->target[0] ? s->target : "-", s->backend ? s->backend->conf->name : "-",
+             s->target ? s->target : "-", s->backend ? s->backend->conf->name : "-",
              s->rid[0] ? s->rid : "-");
     if (!s->resp_started) {
         char body[256];
@@ -489,7 +491,7 @@ static void send_redirect(struct session *s, const struct http1_msg *m)
     if (port != 443)
         snprintf(portbuf, sizeof portbuf, ":%d", port);
     snprintf(loc, sizeof loc, "Location: https://%.*s%s%s\r\n", (int)(name_len < 255 ? name_len : 255),
-             h, portbuf, s->target);
+             h, portbuf, s->target ? s->target : "/");
     stats_add(&s->w->stats, STAT_redirects, 1);
     send_answer(s, 308, "redirect-https", "this service is served over https", loc);
 }
@@ -499,7 +501,7 @@ static void abort_session(struct session *s, enum stat_id why)
 {
     stats_add(&s->w->stats, why, 1);
     log_info("session", "aborted reason=%s client=%s target=%s backend=%s rid=%s",
-             stats_name(why), s->peer, s->target, s->backend ? s->backend->conf->name : "-",
+             stats_name(why), s->peer, s->target ? s->target : "-", s->backend ? s->backend->conf->name : "-",
              s->rid);
     if (s->status == 0)
         s->status = 499;
@@ -681,7 +683,11 @@ static void note_request(struct session *s, const struct http1_msg *m)
 {
     const struct http1_header *rid = http1_find(m, HTTP1_H_X_REQUEST_ID);
     copy_field(s->method, sizeof s->method, m->method, m->method_len);
-    copy_field(s->target, sizeof s->target, m->target, m->target_len);
+    free(s->target);
+    size_t tl = m->target_len < MAX_LOG_TARGET ? m->target_len : MAX_LOG_TARGET;
+    s->target = malloc(tl + 1);
+    if (s->target)
+        copy_field(s->target, tl + 1, m->target, tl);
     if (rid && valid_request_id(rid))
         copy_field(s->rid, sizeof s->rid, rid->value, rid->value_len);
     else
@@ -696,7 +702,9 @@ static void note_request(struct session *s, const struct http1_msg *m)
 
 static void reset_request(struct session *s)
 {
-    s->method[0] = s->target[0] = s->rid[0] = '\0';
+    s->method[0] = s->rid[0] = '\0';
+    free(s->target);
+    s->target = NULL;
     s->status = 0;
     s->attempts = 0;
     s->resp_started = 0;
@@ -718,6 +726,7 @@ static void read_head(struct session *s)
     if (s->t_start == 0) {
         if (s->rt != w->rt) { /* a reload happened: new requests use the new generation */
             runtime_unref(s->rt);
+    free(s->target);
             s->rt = w->rt;
             runtime_ref(s->rt);
         }
@@ -1371,9 +1380,11 @@ void session_drain_idle(struct worker *w)
     struct session *s = w->sessions;
     while (s) {
         struct session *next = s->next;
+        int pending = 0; /* a request already in the socket is answered, not reset */
         if (s->state == S_READ_HEAD && s->t_start == 0 &&
             evbuffer_get_length(bufferevent_get_input(s->cli)) == 0 &&
-            evbuffer_get_length(bufferevent_get_output(s->cli)) == 0)
+            evbuffer_get_length(bufferevent_get_output(s->cli)) == 0 &&
+            ioctl(bufferevent_getfd(s->cli), FIONREAD, &pending) == 0 && pending == 0)
             session_free(s);
         s = next;
     }

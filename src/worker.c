@@ -263,6 +263,17 @@ static void ctl_cb(evutil_socket_t fd, short what, void *arg)
         return;
     w->draining = 1;
     for (int i = 0; i < w->nlst; i++) {
+        /* connections already in the kernel's accept queue were accepted from the client's
+         * point of view: take them (closing the socket would reset them) */
+        int lfd = evconnlistener_get_fd(w->lst[i].lev);
+        for (;;) {
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof ss;
+            int cfd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (cfd < 0)
+                break;
+            session_accept(w, cfd, (struct sockaddr *)&ss, (int)sl, w->lst[i].tls);
+        }
         evconnlistener_free(w->lst[i].lev);
         free(w->lst[i].spec);
     }

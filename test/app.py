@@ -8,6 +8,8 @@ Environment:
   APP_LOG       if set, every request appends one line "METHOD PATH[?QUERY]" to this file,
                 before anything else happens (so tests can prove a request never got here)
   APP_DELAY_MS  if set, every request except /health first sleeps this long (a slow backend)
+  APP_HEALTH_FILE  if set, /health answers 503 "unhealthy" while this file exists (tests
+                make a backend fail its health checks by creating it, recover by removing it)
 
 Endpoints:
   /                 "hello from NAME"
@@ -19,9 +21,10 @@ Endpoints:
   /status/CODE      that status; 204 and 304 have no body (&cl=N adds Content-Length: N anyway)
   /redirect         302 with Location: /echo?from=redirect
   /cookie           two Set-Cookie headers
-  /upload           reads the body in pieces; JSON with its length and sha256
+  /upload           reads the body in pieces (&delay_ms=N: sleeps N ms after each 64 KiB
+                    piece, a slow reader); JSON with its length and sha256
   /conn             JSON: worker pid and the peer (proxy-side) port of this connection
-  /health           "ok"
+  /health           "ok" (503 "unhealthy" while APP_HEALTH_FILE exists)
 """
 import hashlib
 import http
@@ -38,6 +41,7 @@ PATTERN = bytes(range(256)) * (PIECE // 256)
 NAME = os.environ.get("APP_NAME", "app")
 LOG = os.environ.get("APP_LOG")
 DELAY_MS = int(os.environ.get("APP_DELAY_MS", "0") or 0)
+HEALTH_FILE = os.environ.get("APP_HEALTH_FILE")
 
 
 def pattern_stream(n):
@@ -81,8 +85,9 @@ def _headers(environ):
     return out
 
 
-def _read_body(environ):
-    """Read the whole body in 64 KiB pieces; return (length, sha256 hex)."""
+def _read_body(environ, delay_ms=0):
+    """Read the whole body in 64 KiB pieces, sleeping delay_ms after each; return
+    (length, sha256 hex)."""
     h = hashlib.sha256()
     total = 0
     stream = environ["wsgi.input"]
@@ -90,6 +95,8 @@ def _read_body(environ):
         piece = stream.read(PIECE)
         if not piece:
             break
+        if delay_ms:
+            time.sleep(delay_ms / 1000.0)
         total += len(piece)
         h.update(piece)
     return total, h.hexdigest()
@@ -120,6 +127,8 @@ def app(environ, start_response):
         return query.get(name, [default])[0]
 
     if path == "/health":
+        if HEALTH_FILE and os.path.exists(HEALTH_FILE):
+            return _reply(start_response, 503, "unhealthy\n", head=head)
         return _reply(start_response, 200, "ok\n", head=head)
     if DELAY_MS:
         time.sleep(DELAY_MS / 1000.0)
@@ -142,7 +151,7 @@ def app(environ, start_response):
         }, head=head)
 
     if path == "/upload":
-        length, digest = _read_body(environ)
+        length, digest = _read_body(environ, int(q("delay_ms", "0")))
         return _json(start_response, {"name": NAME, "length": length, "sha256": digest},
                      head=head)
 

@@ -43,8 +43,9 @@ class _Backends:
         self.dir = workdir
         self.started = []
 
-    def __call__(self, name, workers=2, worker_class="sync", threads=1, env=None, port=None):
-        b = Backend(self.dir, name, workers, worker_class, threads, env, port)
+    def __call__(self, name, workers=2, worker_class="sync", threads=1, env=None, port=None,
+                 keepalive=5):
+        b = Backend(self.dir, name, workers, worker_class, threads, env, port, keepalive)
         self.started.append(b)
         return b.start()
 
@@ -62,8 +63,8 @@ class _RawBackends:
     def __init__(self):
         self.started = []
 
-    def __call__(self, handler):
-        b = RawBackend(handler)
+    def __call__(self, handler, port=None):
+        b = RawBackend(handler, port)
         self.started.append(b)
         return b
 

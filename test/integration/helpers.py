@@ -176,7 +176,7 @@ class Backend:
     """A gunicorn running test/app.py on 127.0.0.1:port."""
 
     def __init__(self, workdir, name, workers=2, worker_class="sync", threads=1, env=None,
-                 port=None):
+                 port=None, keepalive=5):
         self.name = name
         self.workers = workers
         self.worker_class = worker_class
@@ -186,6 +186,7 @@ class Backend:
         self.log = os.path.join(workdir, "app-%s.log" % name)
         self.out = os.path.join(workdir, "gunicorn-%s.out" % name)
         self.extra_env = dict(env or {})
+        self.keepalive = keepalive
         self.proc = None
         self.known_workers = set()
 
@@ -195,7 +196,8 @@ class Backend:
         env.update(self.extra_env)
         argv = [GUNICORN, "--chdir", TEST_DIR, "-b", self.address, "-w", str(self.workers),
                 "-k", self.worker_class, "--threads", str(self.threads),
-                "--timeout", "120", "--graceful-timeout", "3", "--keep-alive", "5",
+                "--timeout", "120", "--graceful-timeout", "3",
+                "--keep-alive", str(self.keepalive),
                 "--limit-request-line", "8190", "--limit-request-fields", "300",
                 "--limit-request-field_size", "16380", "--log-level", "warning", "app:app"]
         with open(self.out, "ab") as out:
@@ -257,10 +259,10 @@ class RawBackend:
     the accepted socket after a request head (through the blank line) has been read; the
     head is also recorded in self.heads."""
 
-    def __init__(self, handler):
+    def __init__(self, handler, port=None):
         self.handler = handler
         self.heads = []
-        self.port = free_port()
+        self.port = port or free_port()
         self.address = "127.0.0.1:%d" % self.port
         self.name = "raw"
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -1,12 +1,10 @@
 """Message framing: HEAD, 204 and 304 have no body and the connection stays usable;
 Expect: 100-continue; Upgrade tunnels."""
 import os
-import socket
-import time
+import threading
 
 import pytest
 
-import helpers
 from helpers import SLOW, Conn
 
 
@@ -139,7 +137,6 @@ def test_websocket_upgrade_is_tunnelled_after_101(raw_backend_factory, sluice_fa
         assert recv_exactly(c.sock, 8, 5 * SLOW) == b"ping-123"
         blob = os.urandom(1 << 20)
         # send and receive concurrently so neither side's buffers deadlock
-        import threading
         t = threading.Thread(target=c.sock.sendall, args=(blob,))
         t.start()
         got = recv_exactly(c.sock, len(blob), 20 * SLOW)

@@ -1,5 +1,7 @@
 """Request smuggling and malformed requests (RFC 9112): each gets sluice's own error response,
 the connection is closed, and the backend never sees the request. Limits: 413/414/431."""
+import time
+
 import pytest
 
 from helpers import SLOW, Conn, is_sluice_error, request
@@ -7,8 +9,9 @@ from helpers import SLOW, Conn, is_sluice_error, request
 H = "Host: example.test\r\n"
 
 
-def req(head, body=""):
-    return (head + "\r\n" + body).encode("latin-1") if isinstance(head, str) else head
+# Appended to every bad request: if sluice ever resynchronised after the bad request, the
+# backend would log this one.
+SMUGGLED = "GET /smuggled HTTP/1.1\r\nHost: example.test\r\n\r\n"
 
 
 BAD = [
@@ -124,7 +127,8 @@ def send_bad(port, data):
     return r, closed, extra
 
 
-@pytest.mark.parametrize("data,expected", [(req(d), e) for _, d, e in BAD],
+@pytest.mark.parametrize("data,expected", [((d + SMUGGLED).encode("latin-1"), e)
+                                           for _, d, e in BAD],
                          ids=[i for i, _, _ in BAD])
 def test_malformed_request_is_rejected_and_never_reaches_backend(proxy, data, expected):
     s, a = proxy
@@ -200,3 +204,20 @@ def test_body_at_max_body_size_is_accepted(proxy):
     body = b"y" * (100 * 1024)
     r = request(s.port, "POST", "/upload", body=body)
     assert r.status == 200 and r.json()["length"] == len(body), r
+
+
+def test_http10_request_with_transfer_encoding_cannot_smuggle_a_second_request(proxy):
+    """RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing; the
+    connection must be closed after it, so the pipelined /smuggled never runs."""
+    s, a = proxy
+    before = len(a.log_lines())
+    data = (b"POST /upload HTTP/1.0\r\nHost: example.test\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Length: 5\r\n\r\n0\r\n\r\n" + SMUGGLED.encode())
+    with Conn(s.port, timeout=5) as c:
+        c.send(data)
+        r = c.read_response()
+        closed, extra = c.wait_closed(3 * SLOW)
+    assert r.status in (400, 501) or r.status == 200, r
+    assert closed and b"HTTP/1." not in extra, "a second response came back: %r" % extra[:200]
+    time.sleep(0.3)
+    assert not any("/smuggled" in l for l in a.log_lines()[before:]), a.log_lines()[before:]

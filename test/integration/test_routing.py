@@ -5,6 +5,8 @@ import re
 
 import pytest
 
+import helpers
+
 from helpers import Conn, request
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -157,3 +159,15 @@ def test_requests_on_one_connection_each_get_their_own_response(proxy):
             c.request("GET", "/echo?i=%d" % i)
             r = c.read_response()
             assert r.status == 200 and r.json()["query"] == "i=%d" % i
+
+
+def test_http10_request_without_host_is_proxied(proxy):
+    s, _ = proxy
+    data = helpers.raw(s.port, b"GET /echo?old HTTP/1.0\r\nUser-Agent: old\r\n\r\n", 5)
+    head, _, body = data.partition(b"\r\n\r\n")
+    r = helpers.parse_head(head)
+    assert r.status == 200, data[:300]
+    assert r.header("Transfer-Encoding") is None
+    import json
+    j = json.loads(body)
+    assert j["query"] == "old" and j["headers"]["user-agent"] == "old"

@@ -22,7 +22,7 @@ def test_large_download_streams_through_curl_with_bounded_rss(backend_factory, s
     h = hashlib.sha256()
     total = 0
     with RssSampler(s.pid) as rss:
-        p = subprocess.Popen([helpers.CURL, "-sS", "--max-time", str(int(180 * SLOW)), "-o", "-",
+        p = subprocess.Popen([helpers.CURL, "-sS", "--max-time", str(int(60 * SLOW)), "-o", "-",
                               "-w", "%{stderr}status=%{http_code} size=%{size_download}\n", url],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         while True:
@@ -31,8 +31,13 @@ def test_large_download_streams_through_curl_with_bounded_rss(backend_factory, s
                 break
             total += len(d)
             h.update(d)
+            if rss.max_kb >= RSS_LIMIT_KB:   # no point streaming the rest
+                p.kill()
+                break
         err = p.stderr.read().decode()
         rc = p.wait(30)
+    assert rss.max_kb < RSS_LIMIT_KB, "sluice VmRSS reached %d KiB after %d MiB of a %d MiB " \
+        "download" % (rss.max_kb, total // MiB, DOWNLOAD // MiB)
     assert rc == 0, "curl exit %d: %s" % (rc, err)
     assert "status=200" in err, err
     assert total == DOWNLOAD, "got %d of %d bytes (%s)" % (total, DOWNLOAD, err)
@@ -45,13 +50,17 @@ def test_large_download_streams_through_curl_with_bounded_rss(backend_factory, s
 def test_large_upload_streams_with_bounded_rss(backend_factory, sluice_factory):
     a = backend_factory("a", workers=1)
     s = sluice_factory([a])
-    with RssSampler(s.pid) as rss, Conn(s.port, timeout=60) as c:
+    with RssSampler(s.pid) as rss, Conn(s.port, timeout=20) as c:
         c.request("POST", "/upload", {"Content-Length": str(UPLOAD),
                                       "Content-Type": "application/octet-stream"})
-        deadline = time.monotonic() + 120 * SLOW
+        deadline = time.monotonic() + 60 * SLOW
+        sent = 0
         for piece in pattern_stream(UPLOAD):
             c.sock.sendall(piece)
-            assert time.monotonic() < deadline, "upload too slow"
+            sent += len(piece)
+            assert time.monotonic() < deadline, "upload too slow: %d MiB sent" % (sent // MiB)
+            assert rss.max_kb < RSS_LIMIT_KB, "sluice VmRSS reached %d KiB after %d MiB of a " \
+                "%d MiB upload" % (rss.max_kb, sent // MiB, UPLOAD // MiB)
         r = c.read_response()
     assert r.status == 200, r
     j = r.json()
