@@ -79,7 +79,8 @@ struct session {
     struct upconn *up;            /* owned while a request is forwarded */
     struct event *timer;          /* owned: header deadline, keep-alive idle, linger */
     struct evbuffer *reqhead;     /* owned: the head sent upstream, kept for a retry */
-    struct evbuffer *bodybuf;     /* owned: request body read before a backend is chosen */
+    struct evbuffer *bodybuf;     /* owned: request body read before a backend is chosen;
+                                   * made for a request with a body, freed after it */
     enum sess_state state;
     char peer[64];
     int tls;                      /* accepted on an HTTPS listener */
@@ -322,8 +323,7 @@ void session_accept(struct worker *w, int fd, const struct sockaddr *peer, int p
     }
     s->timer = evtimer_new(w->base, timer_cb, s);
     s->reqhead = evbuffer_new();
-    s->bodybuf = evbuffer_new();
-    if (!s->cli || !s->timer || !s->reqhead || !s->bodybuf) {
+    if (!s->cli || !s->timer || !s->reqhead) {
         if (!s->cli)
             close(fd);
         session_free(s);
@@ -423,6 +423,7 @@ static enum stat_id error_stat(int status)
     case 414: return STAT_err_414;
     case 431: return STAT_err_431;
     case 501: return STAT_err_501;
+    case 503: return STAT_err_503;
     case 504: return STAT_err_504;
     default: return STAT_err_502;
     }
@@ -705,6 +706,12 @@ static void reset_request(struct session *s)
     s->method[0] = s->rid[0] = '\0';
     free(s->target);
     s->target = NULL;
+    /* an idle keep-alive connection keeps no buffers: memory per idle client is the point */
+    evbuffer_drain(s->reqhead, evbuffer_get_length(s->reqhead));
+    if (s->bodybuf) {
+        evbuffer_free(s->bodybuf);
+        s->bodybuf = NULL;
+    }
     s->status = 0;
     s->attempts = 0;
     s->resp_started = 0;
@@ -768,6 +775,10 @@ static void read_head(struct session *s)
     evbuffer_drain(in, (size_t)n);
     if (s->req.done || cfg_of(s)->proxy.request_buffer == 0) {
         start_request(s);
+        return;
+    }
+    if (!s->bodybuf && !(s->bodybuf = evbuffer_new())) {
+        send_error(s, 503, "no-memory", "out of memory buffering the request body");
         return;
     }
     s->state = S_READ_BODY;
@@ -838,7 +849,8 @@ static void send_request_head(struct session *s)
     struct evbuffer *out = bufferevent_get_output(s->up->bev);
     size_t hl = evbuffer_get_length(s->reqhead);
     evbuffer_add(out, evbuffer_pullup(s->reqhead, -1), hl);
-    evbuffer_add_buffer(out, s->bodybuf);
+    if (s->bodybuf)
+        evbuffer_add_buffer(out, s->bodybuf);
     s->state = S_FORWARD;
     s->t_up_start = up_now_ms();
     up_timeouts(s, s->req.done);

@@ -18,6 +18,7 @@
     X(err_431, "request heads over max_header_size or max_headers (431)")                \
     X(err_501, "requests with an unsupported transfer coding or method (501)")           \
     X(err_502, "backend connect failures or bad backend responses answered 502")         \
+    X(err_503, "requests refused for lack of memory (503)")                               \
     X(err_504, "backend read timeouts answered 504")                                      \
     X(client_aborts, "clients that closed before their response was complete")           \
     X(upstream_truncated, "responses cut short by the backend after headers were sent")  \
