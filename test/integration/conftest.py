@@ -1,10 +1,12 @@
 """Fixtures for sluice's integration tests.
 
   free_port          -> a function returning a free 127.0.0.1 port
-  backend_factory    -> start(name, workers=2, worker_class="sync", threads=1, env=None)
-                        starts gunicorn with test/app.py; stopped (SIGTERM, then SIGKILL by
-                        PID) at teardown
-  raw_backend_factory-> start(handler) starts a raw-socket Python backend (helpers.RawBackend)
+  backend_factory    -> start(name, workers=2, worker_class="sync", threads=1, env=None,
+                        port=None, keepalive=5) starts gunicorn with test/app.py on a free
+                        port and waits for it; stopped (SIGTERM, then SIGKILL by PID, workers
+                        included) at teardown
+  raw_backend_factory-> start(handler, port=None) starts a raw-socket Python backend
+                        (helpers.RawBackend) in a thread
   sluice_factory     -> start(backends, proxy=None, backend_opts=None) writes a config into
                         tmp_path and starts $SLUICE_BIN (default build/sluice); at teardown
                         SIGTERM, wait, and the exit status must be 0 and (SLUICE_SANITIZED=1)
@@ -44,8 +46,9 @@ class _Backends:
         self.started = []
 
     def __call__(self, name, workers=2, worker_class="sync", threads=1, env=None, port=None,
-                 keepalive=5):
-        b = Backend(self.dir, name, workers, worker_class, threads, env, port, keepalive)
+                 keepalive=5, extra_args=()):
+        b = Backend(self.dir, name, workers, worker_class, threads, env, port, keepalive,
+                    extra_args)
         self.started.append(b)
         return b.start()
 

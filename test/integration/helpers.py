@@ -176,8 +176,9 @@ class Backend:
     """A gunicorn running test/app.py on 127.0.0.1:port."""
 
     def __init__(self, workdir, name, workers=2, worker_class="sync", threads=1, env=None,
-                 port=None, keepalive=5):
+                 port=None, keepalive=5, extra_args=()):
         self.name = name
+        self.extra_args = list(extra_args)
         self.workers = workers
         self.worker_class = worker_class
         self.threads = threads
@@ -199,7 +200,8 @@ class Backend:
                 "--timeout", "120", "--graceful-timeout", "3",
                 "--keep-alive", str(self.keepalive),
                 "--limit-request-line", "8190", "--limit-request-fields", "300",
-                "--limit-request-field_size", "16380", "--log-level", "warning", "app:app"]
+                "--limit-request-field_size", "16380", "--log-level", "warning"] + \
+            self.extra_args + ["app:app"]
         with open(self.out, "ab") as out:
             self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT)
