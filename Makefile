@@ -76,6 +76,7 @@ demo: deps all
 
 bench: deps all
 	$(Q)sh test/bench/run.sh
+	$(Q)if [ -f test/bench/tls.sh ]; then sh test/bench/tls.sh; fi
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/doc/sluice $(DESTDIR)/etc/sluice
