@@ -79,10 +79,13 @@ bench: deps all
 	$(Q)if [ -f test/bench/tls.sh ]; then sh test/bench/tls.sh; fi
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/doc/sluice $(DESTDIR)/etc/sluice
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/doc/sluice $(DESTDIR)/etc/sluice \
+		$(DESTDIR)$(PREFIX)/lib/systemd/system
 	install -m 0755 $(BUILD)/sluice $(DESTDIR)$(PREFIX)/sbin/sluice
 	install -m 0644 etc/sluice.ini $(DESTDIR)/etc/sluice/sluice.ini.example
-	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/sluice/
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/sluice/
+	sed 's|/usr/sbin/sluice|$(PREFIX)/sbin/sluice|g' contrib/sluice.service \
+		> $(DESTDIR)$(PREFIX)/lib/systemd/system/sluice.service
 
 clean:
 	rm -rf build build-san
