@@ -74,6 +74,19 @@ sanitize:
 demo: deps all
 	$(Q)sh test/demo.sh
 
+# libFuzzer targets (clang), each run for FUZZ_TIME seconds on its corpus in test/fuzz/corpus.
+FUZZ_TIME ?= 60
+FUZZ_TARGETS := $(patsubst test/fuzz/%.c,%,$(wildcard test/fuzz/fuzz_*.c))
+fuzz:
+	$(Q)mkdir -p build/fuzz
+	$(Q)set -e; for t in $(FUZZ_TARGETS); do \
+		clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -o build/fuzz/$$t \
+			$(PKG_CFLAGS) test/fuzz/$$t.c $(LIBSRC) $(LIBS); \
+		mkdir -p build/fuzz/$$t.corpus; cp test/fuzz/corpus/$${t#fuzz_}/* build/fuzz/$$t.corpus/; \
+		echo "== $$t for $(FUZZ_TIME)s"; \
+		build/fuzz/$$t -max_total_time=$(FUZZ_TIME) -max_len=4096 build/fuzz/$$t.corpus; \
+	done
+
 bench: deps all
 	$(Q)sh test/bench/run.sh
 	$(Q)if [ -f test/bench/tls.sh ]; then sh test/bench/tls.sh; fi
