@@ -4,7 +4,8 @@
 # One run: two nginx origin instances; sluice, nginx and haproxy each proxying to both
 # with least-connections and upstream keep-alive; wrk throughput/latency for /small
 # (~100 B) and /64k, interleaved rounds, median per metric; then memory per idle
-# keep-alive client connection (10,000 idle connections per proxy). Everything binds
+# keep-alive client connection (10,000 idle connections per proxy, fewer if the open-file
+# hard limit is below ~21,100: HAProxy needs 2 fds per connection). Everything binds
 # 127.0.0.1 on free ports, lives in a temporary directory, and every process started
 # here is stopped by its PID on exit. Method and results: docs/benchmarks.md.
 #
@@ -42,7 +43,7 @@ for arg in "$@"; do
   case $arg in
     --skip-sluice) SKIP_SLUICE=1 ;;
     --quick) DURATION=3; ROUNDS=1; WARMUP=1; IDLE=2000 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "bench: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -360,7 +361,7 @@ log "pre-flight ok: $PROXIES return the origin's bytes (small, 64k, 404)"
   echo "# haproxy: $("$HAPROXY" -v | head -1)"
   echo "# wrk: $("$WRK" -v 2>&1 | head -1)"
   if [[ " $PROXIES " == *" sluice "* ]]; then
-    echo "# sluice: $SLUICE_BIN ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo no-commit); $(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l) uncommitted paths; built $(date -r "$SLUICE_BIN" '+%F %T'))"
+    echo "# sluice: $("$SLUICE_BIN" -v 2>&1 | head -1); $SLUICE_BIN ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo no-commit); $(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l) uncommitted paths; built $(date -r "$SLUICE_BIN" '+%F %T'))"
   fi
   echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (anything else using the CPU skews the figures)"
   echo "# wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s --latency; $ROUNDS interleaved rounds; ${WARMUP}s warm-up; paths $PATHS"
