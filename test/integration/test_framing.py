@@ -1,6 +1,7 @@
 """Message framing: HEAD, 204 and 304 have no body and the connection stays usable;
 Expect: 100-continue; Upgrade tunnels."""
 import os
+import socket
 import threading
 
 import pytest
@@ -142,6 +143,10 @@ def test_websocket_upgrade_is_tunnelled_after_101(raw_backend_factory, sluice_fa
         got = recv_exactly(c.sock, len(blob), 20 * SLOW)
         t.join(20)
         assert got == blob
+        # the client finishes: the tunnel must close (backend sees EOF and closes)
+        c.sock.shutdown(socket.SHUT_WR)
+        closed, extra = c.wait_closed(5 * SLOW)
+        assert closed and extra == b"", "tunnel still open after the client's EOF"
     head = be.heads[0].decode("latin-1").lower()
     assert "\r\nupgrade: websocket\r\n" in head, head
     assert "upgrade" in [v.strip() for l in head.split("\r\n") if l.startswith("connection:")

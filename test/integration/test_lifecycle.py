@@ -40,11 +40,16 @@ def test_access_log_has_one_line_per_request_in_the_documented_format(backend_fa
     with Conn(s.port) as c:
         c.send(b"GET /bad HTTP/1.1\r\nHost: x\r\nBad Name: y\r\n\r\n")
         r4 = c.read_response()
+    # three requests on one keep-alive connection: three lines
+    with Conn(s.port) as c:
+        for i in range(3):
+            c.request("GET", "/health", {"X-Request-ID": "ka-%d" % i})
+            assert c.read_response().status == 200
     assert (r1.status, r2.status, r3.status, r4.status) == (200, 200, 404, 400)
-    lines = s.wait_access_lines(4)
+    lines = s.wait_access_lines(7)
     time.sleep(0.3)
     lines = s.access_lines()
-    assert len(lines) == 4, "want exactly 4 access log lines:\n" + "\n".join(lines)
+    assert len(lines) == 7, "want exactly 7 access log lines:\n" + "\n".join(lines)
     recs = [parse_access(l) for l in lines]
     # threads may write their lines in any order: find each request's line by its path
 
@@ -53,6 +58,9 @@ def test_access_log_has_one_line_per_request_in_the_documented_format(backend_fa
         assert len(found) == 1, "want one line for %s:\n%s" % (path, "\n".join(lines))
         return found[0]
 
+    ka = sorted(x["request_id"] for x in recs if x["path"] == "/health")
+    assert ka == ["ka-0", "ka-1", "ka-2"], "\n".join(lines)
+    recs = [x for x in recs if x["path"] != "/health"]
     g, p, nf = by_path("/"), by_path("/echo"), by_path("/status/404")
     bad = [x for x in recs if x["status"] == "400"]
     assert len(bad) == 1, "want one line for the 400:\n" + "\n".join(lines)

@@ -193,8 +193,8 @@ def test_backend_that_reads_slowly_does_not_make_sluice_buffer_the_request(
     total = 512 << 20
     sent = 0
     with RssSampler(s.pid) as rss, Conn(s.port) as c:
-        # the backend reads 64 KiB per 50 ms, about 1.3 MB/s
-        c.request("POST", "/upload?delay_ms=50", {"Content-Length": str(total)})
+        # the backend reads 64 KiB per 10 ms, about 6.5 MB/s: far slower than we send
+        c.request("POST", "/upload?delay_ms=10", {"Content-Length": str(total)})
         c.sock.settimeout(0.2)
         piece = b"u" * (1 << 20)
         stop = time.monotonic() + 2.5
