@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum key_type { K_STR, K_INT, K_DURATION, K_SIZE, K_THREADS, K_LEVEL, K_LIST, K_BOOL };
+enum key_type { K_STR, K_INT, K_DURATION, K_SIZE, K_THREADS, K_LEVEL, K_LIST, K_BOOL, K_DOUBLE };
 
 struct key_def {
     const char *name;
@@ -88,7 +88,7 @@ struct parse {
     size_t errlen;
     int failed;
     char last_section[128];
-    struct backend_conf *cur; /* the backend section being read */
+    char *cur;               /* the [backend NAME] or [tenant NAME] entry being read */
     FILE *fp;
 };
 
@@ -233,6 +233,16 @@ static int store(const struct key_def *d, char *base, const char *v, const char 
         l->v[l->n++] = strdup(v);
         return 0;
     }
+    case K_DOUBLE: {
+        char *end;
+        *why = "expected a number in range";
+        errno = 0;
+        double x = strtod(v, &end);
+        if (errno || end == v || *end || x < (double)d->min || x > (double)d->max)
+            return -1;
+        *(double *)(base + d->off) = x;
+        return 0;
+    }
     case K_BOOL:
         *why = "expected yes or no";
         if (strcmp(v, "yes") == 0 || strcmp(v, "on") == 0 || strcmp(v, "true") == 0)
@@ -274,22 +284,84 @@ static void set_defaults(const struct key_def *defs, size_t n, char *base)
     }
 }
 
-static struct backend_conf *backend_section(struct parse *p, const char *name, int line)
+/* A repeatable [KIND NAME] section: an array of structs whose first field is the name. */
+struct section_kind {
+    const char *kind;          /* "backend", "tenant" */
+    size_t size;               /* element size */
+    size_t line_off;           /* offset of its `int line` */
+    const struct key_def *keys;
+    size_t nkeys;
+    size_t arr_off, n_off;     /* where struct config keeps the array and its count */
+};
+
+#define T(f) offsetof(struct tenant_conf, f)
+
+static const struct key_def tenant_keys[] = {
+    {"rate", K_DOUBLE, T(rate), "0", 0, 1000000},
+    {"burst", K_INT, T(burst), "1", 1, 1000000},
+};
+
+static const struct section_kind kinds[] = {
+    {"backend", sizeof(struct backend_conf), B(line), backend_keys, NKEYS(backend_keys),
+     offsetof(struct config, backends), offsetof(struct config, nbackends)},
+    {"tenant", sizeof(struct tenant_conf), T(line), tenant_keys, NKEYS(tenant_keys),
+     offsetof(struct config, tenant), offsetof(struct config, ntenants)},
+};
+
+/* Append a zeroed entry with defaults to the kind's array; NULL when out of memory. */
+static char *named_entry(struct config *c, const struct section_kind *k, const char *name,
+                         int line)
 {
-    struct config *c = p->cfg;
-    for (size_t i = 0; i < c->nbackends; i++)
-        if (strcmp(c->backends[i].name, name) == 0)
-            return &c->backends[i];
-    struct backend_conf *nb = realloc(c->backends, (c->nbackends + 1) * sizeof *nb);
-    if (!nb)
+    char **arr = (char **)((char *)c + k->arr_off);
+    size_t *n = (size_t *)((char *)c + k->n_off);
+    char *na = realloc(*arr, (*n + 1) * k->size);
+    if (!na)
         return NULL;
-    c->backends = nb;
-    struct backend_conf *b = &nb[c->nbackends++];
-    memset(b, 0, sizeof *b);
-    b->name = strdup(name);
-    b->line = line;
-    set_defaults(backend_keys, NKEYS(backend_keys), (char *)b);
-    return b;
+    *arr = na;
+    char *e = na + (*n)++ * k->size;
+    memset(e, 0, k->size);
+    *(char **)e = strdup(name);
+    *(int *)(e + k->line_off) = line;
+    set_defaults(k->keys, k->nkeys, e);
+    return e;
+}
+
+static int named_exists(const struct config *c, const struct section_kind *k, const char *name)
+{
+    char *arr = *(char **)((const char *)c + k->arr_off);
+    size_t n = *(const size_t *)((const char *)c + k->n_off);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(*(char **)(arr + i * k->size), name) == 0)
+            return 1;
+    return 0;
+}
+
+/* [tenants] key = header:NAME | host | cookie:NAME | ip | path_prefix:N */
+static int tenant_key(struct tenants_conf *t, const char *v)
+{
+    char *end;
+    free(t->key_name);
+    t->key_name = NULL;
+    if (strncmp(v, "header:", 7) == 0 && v[7]) {
+        t->key = TK_HEADER;
+        t->key_name = strdup(v + 7);
+    } else if (strncmp(v, "cookie:", 7) == 0 && v[7]) {
+        t->key = TK_COOKIE;
+        t->key_name = strdup(v + 7);
+    } else if (strcmp(v, "host") == 0) {
+        t->key = TK_HOST;
+    } else if (strcmp(v, "ip") == 0) {
+        t->key = TK_IP;
+    } else if (strncmp(v, "path_prefix:", 12) == 0) {
+        long n = strtol(v + 12, &end, 10);
+        if (*end || n < 1 || n > 16)
+            return -1;
+        t->key = TK_PATH_PREFIX;
+        t->prefix_segments = (int)n;
+    } else {
+        return -1;
+    }
+    return 0;
 }
 
 static int valid_name(const char *s)
@@ -315,24 +387,33 @@ static int on_key(void *user, const char *section, const char *name, const char 
     if (strcmp(section, "proxy") == 0)
         return apply(p, proxy_keys, NKEYS(proxy_keys), (char *)&p->cfg->proxy, section, name,
                      value, line);
-    if (strncmp(section, "backend ", 8) == 0) {
-        const char *bname = section + 8;
-        if (!valid_name(bname))
-            return fail(p, line, "[%s]: backend name must be 1-63 of A-Z a-z 0-9 - _ .%s",
-                        section, "");
+    if (strcmp(section, "tenants") == 0) {
+        if (strcmp(name, "key") != 0)
+            return fail(p, line, "[tenants]: unknown key '%s' (expected key)%s", name, "");
+        if (tenant_key(&p->cfg->tenants, value) < 0)
+            return fail(p, line, "[tenants] key = %s: expected header:NAME, host, cookie:NAME, "
+                        "ip or path_prefix:N%s", value, "");
+        return 1;
+    }
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        size_t kl = strlen(kinds[k].kind);
+        if (strncmp(section, kinds[k].kind, kl) != 0 || section[kl] != ' ')
+            continue;
+        const char *sname = section + kl + 1;
+        if (!valid_name(sname))
+            return fail(p, line, "[%s]: the name must be 1-63 of A-Z a-z 0-9 - _ .%s", section,
+                        "");
         if (new_section) {
-            for (size_t i = 0; i < p->cfg->nbackends; i++)
-                if (strcmp(p->cfg->backends[i].name, bname) == 0)
-                    return fail(p, line, "[%s]: duplicate backend section%s", section, "");
-            p->cur = backend_section(p, bname, line);
+            if (named_exists(p->cfg, &kinds[k], sname))
+                return fail(p, line, "[%s]: duplicate section%s", section, "");
+            p->cur = named_entry(p->cfg, &kinds[k], sname, line);
         }
         if (!p->cur)
             return fail(p, line, "[%s]: out of memory%s", section, "");
-        return apply(p, backend_keys, NKEYS(backend_keys), (char *)p->cur, section, name, value,
-                     line);
+        return apply(p, kinds[k].keys, kinds[k].nkeys, p->cur, section, name, value, line);
     }
-    return fail(p, line, "unknown section [%s] (expected [proxy] or [backend NAME])%s", section,
-                "");
+    return fail(p, line, "unknown section [%s] (expected [proxy], [backend NAME], [tenants] or "
+                "[tenant NAME])%s", section, "");
 }
 
 /* inih reader: like fgets, but counts lines and flags lines longer than inih's buffer. */
@@ -379,6 +460,8 @@ static int check_listen(struct parse *p, const struct strlist *l, const char *ke
 static int validate(struct parse *p)
 {
     struct config *c = p->cfg;
+    if (!named_exists(c, &kinds[1], "default") && !named_entry(c, &kinds[1], "default", 0))
+        return fail(p, p->line, "out of memory%s%s", "", "");
     const struct proxy_conf *pc = &c->proxy;
     if (pc->listen.n + pc->tls_listen.n == 0)
         return fail(p, p->line, "[proxy] listen: at least one listen address is required%s%s",
@@ -464,6 +547,10 @@ void config_free(struct config *cfg)
         free(cfg->backends[i].tls_name);
     }
     free(cfg->backends);
+    for (size_t i = 0; i < cfg->ntenants; i++)
+        free(cfg->tenant[i].name);
+    free(cfg->tenant);
+    free(cfg->tenants.key_name);
     free(cfg->path);
     free(cfg);
 }

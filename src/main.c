@@ -128,6 +128,11 @@ static void log_totals(struct proxy *px)
     log_info("stats", "%s reloads=%llu reload_failures=%llu", line,
              (unsigned long long)atomic_load(&px->reloads),
              (unsigned long long)atomic_load(&px->reload_failures));
+    const struct admit *a = &atomic_load(&px->rt)->admit;
+    for (int i = 0; i < a->n; i++)
+        log_info("stats", "tenant=%s admitted=%llu rejected_rate=%llu", a->t[i].st->name,
+                 (unsigned long long)atomic_load(&a->t[i].st->admitted),
+                 (unsigned long long)atomic_load(&a->t[i].st->rejected_rate));
 }
 
 static int start_workers(struct proxy *px)

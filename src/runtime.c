@@ -24,6 +24,11 @@ struct runtime *runtime_load(const char *path, const struct runtime *prev, char 
         snprintf(err, errlen, "%s:%d: %s", path, c->nbackends ? c->backends[0].line : 0, why);
         goto fail;
     }
+    if (admit_init(&rt->admit, &c->tenants, c->tenant, (int)c->ntenants,
+                   prev ? &prev->admit : NULL) < 0) {
+        snprintf(err, errlen, "%s:0: out of memory", path);
+        goto fail;
+    }
     if (c->proxy.tls_listen.n > 0) {
         rt->tls = tls_server_new(&c->proxy, path, err, errlen);
         if (!rt->tls)
@@ -36,6 +41,7 @@ struct runtime *runtime_load(const char *path, const struct runtime *prev, char 
     atomic_init(&rt->refs, 1);
     return rt;
 fail:
+    admit_free(&rt->admit);
     up_free(&rt->up);
     config_free(rt->cfg);
     free(rt);
@@ -52,6 +58,7 @@ void runtime_unref(struct runtime *rt)
     if (!rt || atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) != 1)
         return;
     tls_server_free(rt->tls);
+    admit_free(&rt->admit);
     up_free(&rt->up);
     config_free(rt->cfg);
     free(rt);

@@ -100,6 +100,7 @@ struct session {
     int up_keep;                  /* the backend allows reuse of its connection */
     int status;
     struct backend *backend;      /* the one picked (inflight held) */
+    struct tenant *tenant;        /* of the current request, from rt->admit */
     struct backend *last_failed;
     struct body req, resp;
     uint64_t bytes_in, bytes_out;
@@ -217,6 +218,7 @@ static const char *reason_phrase(int status)
     case 404: return "Not Found";
     case 408: return "Request Timeout";
     case 413: return "Content Too Large";
+    case 429: return "Too Many Requests";
     case 414: return "URI Too Long";
     case 431: return "Request Header Fields Too Large";
     case 499: return "Client Closed Request";
@@ -356,8 +358,9 @@ static void access_log(struct session *s)
         snprintf(upbuf, sizeof upbuf, "%.0f", upt);
     else
         snprintf(upbuf, sizeof upbuf, "-");
-    int n = snprintf(line, sizeof line, "%s %s - %s %s %d %" PRIu64 " %" PRIu64 " %s %.0f %s %s\n",
-                     ts, s->peer, s->method[0] ? s->method : "-", s->target ? s->target : "-",
+    int n = snprintf(line, sizeof line, "%s %s %s %s %s %d %" PRIu64 " %" PRIu64 " %s %.0f %s %s\n",
+                     ts, s->peer, s->tenant ? s->tenant->conf->name : "-",
+                     s->method[0] ? s->method : "-", s->target ? s->target : "-",
                      s->status, s->bytes_in, s->bytes_out,
                      s->backend ? s->backend->conf->name : "-", total, upbuf,
                      s->rid[0] ? s->rid : "-");
@@ -420,6 +423,7 @@ static enum stat_id error_stat(int status)
     case 400: return STAT_err_400;
     case 408: return STAT_err_408;
     case 413: return STAT_err_413;
+    case 429: return STAT_rejected_rate;
     case 414: return STAT_err_414;
     case 431: return STAT_err_431;
     case 501: return STAT_err_501;
@@ -495,6 +499,22 @@ static void send_redirect(struct session *s, const struct http1_msg *m)
              h, portbuf, s->target ? s->target : "/");
     stats_add(&s->w->stats, STAT_redirects, 1);
     send_answer(s, 308, "redirect-https", "this service is served over https", loc);
+}
+
+/* 429 from the tenant's rate limit, with when to come back (RFC 6585 4, RFC 9110 10.2.3) and
+ * the limit in the IETF RateLimit header fields (draft-ietf-httpapi-ratelimit-headers). */
+static void send_rate_limited(struct session *s, uint64_t wait_ns)
+{
+    const struct tenant_conf *tc = s->tenant->conf;
+    uint64_t secs = (wait_ns + 999999999ULL) / 1000000000ULL;
+    double window = (double)tc->burst / tc->rate;
+    char extra[320];
+    snprintf(extra, sizeof extra,
+             "Retry-After: %" PRIu64 "\r\nX-Sluice-Reject: rate\r\n"
+             "RateLimit-Policy: \"%s\";q=%d;w=%.0f\r\nRateLimit: \"%s\";r=0;t=%" PRIu64 "\r\n",
+             secs, tc->name, tc->burst, window < 1 ? 1 : window, tc->name, secs);
+    send_answer(s, 429, "rate-limited", "this tenant is over its request rate; retry later",
+                extra);
 }
 
 /* The response had started when things went wrong: all we can do is close. */
@@ -720,6 +740,7 @@ static void reset_request(struct session *s)
     s->t_up_start = s->t_up_end = 0;
     s->upgrade = s->expect = 0;
     s->meth = HTTP1_M_OTHER;
+    s->tenant = NULL;
 }
 
 /* Parse what the client sent so far. */
@@ -768,6 +789,12 @@ static void read_head(struct session *s)
     uint64_t maxb = cfg_of(s)->proxy.max_body_size;
     if (maxb && m.body == HTTP1_BODY_LENGTH && m.content_length > maxb) {
         send_error(s, 413, "body-too-large", "the request body is over max_body_size");
+        return;
+    }
+    s->tenant = admit_classify(&s->rt->admit, &m, s->peer);
+    uint64_t wait_ns = admit_rate(s->tenant, admit_now_ns());
+    if (wait_ns) {
+        send_rate_limited(s, wait_ns);
         return;
     }
     build_upstream_head(s, &m);

@@ -69,11 +69,31 @@ struct proxy_conf {
     int log_level;                     /* [info] 0 error, 1 warn, 2 info, 3 debug */
 };
 
+/* [tenants]: how a request's tenant is found. */
+enum tenant_key { TK_NONE = 0, TK_HEADER, TK_HOST, TK_COOKIE, TK_IP, TK_PATH_PREFIX };
+
+struct tenants_conf {
+    enum tenant_key key;         /* [none]: every request is tenant `default` */
+    char *key_name;              /* owned: header or cookie name */
+    int prefix_segments;         /* path_prefix:N */
+};
+
+/* One [tenant NAME] section; `default` holds for unknown keys. */
+struct tenant_conf {
+    char *name;                  /* owned */
+    double rate;                 /* [0] requests per second; 0 = no rate limit */
+    int burst;                   /* [1] requests allowed at once (GCRA bucket) */
+    int line;
+};
+
 struct config {
     char *path;                   /* owned */
     struct proxy_conf proxy;
     struct backend_conf *backends; /* owned array */
     size_t nbackends;
+    struct tenants_conf tenants;
+    struct tenant_conf *tenant;   /* owned array; includes `default` (added if absent) */
+    size_t ntenants;
 };
 
 /* Load and validate `path`. On error returns NULL and writes "file:line: message" to err. */

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
+#include <sluice/admit.h>
 #include <sluice/config.h>
 #include <sluice/http1.h>
 #include <sluice/upstream.h>
@@ -16,6 +17,7 @@ struct tls_ctx;
 struct runtime {
     struct config *cfg;      /* owned */
     struct upstream up;      /* owned */
+    struct admit admit;      /* owned: tenants and their limits */
     struct http1_limits lim;
     struct tls_ctx *tls;     /* owned; NULL without tls_listen */
     unsigned generation;     /* 1 for the first load, +1 per successful reload */

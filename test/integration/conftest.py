@@ -81,10 +81,11 @@ class _Sluices:
         self.dir = workdir
         self.started = []
 
-    def __call__(self, backends, proxy=None, backend_opts=None, listens=1, start=True):
+    def __call__(self, backends, proxy=None, backend_opts=None, listens=1, start=True,
+                 extra=None):
         d = os.path.join(self.dir, "sluice%d" % len(self.started))
         os.makedirs(d, exist_ok=True)
-        s = Sluice(d, backends, proxy, backend_opts, listens)
+        s = Sluice(d, backends, proxy, backend_opts, listens, extra)
         self.started.append(s)
         return s.start() if start else s
 

@@ -340,7 +340,8 @@ SLUICE_BACKEND_DEFAULTS = {
 }
 
 
-def write_config(path, listens, backends, proxy=None, backend_opts=None, log_dir=None):
+def write_config(path, listens, backends, proxy=None, backend_opts=None, log_dir=None,
+                 extra=None):
     """Write a sluice INI. backends: list of (name, address) or objects with .name/.address
     (and .workers); backend_opts: dict applied to all, or {name: dict} per backend."""
     log_dir = log_dir or os.path.dirname(path)
@@ -374,6 +375,9 @@ def write_config(path, listens, backends, proxy=None, backend_opts=None, log_dir
         for k, v in opts.items():
             if v is not None:
                 lines.append("%s = %s" % (k, v))
+    if extra:  # more sections, as INI text: [tenants], [tenant NAME], ...
+        lines.append("")
+        lines.append(extra.strip())
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return path
@@ -393,7 +397,7 @@ def sluice_env():
 class Sluice:
     """A sluice process with a config written into workdir."""
 
-    def __init__(self, workdir, backends, proxy=None, backend_opts=None, listens=1):
+    def __init__(self, workdir, backends, proxy=None, backend_opts=None, listens=1, extra=None):
         self.dir = workdir
         self.ports = [free_port() for _ in range(listens)]
         self.port = self.ports[0]
@@ -405,7 +409,7 @@ class Sluice:
         self.stderr_path = os.path.join(workdir, "sluice.stderr")
         self.stdout_path = os.path.join(workdir, "sluice.stdout")
         write_config(self.config, ["127.0.0.1:%d" % p for p in self.ports], backends, proxy,
-                     backend_opts)
+                     backend_opts, extra=extra)
         self.proc = None
         self.returncode = None
 

@@ -1,0 +1,58 @@
+/* admit: tenants and their admission limits. This step has the tenant key (header, host,
+ * cookie, client address or path prefix), the [tenant NAME] table with `default` for
+ * unknown keys, and the per-tenant rate limit (GCRA). Tenant state survives reloads by
+ * name. The fair queue, concurrency caps and Redis sharing come next (issue 4). */
+#ifndef SLUICE_ADMIT_H
+#define SLUICE_ADMIT_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct http1_msg;
+struct tenant_conf;
+struct tenants_conf;
+
+/* Shared by every generation that names the tenant (refcounted). */
+struct tenant_state {
+    char name[64];
+    atomic_int refs;
+    _Atomic uint64_t tat;          /* GCRA theoretical arrival time, ns (monotonic) */
+    atomic_uint_fast64_t admitted;
+    atomic_uint_fast64_t rejected_rate;
+};
+
+struct tenant {
+    const struct tenant_conf *conf; /* borrowed from the generation's config */
+    struct tenant_state *st;        /* shared */
+    uint64_t interval_ns;           /* 1/rate; 0 = no rate limit */
+    uint64_t tau_ns;                /* (burst - 1) x interval: how far ahead tat may run */
+};
+
+/* A generation's tenant table. */
+struct admit {
+    const struct tenants_conf *conf; /* borrowed */
+    struct tenant *t;                /* owned array; t[def] is the default */
+    int n;
+    int def;
+};
+
+/* Build the table; states of tenants named in prev (may be NULL) carry over. 0 or -1. */
+int admit_init(struct admit *a, const struct tenants_conf *tc, const struct tenant_conf *confs,
+               int n, const struct admit *prev);
+
+/* Free the table (and states no other table holds). */
+void admit_free(struct admit *a);
+
+/* The tenant a request belongs to, by the configured key; the default if the key is
+ * missing or names no [tenant]. peer: the client address. */
+struct tenant *admit_classify(struct admit *a, const struct http1_msg *m, const char *peer);
+
+/* GCRA: 0 if t may send a request now (and it is counted), else the nanoseconds until it
+ * may (the request is refused and counted). */
+uint64_t admit_rate(struct tenant *t, uint64_t now_ns);
+
+/* Monotonic nanoseconds. */
+uint64_t admit_now_ns(void);
+
+#endif

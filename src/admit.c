@@ -1,0 +1,184 @@
+/* admit: tenant classification and the per-tenant GCRA rate limit. GCRA keeps one number
+ * per tenant, the theoretical arrival time (tat): a request at `now` conforms when
+ * tat - now <= tau; it then moves tat to max(tat, now) + interval. One compare-and-swap,
+ * no lock, exact for any number of threads. */
+#include <sluice/admit.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <sluice/config.h>
+#include <sluice/http1.h>
+
+uint64_t admit_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static struct tenant_state *state_for(const struct admit *prev, const char *name)
+{
+    for (int i = 0; prev && i < prev->n; i++)
+        if (strcmp(prev->t[i].st->name, name) == 0) {
+            atomic_fetch_add(&prev->t[i].st->refs, 1);
+            return prev->t[i].st;
+        }
+    struct tenant_state *st = calloc(1, sizeof *st);
+    if (!st)
+        return NULL;
+    snprintf(st->name, sizeof st->name, "%s", name);
+    atomic_init(&st->refs, 1);
+    return st;
+}
+
+int admit_init(struct admit *a, const struct tenants_conf *tc, const struct tenant_conf *confs,
+               int n, const struct admit *prev)
+{
+    memset(a, 0, sizeof *a);
+    a->conf = tc;
+    a->t = calloc((size_t)(n > 0 ? n : 1), sizeof *a->t);
+    if (!a->t)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        struct tenant *t = &a->t[i];
+        t->conf = &confs[i];
+        t->st = state_for(prev, confs[i].name);
+        if (!t->st) {
+            admit_free(a);
+            return -1;
+        }
+        a->n = i + 1;
+        if (confs[i].rate > 0) {
+            t->interval_ns = (uint64_t)(1e9 / confs[i].rate);
+            t->tau_ns = (uint64_t)(confs[i].burst - 1) * t->interval_ns;
+        }
+        if (strcmp(confs[i].name, "default") == 0)
+            a->def = i;
+    }
+    return 0;
+}
+
+void admit_free(struct admit *a)
+{
+    for (int i = 0; i < a->n; i++)
+        if (atomic_fetch_sub(&a->t[i].st->refs, 1) == 1)
+            free(a->t[i].st);
+    free(a->t);
+    a->t = NULL;
+    a->n = 0;
+}
+
+/* Value of cookie `name` in the Cookie fields, or NULL. */
+static const char *cookie_value(const struct http1_msg *m, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < m->num_headers; i++) {
+        const struct http1_header *h = &m->headers[i];
+        if (!http1_name_is(h, "cookie"))
+            continue;
+        const char *p = h->value, *end = h->value + h->value_len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == ';'))
+                p++;
+            const char *semi = memchr(p, ';', (size_t)(end - p));
+            const char *stop = semi ? semi : end;
+            if ((size_t)(stop - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == '=') {
+                *len = (size_t)(stop - p) - nl - 1;
+                return p + nl + 1;
+            }
+            p = stop;
+        }
+    }
+    return NULL;
+}
+
+/* The raw key of a request, as configured; NULL if absent. */
+static const char *key_of(const struct tenants_conf *tc, const struct http1_msg *m,
+                          const char *peer, size_t *len)
+{
+    const struct http1_header *h;
+    switch (tc->key) {
+    case TK_HEADER:
+        for (size_t i = 0; i < m->num_headers; i++)
+            if (http1_name_is(&m->headers[i], tc->key_name)) {
+                *len = m->headers[i].value_len;
+                return m->headers[i].value;
+            }
+        return NULL;
+    case TK_HOST:
+        if (m->authority) {
+            *len = m->authority_len;
+            return m->authority;
+        }
+        if (m->host < 0)
+            return NULL;
+        h = &m->headers[m->host];
+        *len = h->value_len;
+        return h->value;
+    case TK_COOKIE:
+        return cookie_value(m, tc->key_name, len);
+    case TK_IP:
+        *len = strlen(peer);
+        return peer;
+    case TK_PATH_PREFIX: {
+        const char *p = m->target, *end = m->target + m->target_len;
+        int seg = 0;
+        const char *q = p;
+        while (q < end && *q != '?') {
+            if (*q == '/' && q != p && ++seg == tc->prefix_segments)
+                break;
+            q++;
+        }
+        /* "/a/b/c" with N=1 -> "a": the first N segments without the leading slash */
+        *len = q > p ? (size_t)(q - p - 1) : 0;
+        return p + 1;
+    }
+    case TK_NONE:
+        break;
+    }
+    return NULL;
+}
+
+struct tenant *admit_classify(struct admit *a, const struct http1_msg *m, const char *peer)
+{
+    size_t len = 0;
+    const char *k = a->conf ? key_of(a->conf, m, peer, &len) : NULL;
+    if (k && len) {
+        if (a->conf->key == TK_HOST) { /* the port is not part of the tenant */
+            const char *colon = memchr(k, ':', len);
+            if (colon && k[0] != '[')
+                len = (size_t)(colon - k);
+        }
+        for (int i = 0; i < a->n; i++) {
+            const char *name = a->t[i].conf->name;
+            if (strlen(name) == len && strncasecmp(name, k, len) == 0 && i != a->def)
+                return &a->t[i];
+        }
+    }
+    return &a->t[a->def];
+}
+
+uint64_t admit_rate(struct tenant *t, uint64_t now)
+{
+    if (t->interval_ns == 0) {
+        atomic_fetch_add_explicit(&t->st->admitted, 1, memory_order_relaxed);
+        return 0;
+    }
+    uint64_t tat = atomic_load_explicit(&t->st->tat, memory_order_relaxed);
+    for (;;) {
+        uint64_t base = tat > now ? tat : now;
+        if (base - now > t->tau_ns) {
+            atomic_fetch_add_explicit(&t->st->rejected_rate, 1, memory_order_relaxed);
+            return base - now - t->tau_ns;
+        }
+        if (atomic_compare_exchange_weak_explicit(&t->st->tat, &tat, base + t->interval_ns,
+                                                  memory_order_relaxed, memory_order_relaxed)) {
+            atomic_fetch_add_explicit(&t->st->admitted, 1, memory_order_relaxed);
+            return 0;
+        }
+    }
+}

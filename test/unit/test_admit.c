@@ -1,0 +1,144 @@
+/* Unit tests for tenants and the GCRA rate limit (include/sluice/admit.h). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <sluice/admit.h>
+#include <sluice/config.h>
+#include <sluice/http1.h>
+
+#define SEC 1000000000ULL
+
+static struct tenant_conf confs[] = {
+    {.name = "gold", .rate = 10, .burst = 5},
+    {.name = "default", .rate = 0, .burst = 1},
+};
+
+static void setup_admit(struct admit *a, struct tenants_conf *tc)
+{
+    assert_int_equal(admit_init(a, tc, confs, 2, NULL), 0);
+}
+
+/* Over any span t from a full bucket, GCRA admits exactly burst + floor(rate x t). */
+static void test_gcra_admits_exactly_rate_times_t_plus_burst(void **state)
+{
+    (void)state;
+    struct tenants_conf tc = {.key = TK_HEADER, .key_name = "X-Tenant"};
+    struct admit a;
+    setup_admit(&a, &tc);
+    struct tenant *t = &a.t[0];
+    uint64_t t0 = 1000 * SEC, admitted = 0;
+    /* offer a request every millisecond for 3 s */
+    for (uint64_t ms = 0; ms <= 3000; ms++)
+        if (admit_rate(t, t0 + ms * 1000000ULL) == 0)
+            admitted++;
+    assert_int_equal(admitted, 5 + 10 * 3);
+    assert_int_equal(t->st->admitted, admitted);
+    assert_int_equal(t->st->rejected_rate, 3001 - admitted);
+    admit_free(&a);
+}
+
+/* A refused request is told how long until it would conform, and that is right. */
+static void test_gcra_wait_is_exact(void **state)
+{
+    (void)state;
+    struct tenants_conf tc = {0};
+    struct admit a;
+    setup_admit(&a, &tc);
+    struct tenant *t = &a.t[0];
+    uint64_t now = 50 * SEC;
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(admit_rate(t, now), 0);
+    uint64_t wait = admit_rate(t, now);
+    assert_int_equal(wait, SEC / 10);
+    assert_true(admit_rate(t, now + wait - 1) > 0);
+    assert_int_equal(admit_rate(t, now + wait), 0);
+    admit_free(&a);
+}
+
+/* No rate configured: never refused. */
+static void test_no_rate_never_refuses(void **state)
+{
+    (void)state;
+    struct tenants_conf tc = {0};
+    struct admit a;
+    setup_admit(&a, &tc);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(admit_rate(&a.t[1], 7 * SEC), 0);
+    admit_free(&a);
+}
+
+static struct tenant *classify(struct admit *a, const char *raw, const char *peer)
+{
+    static struct http1_header hdrs[16];
+    static struct http1_msg m;
+    int status;
+    assert_true(http1_parse_request(raw, strlen(raw), NULL, hdrs, 16, &m, &status) > 0);
+    return admit_classify(a, &m, peer);
+}
+
+static void test_classify_by_each_key_kind(void **state)
+{
+    (void)state;
+    struct admit a;
+    struct tenants_conf tc = {.key = TK_HEADER, .key_name = "X-Tenant"};
+    setup_admit(&a, &tc);
+    assert_string_equal(classify(&a, "GET / HTTP/1.1\r\nHost: h\r\nx-tenant: gold\r\n\r\n",
+                                 "1.2.3.4")->conf->name, "gold");
+    assert_string_equal(classify(&a, "GET / HTTP/1.1\r\nHost: h\r\nX-Tenant: tin\r\n\r\n",
+                                 "1.2.3.4")->conf->name, "default");
+    assert_string_equal(classify(&a, "GET / HTTP/1.1\r\nHost: h\r\n\r\n", "1.2.3.4")->conf->name,
+                        "default");
+    tc = (struct tenants_conf){.key = TK_HOST};
+    assert_string_equal(classify(&a, "GET / HTTP/1.1\r\nHost: gold:8080\r\n\r\n", "x")->conf->name,
+                        "gold");
+    tc = (struct tenants_conf){.key = TK_COOKIE, .key_name = "org"};
+    assert_string_equal(
+        classify(&a, "GET / HTTP/1.1\r\nHost: h\r\nCookie: a=1; org=gold; b=2\r\n\r\n", "x")
+            ->conf->name,
+        "gold");
+    assert_string_equal(
+        classify(&a, "GET / HTTP/1.1\r\nHost: h\r\nCookie: xorg=gold\r\n\r\n", "x")->conf->name,
+        "default");
+    tc = (struct tenants_conf){.key = TK_IP};
+    assert_string_equal(classify(&a, "GET / HTTP/1.1\r\nHost: h\r\n\r\n", "gold")->conf->name,
+                        "gold");
+    tc = (struct tenants_conf){.key = TK_PATH_PREFIX, .prefix_segments = 1};
+    assert_string_equal(classify(&a, "GET /gold/x/y HTTP/1.1\r\nHost: h\r\n\r\n", "x")->conf->name,
+                        "gold");
+    assert_string_equal(classify(&a, "GET /gold HTTP/1.1\r\nHost: h\r\n\r\n", "x")->conf->name,
+                        "gold");
+    assert_string_equal(classify(&a, "GET / HTTP/1.1\r\nHost: h\r\n\r\n", "x")->conf->name,
+                        "default");
+    admit_free(&a);
+}
+
+/* A reload keeps a tenant's limiter state when its name stays. */
+static void test_state_survives_reload_by_name(void **state)
+{
+    (void)state;
+    struct tenants_conf tc = {0};
+    struct admit a, b;
+    setup_admit(&a, &tc);
+    for (int i = 0; i < 5; i++)
+        admit_rate(&a.t[0], SEC);
+    assert_int_equal(admit_init(&b, &tc, confs, 2, &a), 0);
+    admit_free(&a);
+    assert_true(admit_rate(&b.t[0], SEC) > 0); /* the bucket is still empty */
+    admit_free(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gcra_admits_exactly_rate_times_t_plus_burst),
+        cmocka_unit_test(test_gcra_wait_is_exact),
+        cmocka_unit_test(test_no_rate_never_refuses),
+        cmocka_unit_test(test_classify_by_each_key_kind),
+        cmocka_unit_test(test_state_survives_reload_by_name),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
