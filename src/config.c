@@ -299,6 +299,14 @@ struct section_kind {
 static const struct key_def tenant_keys[] = {
     {"rate", K_DOUBLE, T(rate), "0", 0, 1000000},
     {"burst", K_INT, T(burst), "1", 1, 1000000},
+    {"weight", K_INT, T(weight), "1", 1, 1000},
+};
+
+#define C(f) offsetof(struct config, f)
+
+static const struct key_def queue_keys[] = {
+    {"max", K_INT, C(queue_max), "1000", 0, 1000000},
+    {"timeout", K_DURATION, C(queue_timeout_ms), "10s", 1, 3600000},
 };
 
 static const struct section_kind kinds[] = {
@@ -387,6 +395,9 @@ static int on_key(void *user, const char *section, const char *name, const char 
     if (strcmp(section, "proxy") == 0)
         return apply(p, proxy_keys, NKEYS(proxy_keys), (char *)&p->cfg->proxy, section, name,
                      value, line);
+    if (strcmp(section, "queue") == 0)
+        return apply(p, queue_keys, NKEYS(queue_keys), (char *)p->cfg, section, name, value,
+                     line);
     if (strcmp(section, "tenants") == 0) {
         if (strcmp(name, "key") != 0)
             return fail(p, line, "[tenants]: unknown key '%s' (expected key)%s", name, "");
@@ -412,8 +423,8 @@ static int on_key(void *user, const char *section, const char *name, const char 
             return fail(p, line, "[%s]: out of memory%s", section, "");
         return apply(p, kinds[k].keys, kinds[k].nkeys, p->cur, section, name, value, line);
     }
-    return fail(p, line, "unknown section [%s] (expected [proxy], [backend NAME], [tenants] or "
-                "[tenant NAME])%s", section, "");
+    return fail(p, line, "unknown section [%s] (expected [proxy], [backend NAME], [queue], [tenants] "
+                "or [tenant NAME])%s", section, "");
 }
 
 /* inih reader: like fgets, but counts lines and flags lines longer than inih's buffer. */
@@ -505,6 +516,7 @@ struct config *config_load(const char *path, char *err, size_t errlen)
     }
     cfg->path = strdup(path);
     set_defaults(proxy_keys, NKEYS(proxy_keys), (char *)&cfg->proxy);
+    set_defaults(queue_keys, NKEYS(queue_keys), (char *)cfg);
     p.fp = fopen(path, "r");
     if (!p.fp) {
         snprintf(err, errlen, "%s:0: cannot open: %s", path, strerror(errno));

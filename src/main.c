@@ -279,6 +279,7 @@ int main(int argc, char **argv)
         return 0;
     }
     atomic_store(&px.rt, rt);
+    queue_init(&px.queue);
     signal(SIGPIPE, SIG_IGN);
     evthread_use_pthreads();
     if (log_open(rt->cfg->proxy.error_log, rt->cfg->proxy.access_log, rt->cfg->proxy.log_level) <
@@ -286,6 +287,7 @@ int main(int argc, char **argv)
         return 1;
     int rc = run(&px);
     free(px.workers);
+    queue_destroy(&px.queue);
     runtime_unref(atomic_load(&px.rt));
     log_close();
     libevent_global_shutdown();

@@ -45,6 +45,7 @@
 #include <sluice/http1.h>
 #include <sluice/log.h>
 #include <sluice/listener.h>
+#include <sluice/queue.h>
 #include <sluice/runtime.h>
 #include <sluice/stats.h>
 #include <sluice/tls.h>
@@ -58,8 +59,8 @@
 #define READ_MORE (60 * 1024) /* below glibc's mmap threshold: no mmap per read */
 #define MAX_LOG_TARGET 1024
 
-enum sess_state { S_READ_HEAD, S_READ_BODY, S_CONNECTING, S_FORWARD, S_TUNNEL, S_CLOSING,
-                  S_LINGER };
+enum sess_state { S_READ_HEAD, S_READ_BODY, S_QUEUED, S_CONNECTING, S_FORWARD, S_TUNNEL,
+                  S_CLOSING, S_LINGER };
 
 /* A message body being moved from one buffer to another, re-framed if needed. */
 struct body {
@@ -101,6 +102,7 @@ struct session {
     int status;
     struct backend *backend;      /* the one picked (inflight held) */
     struct tenant *tenant;        /* of the current request, from rt->admit */
+    struct waiter wt;             /* its place in the shared queue while S_QUEUED */
     struct backend *last_failed;
     struct body req, resp;
     uint64_t bytes_in, bytes_out;
@@ -238,9 +240,14 @@ static void session_free(struct session *s)
         upconn_free(s->up);
         s->up = NULL;
     }
+    if (s->wt.wake) {
+        queue_leave(&s->w->px->queue, &s->wt);
+        event_free(s->wt.wake);
+    }
     if (s->backend) {
         up_release(s->backend);
         s->backend = NULL;
+        queue_kick(&s->w->px->queue);
     }
     if (s->timer)
         event_free(s->timer);
@@ -379,11 +386,13 @@ static void drop_upstream(struct session *s)
     }
 }
 
+/* Give back the backend slot; a request waiting for one is woken. */
 static void release_backend(struct session *s)
 {
     if (s->backend) {
         up_release(s->backend);
         s->backend = NULL;
+        queue_kick(&s->w->px->queue);
     }
 }
 
@@ -515,6 +524,18 @@ static void send_rate_limited(struct session *s, uint64_t wait_ns)
              secs, tc->name, tc->burst, window < 1 ? 1 : window, tc->name, secs);
     send_answer(s, 429, "rate-limited", "this tenant is over its request rate; retry later",
                 extra);
+}
+
+/* 503 from the queue (full, or waited too long): the backends are saturated. */
+static void send_queue_reject(struct session *s, const char *why)
+{
+    char extra[128];
+    uint32_t t = cfg_of(s)->queue_timeout_ms;
+    snprintf(extra, sizeof extra, "Retry-After: %u\r\nX-Sluice-Reject: %s\r\n",
+             t < 2000 ? 1 : t / 2000, why);
+    if (s->tenant)
+        atomic_fetch_add_explicit(&s->tenant->st->rejected_queue, 1, memory_order_relaxed);
+    send_answer(s, 503, why, "the backends are saturated; retry later", extra);
 }
 
 /* The response had started when things went wrong: all we can do is close. */
@@ -938,12 +959,70 @@ static int new_upconn(struct session *s, struct backend *b)
 
 static void connect_failed(struct session *s);
 
+static void pick_and_connect(struct session *s, int from_queue);
+
+/* A slot was freed for this waiter (on its own thread now). */
+static void wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    (void)fd;
+    (void)what;
+    if (s->state != S_QUEUED || s->wt.state != W_WOKEN)
+        return;
+    s->wt.state = W_IDLE;
+    evtimer_del(s->timer);
+    s->state = S_CONNECTING;
+    pick_and_connect(s, 1);
+}
+
+/* All backends with a slot limit are full: wait in the shared queue (or 503). front: it
+ * was woken but a newcomer took the slot, so it keeps its place and its deadline. */
+static void wait_for_slot(struct session *s, int front)
+{
+    const struct config *c = cfg_of(s);
+    struct queue *q = &s->w->px->queue;
+    if (!s->wt.wake && !(s->wt.wake = event_new(s->w->base, -1, 0, wake_cb, s))) {
+        send_error(s, 503, "no-memory", "out of memory queueing the request");
+        return;
+    }
+    s->wt.ts = s->tenant ? s->tenant->st : NULL;
+    s->wt.weight = s->tenant ? s->tenant->conf->weight : 1;
+    if (!s->wt.ts || c->queue_max == 0 || queue_push(q, &s->wt, front, c->queue_max) < 0) {
+        atomic_fetch_add(&q->full, 1);
+        send_queue_reject(s, "queue-full");
+        return;
+    }
+    uint64_t now = up_now_ms();
+    if (!front)
+        s->wt.since_ms = now;
+    uint64_t waited = now - s->wt.since_ms;
+    s->state = S_QUEUED;
+    timer_ms(s, waited < c->queue_timeout_ms ? (uint32_t)(c->queue_timeout_ms - waited) : 0);
+    if (up_has_slot(&s->rt->up, now))
+        queue_kick(q); /* a slot freed while this one was deciding */
+}
+
 static void connect_upstream(struct session *s)
 {
+    pick_and_connect(s, 0);
+}
+
+static void pick_and_connect(struct session *s, int from_queue)
+{
+    int full = 0;
+    struct queue *q = &s->w->px->queue;
     s->attempts++;
-    struct backend *b = up_pick(&s->rt->up, s->last_failed, up_now_ms());
+    /* newcomers queue behind waiters, so a freed slot goes to the queue's choice */
+    struct backend *b = !from_queue && s->attempts == 1 && queue_len(q) > 0
+                            ? (full = 1, NULL)
+                            : up_pick_slot(&s->rt->up, s->last_failed, up_now_ms(), &full);
+    if (!b && full) {
+        s->attempts--;
+        wait_for_slot(s, from_queue);
+        return;
+    }
     if (!b) {
-        send_error(s, 502, "no-backend", "no backend is configured");
+        send_error(s, 502, "no-backend", "no backend can take requests (none, or all draining)");
         return;
     }
     s->backend = b;
@@ -1293,7 +1372,8 @@ static void cli_event_cb(struct bufferevent *bev, short what, void *arg)
         abort_session(s, STAT_client_aborts);
         return;
     }
-    if ((what & BEV_EVENT_EOF) && (s->state == S_CONNECTING || s->state == S_FORWARD) &&
+    if ((what & BEV_EVENT_EOF) &&
+        (s->state == S_QUEUED || s->state == S_CONNECTING || s->state == S_FORWARD) &&
         s->req.done && !(what & BEV_EVENT_ERROR)) {
         s->cli_eof = 1; /* half-close after a complete request: still answer it */
         s->keep_alive = 0;
@@ -1401,6 +1481,11 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     switch (s->state) {
+    case S_QUEUED: /* waited queue timeout; a wake-up on its way is passed on */
+        queue_leave(&s->w->px->queue, &s->wt);
+        atomic_fetch_add(&s->w->px->queue.timeouts, 1);
+        send_queue_reject(s, "queue-timeout");
+        return;
     case S_READ_HEAD:
         if (s->t_start == 0 && evbuffer_get_length(bufferevent_get_input(s->cli)) == 0) {
             session_free(s); /* idle keep-alive: close quietly */

@@ -180,10 +180,29 @@ static int less_loaded(int a, long wa, int b, long wb)
     return (long long)a * wb < (long long)b * wa;
 }
 
-struct backend *up_pick(struct upstream *u, const struct backend *avoid, uint64_t now_ms)
+static int has_room(const struct backend *b)
 {
-    if (u->n == 0)
-        return NULL;
+    int cap = b->conf->workers;
+    return cap <= 0 || up_inflight(b) < cap;
+}
+
+/* Take one of b's slots; 0 if it filled up meanwhile (another thread won it). */
+static int take_slot(struct backend *b)
+{
+    int cap = b->conf->workers;
+    int cur = atomic_load_explicit(&b->st->inflight, memory_order_relaxed);
+    do {
+        if (cap > 0 && cur >= cap)
+            return 0;
+    } while (!atomic_compare_exchange_weak_explicit(&b->st->inflight, &cur, cur + 1,
+                                                    memory_order_relaxed, memory_order_relaxed));
+    return 1;
+}
+
+/* One pass of least connections over the backends with room. */
+static struct backend *choose(struct upstream *u, const struct backend *avoid, uint64_t now_ms,
+                              int *full)
+{
     unsigned start = atomic_fetch_add_explicit(&u->rr, 1, memory_order_relaxed);
     struct backend *best = NULL, *fallback = NULL;
     int best_load = 0;
@@ -191,9 +210,13 @@ struct backend *up_pick(struct upstream *u, const struct backend *avoid, uint64_
     for (int k = 0; k < u->n; k++) {
         struct backend *b = &u->b[(start + (unsigned)k) % (unsigned)u->n];
         if (!up_is_up(b, now_ms)) {
-            if (!b->conf->drain &&
+            if (!b->conf->drain && has_room(b) &&
                 (!fallback || b->st->down_until < fallback->st->down_until))
                 fallback = b;
+            continue;
+        }
+        if (!has_room(b)) {
+            *full = 1;
             continue;
         }
         if (b == avoid)
@@ -206,15 +229,43 @@ struct backend *up_pick(struct upstream *u, const struct backend *avoid, uint64_
             best_w = w;
         }
     }
-    if (!best && avoid && up_is_up(avoid, now_ms))
+    if (!best && avoid && up_is_up(avoid, now_ms) && has_room(avoid))
         best = (struct backend *)avoid;
-    if (!best)
-        best = fallback;
-    if (!best)
-        return NULL; /* every backend is draining */
-    atomic_fetch_add_explicit(&best->st->inflight, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&best->st->requests, 1, memory_order_relaxed);
+    if (!best && !*full)
+        best = fallback; /* everything is down: try the one that comes back first */
     return best;
+}
+
+struct backend *up_pick_slot(struct upstream *u, const struct backend *avoid, uint64_t now_ms,
+                             int *full)
+{
+    *full = 0;
+    for (int tries = 0; tries < 16 && u->n > 0; tries++) {
+        struct backend *b = choose(u, avoid, now_ms, full);
+        if (!b)
+            return NULL;
+        if (take_slot(b)) {
+            *full = 0;
+            atomic_fetch_add_explicit(&b->st->requests, 1, memory_order_relaxed);
+            return b;
+        }
+        *full = 1;
+    }
+    return NULL;
+}
+
+struct backend *up_pick(struct upstream *u, const struct backend *avoid, uint64_t now_ms)
+{
+    int full;
+    return up_pick_slot(u, avoid, now_ms, &full);
+}
+
+int up_has_slot(struct upstream *u, uint64_t now_ms)
+{
+    for (int i = 0; i < u->n; i++)
+        if (up_is_up(&u->b[i], now_ms) && has_room(&u->b[i]))
+            return 1;
+    return 0;
 }
 
 void up_release(struct backend *b)

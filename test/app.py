@@ -16,6 +16,8 @@ Endpoints:
   /echo             JSON: method, path, query, version, headers (lower-case names), body
                     length and sha256
   /slow?ms=N        sleeps N ms, then answers "slept N"
+  /concurrent?ms=N  like /slow, counting requests in progress in this process
+  /peak             the most /concurrent requests seen in progress at once (?reset=1 clears)
   /bytes?n=N        streams N bytes (a fixed pattern, see PATTERN) from a generator in
                     64 KiB pieces; no Content-Length unless &cl=1
   /status/CODE      that status; 204 and 304 have no body (&cl=N adds Content-Length: N anyway)
@@ -30,6 +32,7 @@ import hashlib
 import http
 import json
 import os
+import threading
 import time
 from urllib.parse import parse_qs
 
@@ -42,6 +45,8 @@ NAME = os.environ.get("APP_NAME", "app")
 LOG = os.environ.get("APP_LOG")
 DELAY_MS = int(os.environ.get("APP_DELAY_MS", "0") or 0)
 HEALTH_FILE = os.environ.get("APP_HEALTH_FILE")
+_conc_lock = threading.Lock()
+_conc = {"now": 0, "peak": 0}
 
 
 def pattern_stream(n):
@@ -154,6 +159,22 @@ def app(environ, start_response):
         length, digest = _read_body(environ, int(q("delay_ms", "0")))
         return _json(start_response, {"name": NAME, "length": length, "sha256": digest},
                      head=head)
+
+    if path == "/concurrent":
+        with _conc_lock:
+            _conc["now"] += 1
+            _conc["peak"] = max(_conc["peak"], _conc["now"])
+        time.sleep(int(q("ms", "100")) / 1000.0)
+        with _conc_lock:
+            _conc["now"] -= 1
+        return _reply(start_response, 200, "ok\n", head=head)
+
+    if path == "/peak":
+        with _conc_lock:
+            peak = _conc["peak"]
+            if q("reset"):
+                _conc["peak"] = 0
+        return _reply(start_response, 200, "%d\n" % peak, head=head)
 
     if path == "/slow":
         ms = int(q("ms", "1000"))

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 struct http1_msg;
+struct waiter;
 struct tenant_conf;
 struct tenants_conf;
 
@@ -20,6 +21,11 @@ struct tenant_state {
     _Atomic uint64_t tat;          /* GCRA theoretical arrival time, ns (monotonic) */
     atomic_uint_fast64_t admitted;
     atomic_uint_fast64_t rejected_rate;
+    atomic_uint_fast64_t rejected_queue;   /* queue full or queue timeout */
+    /* its place in the shared queue, under queue.lock (queue.c) */
+    struct waiter *q_head, *q_tail;
+    int deficit;                           /* requests left in its current turn */
+    struct tenant_state *ring_prev, *ring_next;
 };
 
 struct tenant {

@@ -83,6 +83,7 @@ struct tenant_conf {
     char *name;                  /* owned */
     double rate;                 /* [0] requests per second; 0 = no rate limit */
     int burst;                   /* [1] requests allowed at once (GCRA bucket) */
+    int weight;                  /* [1] share of freed backend slots when requests queue */
     int line;
 };
 
@@ -92,6 +93,8 @@ struct config {
     struct backend_conf *backends; /* owned array */
     size_t nbackends;
     struct tenants_conf tenants;
+    int queue_max;                /* [queue] max [1000] waiting requests, all tenants */
+    uint32_t queue_timeout_ms;    /* [queue] timeout [10s] -> 503 */
     struct tenant_conf *tenant;   /* owned array; includes `default` (added if absent) */
     size_t ntenants;
 };

@@ -62,6 +62,15 @@ void up_free(struct upstream *u);
  * Returns NULL only when there are no backends. Increments the winner's inflight. */
 struct backend *up_pick(struct upstream *u, const struct backend *avoid, uint64_t now_ms);
 
+/* Like up_pick, but a backend with `workers` set takes at most that many requests at once
+ * (a sync Gunicorn worker serves one at a time: HAProxy's maxconn). NULL with *full = 1
+ * when every usable backend is at its limit (the request should wait for a slot). */
+struct backend *up_pick_slot(struct upstream *u, const struct backend *avoid, uint64_t now_ms,
+                             int *full);
+
+/* 1 if some usable backend has a free slot now. */
+int up_has_slot(struct upstream *u, uint64_t now_ms);
+
 /* The request on b finished (whatever its outcome): decrement inflight. */
 void up_release(struct backend *b);
 

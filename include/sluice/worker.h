@@ -9,6 +9,7 @@
 
 #include <sluice/config.h>
 #include <sluice/http1.h>
+#include <sluice/queue.h>
 #include <sluice/runtime.h>
 #include <sluice/stats.h>
 #include <sluice/upstream.h>
@@ -35,6 +36,7 @@ struct proxy {
     int nworkers;
     atomic_int stopping;         /* set once on SIGTERM */
     atomic_uint_fast64_t reloads, reload_failures;
+    struct queue queue;          /* requests waiting for a backend slot, all threads */
 };
 
 /* One listening socket of a worker. */

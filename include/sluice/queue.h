@@ -1,0 +1,56 @@
+/* queue: requests waiting for a backend slot (a Gunicorn worker), shared by all threads.
+ * When a slot frees, the next waiter is chosen fairly across tenants (weighted round robin
+ * by tenant weight, FIFO within a tenant) and woken on its own thread.
+ *
+ * Invariants (all under `lock`): a waiter is in at most one tenant FIFO and is in one iff
+ * its state is W_QUEUED; a tenant is in the ring iff its FIFO is non-empty; `len` counts
+ * W_QUEUED waiters. Only the waiter's own thread frees it, after queue_leave(). A popped
+ * waiter (W_WOKEN) has been sent one wake-up; if it goes away without using it, it must
+ * pass it on with queue_kick() (queue_leave does). */
+#ifndef SLUICE_QUEUE_H
+#define SLUICE_QUEUE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+struct event;
+struct tenant_state;
+
+enum waiter_state { W_IDLE = 0, W_QUEUED, W_WOKEN };
+
+/* Embedded in a session. */
+struct waiter {
+    struct waiter *next;        /* in its tenant's FIFO */
+    struct tenant_state *ts;    /* whose FIFO (shared across reloads) */
+    int weight;                 /* the tenant's weight when it queued */
+    struct event *wake;         /* owned by the session: activated when popped */
+    enum waiter_state state;
+    uint64_t since_ms;          /* when it queued */
+};
+
+struct queue {
+    pthread_mutex_t lock;
+    atomic_int len;             /* waiters queued */
+    struct tenant_state *cur;   /* ring of tenants with waiters; the one whose turn it is */
+    atomic_uint_fast64_t timeouts, full;
+};
+
+void queue_init(struct queue *q);
+void queue_destroy(struct queue *q);
+
+/* Queue w (front: ahead of its tenant's others, for a waiter that was woken but lost
+ * the slot). Refused (-1) when not front and `max` are already waiting. */
+int queue_push(struct queue *q, struct waiter *w, int front, int max);
+
+/* Take w out: returns its state before (W_QUEUED: it was waiting; W_WOKEN: a wake-up is on
+ * its way, which it passes on). Safe for a waiter that never queued. */
+enum waiter_state queue_leave(struct queue *q, struct waiter *w);
+
+/* A slot was freed: wake the next waiter, if any. */
+void queue_kick(struct queue *q);
+
+/* Waiters now. */
+int queue_len(struct queue *q);
+
+#endif

@@ -1,0 +1,101 @@
+"""Backend capacity and the shared queue: `workers = N` lets at most N requests reach a
+backend at once; the rest wait in sluice's queue (not Gunicorn's backlog), are served in a
+fair order across tenants (weighted round robin, FIFO within a tenant), and get 503 with
+Retry-After when the queue is full or they waited too long."""
+import http.client
+import threading
+import time
+
+TENANTS = """
+[tenants]
+key = header:X-Tenant
+
+[tenant light]
+weight = 1
+
+[tenant heavy]
+weight = 3
+"""
+
+
+def get(port, path, tenant=None, timeout=30):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c.request("GET", path, headers={"X-Tenant": tenant} if tenant else {})
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r, body
+
+
+def in_threads(fn, args_list):
+    out = [None] * len(args_list)
+
+    def run(i, a):
+        out[i] = fn(*a)
+    ts = [threading.Thread(target=run, args=(i, a)) for i, a in enumerate(args_list)]
+    for t in ts:
+        t.start()
+        time.sleep(0.01)  # arrival order is the order of args_list
+    for t in ts:
+        t.join(60)
+    return out
+
+
+def big_backend(backend_factory, name="a"):
+    # one process with 8 threads: Gunicorn itself could take 8 at once
+    return backend_factory(name, workers=1, worker_class="gthread", threads=8)
+
+
+def test_no_more_than_workers_requests_reach_a_backend_at_once(backend_factory, sluice_factory):
+    b = big_backend(backend_factory)
+    s = sluice_factory([b], backend_opts={"workers": "2"})
+    get(s.port, "/peak?reset=1")
+    res = in_threads(lambda: get(s.port, "/concurrent?ms=300"), [()] * 8)
+    assert all(r.status == 200 for r, _ in res)
+    r, body = get(s.port, "/peak")
+    assert int(body) == 2, "peak concurrency at the backend was %s, limit 2" % body
+
+
+def test_queue_timeout_answers_503_with_retry_after(backend_factory, sluice_factory):
+    b = big_backend(backend_factory)
+    s = sluice_factory([b], backend_opts={"workers": "1"},
+                       extra="[queue]\nmax = 10\ntimeout = 500ms\n")
+    res = in_threads(lambda p: get(s.port, p), [("/slow?ms=2500",), ("/slow?ms=10",)])
+    (r1, _), (r2, body2) = res
+    assert r1.status == 200
+    assert r2.status == 503 and r2.getheader("X-Sluice-Reject") == "queue-timeout"
+    assert int(r2.getheader("Retry-After")) >= 1
+    assert "slept 10" not in open(b.log).read()
+
+
+def test_full_queue_answers_503_at_once(backend_factory, sluice_factory):
+    b = big_backend(backend_factory)
+    s = sluice_factory([b], backend_opts={"workers": "1"},
+                       extra="[queue]\nmax = 1\ntimeout = 10s\n")
+    t0 = time.monotonic()
+    res = in_threads(lambda p: get(s.port, p),
+                     [("/slow?ms=1500",), ("/slow?ms=20",), ("/slow?ms=30",)])
+    statuses = [r.status for r, _ in res]
+    assert statuses[0] == 200 and statuses[1] == 200, statuses
+    r3 = res[2][0]
+    assert r3.status == 503 and r3.getheader("X-Sluice-Reject") == "queue-full"
+    assert time.monotonic() - t0 < 10
+
+
+def test_freed_slots_go_to_tenants_by_weight_one_to_three(backend_factory, sluice_factory):
+    b = big_backend(backend_factory)
+    s = sluice_factory([b], backend_opts={"workers": "1"}, extra=TENANTS)
+    args = [("/slow?ms=1500&blocker=1", None)]
+    args += [("/slow?ms=20&t=light&i=%d" % i, "light") for i in range(4)]
+    args += [("/slow?ms=20&t=heavy&i=%d" % i, "heavy") for i in range(12)]
+    res = in_threads(lambda p, t: get(s.port, p, t), args)
+    assert all(r.status == 200 for r, _ in res)
+    served = [l for l in open(b.log).read().splitlines() if "t=" in l]
+    order = ["L" if "t=light" in l else "H" for l in served]
+    assert len(order) == 16
+    # light arrived first, then heavy: turns of 1 light, 3 heavy while both wait
+    assert "".join(order[:8]) == "LHHHLHHH", "".join(order)
+    # FIFO within a tenant
+    for t in ("light", "heavy"):
+        idx = [int(l.split("i=")[1].split("&")[0]) for l in served if "t=" + t in l]
+        assert idx == sorted(idx), (t, idx)
