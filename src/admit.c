@@ -182,3 +182,20 @@ uint64_t admit_rate(struct tenant *t, uint64_t now)
         }
     }
 }
+
+int admit_take(struct tenant *t)
+{
+    int cap = t->conf->max_inflight;
+    int cur = atomic_load_explicit(&t->st->inflight, memory_order_relaxed);
+    do {
+        if (cap > 0 && cur >= cap)
+            return 0;
+    } while (!atomic_compare_exchange_weak_explicit(&t->st->inflight, &cur, cur + 1,
+                                                    memory_order_relaxed, memory_order_relaxed));
+    return 1;
+}
+
+void admit_give(struct tenant *t)
+{
+    atomic_fetch_sub_explicit(&t->st->inflight, 1, memory_order_relaxed);
+}

@@ -300,6 +300,8 @@ static const struct key_def tenant_keys[] = {
     {"rate", K_DOUBLE, T(rate), "0", 0, 1000000},
     {"burst", K_INT, T(burst), "1", 1, 1000000},
     {"weight", K_INT, T(weight), "1", 1, 1000},
+    {"max_inflight", K_INT, T(max_inflight), "0", 0, 1000000},
+    {"max_queue", K_INT, T(max_queue), "0", 0, 1000000},
 };
 
 #define C(f) offsetof(struct config, f)

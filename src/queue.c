@@ -54,6 +54,11 @@ int queue_push(struct queue *q, struct waiter *w, int front, int max)
         pthread_mutex_unlock(&q->lock);
         return -1;
     }
+    if (!front && w->max_queue > 0 && t->queued >= w->max_queue) {
+        pthread_mutex_unlock(&q->lock);
+        return -2;
+    }
+    t->queued++;
     int was_empty = t->q_head == NULL;
     if (front) {
         w->next = t->q_head;
@@ -76,12 +81,25 @@ int queue_push(struct queue *q, struct waiter *w, int front, int max)
     return 0;
 }
 
-/* Weighted round robin: the tenant whose turn it is serves up to `weight` waiters. */
+static int eligible(const struct tenant_state *t)
+{
+    int cap = t->q_head->max_inflight;
+    return cap <= 0 || atomic_load_explicit(&t->inflight, memory_order_relaxed) < cap;
+}
+
+/* Weighted round robin: the tenant whose turn it is serves up to `weight` waiters; a
+ * tenant at its max_inflight is passed over until one of its requests ends. */
 static struct waiter *pop(struct queue *q)
 {
     struct tenant_state *t = q->cur;
     if (!t)
         return NULL;
+    for (struct tenant_state *first = t; !eligible(t);) {
+        t->deficit = 0;
+        t = q->cur = t->ring_next;
+        if (t == first)
+            return NULL;
+    }
     struct waiter *w = t->q_head;
     if (t->deficit <= 0)
         t->deficit = w->weight > 0 ? w->weight : 1;
@@ -90,6 +108,7 @@ static struct waiter *pop(struct queue *q)
         t->q_tail = NULL;
     w->next = NULL;
     t->deficit--;
+    t->queued--;
     if (!t->q_head)
         ring_remove(q, t);
     else if (t->deficit <= 0)
@@ -128,6 +147,7 @@ enum waiter_state queue_leave(struct queue *q, struct waiter *w)
             *pp = w->next;
             if (t->q_tail == w)
                 t->q_tail = prev;
+            t->queued--;
             if (!t->q_head)
                 ring_remove(q, t);
             atomic_fetch_sub(&q->len, 1);

@@ -103,6 +103,7 @@ struct session {
     struct backend *backend;      /* the one picked (inflight held) */
     struct tenant *tenant;        /* of the current request, from rt->admit */
     struct waiter wt;             /* its place in the shared queue while S_QUEUED */
+    int tenant_slot;              /* holds one of its tenant's max_inflight slots */
     struct backend *last_failed;
     struct body req, resp;
     uint64_t bytes_in, bytes_out;
@@ -118,6 +119,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg);
 static void connect_upstream(struct session *s);
 static void start_request(struct session *s);
 static void buffer_body(struct session *s);
+static void release_tenant(struct session *s);
 
 static const struct config *cfg_of(const struct session *s)
 {
@@ -244,11 +246,14 @@ static void session_free(struct session *s)
         queue_leave(&s->w->px->queue, &s->wt);
         event_free(s->wt.wake);
     }
+    int kick = s->backend || s->tenant_slot;
+    release_tenant(s);
     if (s->backend) {
         up_release(s->backend);
         s->backend = NULL;
-        queue_kick(&s->w->px->queue);
     }
+    if (kick)
+        queue_kick(&s->w->px->queue);
     if (s->timer)
         event_free(s->timer);
     if (s->reqhead)
@@ -386,6 +391,16 @@ static void drop_upstream(struct session *s)
     }
 }
 
+/* Give back the tenant's slot. Called just before release_backend(), whose one kick then
+ * sees this tenant's waiters as eligible again: one freed slot, one wake-up. */
+static void release_tenant(struct session *s)
+{
+    if (s->tenant_slot) {
+        s->tenant_slot = 0;
+        admit_give(s->tenant);
+    }
+}
+
 /* Give back the backend slot; a request waiting for one is woken. */
 static void release_backend(struct session *s)
 {
@@ -450,7 +465,10 @@ static void send_answer(struct session *s, int status, const char *code, const c
     struct worker *w = s->w;
     drop_upstream(s);
     s->status = status;
-    stats_add(&w->stats, error_stat(status), 1);
+    stats_add(&w->stats, status == 429 && strcmp(code, "tenant-queue") == 0
+                             ? STAT_rejected_tenant_queue
+                             : error_stat(status),
+              1);
     log_info("session", "error status=%d code=%s client=%s method=%s target=%s backend=%s rid=%s",
              status, code, s->peer, s->method[0] ? s->method : "-",
              s->target ? s->target : "-", s->backend ? s->backend->conf->name : "-",
@@ -474,6 +492,7 @@ static void send_answer(struct session *s, int status, const char *code, const c
         s->resp_started = 1;
     }
     access_log(s);
+    release_tenant(s);
     release_backend(s);
     close_after_flush(s);
 }
@@ -985,9 +1004,18 @@ static void wait_for_slot(struct session *s, int front)
         send_error(s, 503, "no-memory", "out of memory queueing the request");
         return;
     }
-    s->wt.ts = s->tenant ? s->tenant->st : NULL;
-    s->wt.weight = s->tenant ? s->tenant->conf->weight : 1;
-    if (!s->wt.ts || c->queue_max == 0 || queue_push(q, &s->wt, front, c->queue_max) < 0) {
+    s->wt.ts = s->tenant->st;
+    s->wt.weight = s->tenant->conf->weight;
+    s->wt.max_inflight = s->tenant->conf->max_inflight;
+    s->wt.max_queue = s->tenant->conf->max_queue;
+    int rc = c->queue_max == 0 ? -1 : queue_push(q, &s->wt, front, c->queue_max);
+    if (rc == -2) {
+        atomic_fetch_add(&s->tenant->st->rejected_tenant_queue, 1);
+        send_answer(s, 429, "tenant-queue", "this tenant has too many requests waiting",
+                    "Retry-After: 1\r\nX-Sluice-Reject: tenant-queue\r\n");
+        return;
+    }
+    if (rc < 0) {
         atomic_fetch_add(&q->full, 1);
         send_queue_reject(s, "queue-full");
         return;
@@ -999,7 +1027,8 @@ static void wait_for_slot(struct session *s, int front)
     s->state = S_QUEUED;
     timer_ms(s, waited < c->queue_timeout_ms ? (uint32_t)(c->queue_timeout_ms - waited) : 0);
     if (up_has_slot(&s->rt->up, now))
-        queue_kick(q); /* a slot freed while this one was deciding */
+        queue_kick(q); /* a slot freed while this one was deciding (the kick skips tenants
+                        * at their max_inflight) */
 }
 
 static void connect_upstream(struct session *s)
@@ -1013,10 +1042,18 @@ static void pick_and_connect(struct session *s, int from_queue)
     struct queue *q = &s->w->px->queue;
     s->attempts++;
     /* newcomers queue behind waiters, so a freed slot goes to the queue's choice */
-    struct backend *b = !from_queue && s->attempts == 1 && queue_len(q) > 0
-                            ? (full = 1, NULL)
-                            : up_pick_slot(&s->rt->up, s->last_failed, up_now_ms(), &full);
+    struct backend *b = NULL;
+    if (!from_queue && s->attempts == 1 && queue_len(q) > 0)
+        full = 1;
+    else if (!s->tenant_slot && !(s->tenant_slot = admit_take(s->tenant)))
+        full = 1; /* the tenant is at its max_inflight */
+    else
+        b = up_pick_slot(&s->rt->up, s->last_failed, up_now_ms(), &full);
     if (!b && full) {
+        if (s->tenant_slot) { /* waiting holds no tenant slot; no one to wake for it */
+            s->tenant_slot = 0;
+            admit_give(s->tenant);
+        }
         s->attempts--;
         wait_for_slot(s, from_queue);
         return;
@@ -1246,6 +1283,7 @@ static void finish_response(struct session *s, int upstream_reusable)
     up_ok(s->backend);
     stats_add(&w->stats, STAT_responses, 1);
     access_log(s);
+    release_tenant(s);
     release_backend(s);
     if (!s->keep_alive || w->draining) {
         close_after_flush(s);
@@ -1447,6 +1485,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         drop_upstream(s);
         s->keep_alive = 0;
         access_log(s);
+        release_tenant(s);
         release_backend(s);
         close_after_flush(s);
         return;

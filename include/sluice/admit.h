@@ -22,6 +22,9 @@ struct tenant_state {
     atomic_uint_fast64_t admitted;
     atomic_uint_fast64_t rejected_rate;
     atomic_uint_fast64_t rejected_queue;   /* queue full or queue timeout */
+    atomic_uint_fast64_t rejected_tenant_queue; /* over its own max_queue */
+    atomic_int inflight;                   /* its requests holding a backend slot */
+    int queued;                            /* its waiters, under queue.lock */
     /* its place in the shared queue, under queue.lock (queue.c) */
     struct waiter *q_head, *q_tail;
     int deficit;                           /* requests left in its current turn */
@@ -57,6 +60,12 @@ struct tenant *admit_classify(struct admit *a, const struct http1_msg *m, const 
 /* GCRA: 0 if t may send a request now (and it is counted), else the nanoseconds until it
  * may (the request is refused and counted). */
 uint64_t admit_rate(struct tenant *t, uint64_t now_ns);
+
+/* Take one of t's max_inflight slots (always succeeds without a cap); 0 if at the cap. */
+int admit_take(struct tenant *t);
+
+/* Give it back. */
+void admit_give(struct tenant *t);
 
 /* Monotonic nanoseconds. */
 uint64_t admit_now_ns(void);

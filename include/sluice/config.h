@@ -84,6 +84,8 @@ struct tenant_conf {
     double rate;                 /* [0] requests per second; 0 = no rate limit */
     int burst;                   /* [1] requests allowed at once (GCRA bucket) */
     int weight;                  /* [1] share of freed backend slots when requests queue */
+    int max_inflight;            /* [0] its requests at backends at once; 0 = no cap */
+    int max_queue;               /* [0] its requests waiting at once; 0 = only [queue] max */
     int line;
 };
 

@@ -24,6 +24,8 @@ struct waiter {
     struct waiter *next;        /* in its tenant's FIFO */
     struct tenant_state *ts;    /* whose FIFO (shared across reloads) */
     int weight;                 /* the tenant's weight when it queued */
+    int max_inflight;           /* the tenant's caps when it queued (0 = none) */
+    int max_queue;
     struct event *wake;         /* owned by the session: activated when popped */
     enum waiter_state state;
     uint64_t since_ms;          /* when it queued */
@@ -40,14 +42,15 @@ void queue_init(struct queue *q);
 void queue_destroy(struct queue *q);
 
 /* Queue w (front: ahead of its tenant's others, for a waiter that was woken but lost
- * the slot). Refused (-1) when not front and `max` are already waiting. */
+ * the slot). Refused when not front: -1 if `max` are already waiting, -2 if its tenant
+ * has max_queue waiting. */
 int queue_push(struct queue *q, struct waiter *w, int front, int max);
 
 /* Take w out: returns its state before (W_QUEUED: it was waiting; W_WOKEN: a wake-up is on
  * its way, which it passes on). Safe for a waiter that never queued. */
 enum waiter_state queue_leave(struct queue *q, struct waiter *w);
 
-/* A slot was freed: wake the next waiter, if any. */
+/* A slot was freed: wake the next waiter, if any (skipping tenants at max_inflight). */
 void queue_kick(struct queue *q);
 
 /* Waiters now. */

@@ -21,6 +21,7 @@
     X(err_503, "requests refused for lack of memory (503)")                               \
     X(err_504, "backend read timeouts answered 504")                                      \
     X(rejected_rate, "requests refused by a tenant's rate limit (429)")                   \
+    X(rejected_tenant_queue, "requests refused over a tenant's max_queue (429)")          \
     X(client_aborts, "clients that closed before their response was complete")           \
     X(upstream_truncated, "responses cut short by the backend after headers were sent")  \
     X(upstream_connects, "new backend connections opened")                               \

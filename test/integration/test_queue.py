@@ -99,3 +99,44 @@ def test_freed_slots_go_to_tenants_by_weight_one_to_three(backend_factory, sluic
     for t in ("light", "heavy"):
         idx = [int(l.split("i=")[1].split("&")[0]) for l in served if "t=" + t in l]
         assert idx == sorted(idx), (t, idx)
+
+
+CAPPED = """
+[tenants]
+key = header:X-Tenant
+
+[tenant capped]
+max_inflight = 1
+max_queue = 1
+"""
+
+
+def test_tenant_max_inflight_caps_its_requests_while_others_pass(backend_factory,
+                                                                 sluice_factory):
+    b = big_backend(backend_factory)
+    s = sluice_factory([b], backend_opts={"workers": "4"}, extra=CAPPED)
+    get(s.port, "/peak?reset=1")
+    res = in_threads(lambda p, t: get(s.port, p, t),
+                     [("/concurrent?ms=400&c=1", "capped"), ("/concurrent?ms=400&c=2", "capped")])
+    assert [r.status for r, _ in res] == [200, 200]
+    assert int(get(s.port, "/peak")[1]) == 1, "the capped tenant had 2 requests in at once"
+    # the other tenant is not held back by the capped one's waiting request
+    t0 = time.monotonic()
+    res = in_threads(lambda p, t: get(s.port, p, t),
+                     [("/slow?ms=800", "capped"), ("/slow?ms=800", "capped"),
+                      ("/slow?ms=10&free=1", "free")])
+    assert res[2][0].status == 200
+    assert [r.status for r, _ in res[:2]] == [200, 200]
+    assert time.monotonic() - t0 >= 1.5  # the two capped ones ran one after the other
+
+
+def test_tenant_over_its_max_queue_gets_429_tenant_queue(backend_factory, sluice_factory):
+    b = big_backend(backend_factory)
+    s = sluice_factory([b], backend_opts={"workers": "4"}, extra=CAPPED)
+    res = in_threads(lambda p, t: get(s.port, p, t),
+                     [("/slow?ms=800", "capped"), ("/slow?ms=10", "capped"),
+                      ("/slow?ms=10&third=1", "capped")])
+    assert [r.status for r, _ in res[:2]] == [200, 200]
+    r3 = res[2][0]
+    assert r3.status == 429 and r3.getheader("X-Sluice-Reject") == "tenant-queue"
+    assert "third=1" not in open(b.log).read()
