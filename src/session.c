@@ -145,9 +145,15 @@ static void timer_ms(struct session *s, uint32_t ms)
  * bufferevents keep libevent's own scheduling. */
 static void flush_now(struct bufferevent *bev, int tls)
 {
-    if (tls)
-        return;
     struct evbuffer *out = bufferevent_get_output(bev);
+    if (tls) {
+        /* libevent's TLS bufferevent makes one TLS record (and one write) per buffer chain:
+         * join a small response's head and body so they leave in one record and one write */
+        size_t len = evbuffer_get_length(out);
+        if (len > 0 && len <= 16384)
+            evbuffer_pullup(out, -1); /* (its output is not frozen, unlike a socket's) */
+        return;
+    }
     if (evbuffer_get_length(out) > 0) {
         /* bufferevents freeze their output's start so that only they drain it: thaw it
          * for this one write. Errors surface on the write event armed below. */
@@ -680,6 +686,27 @@ static int valid_request_id(const struct http1_header *h)
     return 1;
 }
 
+/* "ip:port" (or "[v6]:port") the client connected to. */
+static void local_address(struct session *s, char *buf, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char ip[INET6_ADDRSTRLEN] = "localhost";
+    int port = 0;
+    if (getsockname(bufferevent_getfd(s->cli), (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET) {
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+            snprintf(buf, len, "[%s]:%d", ip, port);
+            return;
+        }
+    }
+    snprintf(buf, len, "%s:%d", ip, port);
+}
+
 /* Serialize the request head we send upstream into s->reqhead. */
 static void build_upstream_head(struct session *s, const struct http1_msg *m)
 {
@@ -694,6 +721,12 @@ static void build_upstream_head(struct session *s, const struct http1_msg *m)
         evbuffer_add(o, "Host: ", 6);
         evbuffer_add(o, m->authority, m->authority_len);
         evbuffer_add(o, "\r\n", 2);
+    } else if (!host) {
+        /* HTTP/1.0 may omit Host; the HTTP/1.1 request we send must not (RFC 9112 3.2):
+         * name the address the client connected to */
+        char addr[80];
+        local_address(s, addr, sizeof addr);
+        evbuffer_add_printf(o, "Host: %s\r\n", addr);
     }
     for (size_t i = 0; i < m->num_headers; i++) {
         const struct http1_header *h = &m->headers[i];

@@ -502,7 +502,7 @@ for p in $PROXIES o1 o2; do
   n=$(log_problems "$p" | wc -l)
   [ "$n" = 0 ] || PROBLEMS="$PROBLEMS$p logged $n warning/error lines, e.g.: $(log_problems "$p" | head -1)"$'\n'
 done
-SLUICE_TOTALS=$(grep -h ' stats: ' "$W/sluice/error.log" 2>/dev/null | tail -1 | sed 's/.* stats: //')
+SLUICE_TOTALS=$(grep -h ' stats: connections=' "$W/sluice/error.log" 2>/dev/null | tail -1 | sed 's/.* stats: //')
 SUMMARY=$("$PY" "$BENCH_DIR/report.py" "$RUNS" "$MEM")
 
 {

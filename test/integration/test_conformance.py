@@ -88,3 +88,22 @@ def test_backend_response_with_both_te_and_cl_is_not_forwarded_ambiguously(raw_b
         assert is_sluice_error(r, 502), r
     else:
         assert (r.status, r.body) == (200, b"ok"), r
+
+
+def test_http10_request_without_host_reaches_backend_with_a_host(one_backend):
+    """HTTP/1.0 may omit Host; sluice speaks HTTP/1.1 upstream, which requires one."""
+    import json
+    import socket
+    s, b = one_backend
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    c.sendall(b"GET /echo HTTP/1.0\r\n\r\n")
+    data = b""
+    while True:
+        chunk = c.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    c.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert json.loads(body)["headers"]["host"] == "127.0.0.1:%d" % s.port
