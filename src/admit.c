@@ -199,3 +199,18 @@ void admit_give(struct tenant *t)
 {
     atomic_fetch_sub_explicit(&t->st->inflight, 1, memory_order_relaxed);
 }
+
+const struct route_conf *admit_route(const struct config *cfg, const char *target, size_t len)
+{
+    const struct route_conf *best = NULL;
+    size_t best_len = 0;
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const struct route_conf *r = &cfg->routes[i];
+        size_t pl = strlen(r->prefix);
+        if (pl <= len && pl >= best_len && memcmp(target, r->prefix, pl) == 0) {
+            best = r;
+            best_len = pl;
+        }
+    }
+    return best;
+}

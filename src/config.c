@@ -304,6 +304,13 @@ static const struct key_def tenant_keys[] = {
     {"max_queue", K_INT, T(max_queue), "0", 0, 1000000},
 };
 
+#define R(f) offsetof(struct route_conf, f)
+
+static const struct key_def route_keys[] = {
+    {"prefix", K_STR, R(prefix), NULL, 0, 0},
+    {"bypass", K_BOOL, R(bypass), "no", 0, 1},
+};
+
 #define C(f) offsetof(struct config, f)
 
 static const struct key_def queue_keys[] = {
@@ -316,6 +323,8 @@ static const struct section_kind kinds[] = {
      offsetof(struct config, backends), offsetof(struct config, nbackends)},
     {"tenant", sizeof(struct tenant_conf), T(line), tenant_keys, NKEYS(tenant_keys),
      offsetof(struct config, tenant), offsetof(struct config, ntenants)},
+    {"route", sizeof(struct route_conf), R(line), route_keys, NKEYS(route_keys),
+     offsetof(struct config, routes), offsetof(struct config, nroutes)},
 };
 
 /* Append a zeroed entry with defaults to the kind's array; NULL when out of memory. */
@@ -425,8 +434,8 @@ static int on_key(void *user, const char *section, const char *name, const char 
             return fail(p, line, "[%s]: out of memory%s", section, "");
         return apply(p, kinds[k].keys, kinds[k].nkeys, p->cur, section, name, value, line);
     }
-    return fail(p, line, "unknown section [%s] (expected [proxy], [backend NAME], [queue], [tenants] "
-                "or [tenant NAME])%s", section, "");
+    return fail(p, line, "unknown section [%s] (expected [proxy], [backend NAME], [queue], [tenants], "
+                "[tenant NAME] or [route NAME])%s", section, "");
 }
 
 /* inih reader: like fgets, but counts lines and flags lines longer than inih's buffer. */
@@ -491,6 +500,10 @@ static int validate(struct parse *p)
                     "order%s%s", "", "");
     if (pc->redirect_http && pc->tls_listen.n == 0)
         return fail(p, p->line, "[proxy] redirect_http = yes needs a tls_listen%s%s", "", "");
+    for (size_t i = 0; i < c->nroutes; i++)
+        if (!c->routes[i].prefix || c->routes[i].prefix[0] != '/')
+            return fail(p, c->routes[i].line, "[route %s]: prefix = /path is required%s",
+                        c->routes[i].name, "");
     if (c->nbackends == 0)
         return fail(p, p->line, "no [backend NAME] section: at least one backend is required%s%s",
                     "", "");
@@ -564,6 +577,11 @@ void config_free(struct config *cfg)
     for (size_t i = 0; i < cfg->ntenants; i++)
         free(cfg->tenant[i].name);
     free(cfg->tenant);
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        free(cfg->routes[i].name);
+        free(cfg->routes[i].prefix);
+    }
+    free(cfg->routes);
     free(cfg->tenants.key_name);
     free(cfg->path);
     free(cfg);

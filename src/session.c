@@ -104,6 +104,7 @@ struct session {
     struct tenant *tenant;        /* of the current request, from rt->admit */
     struct waiter wt;             /* its place in the shared queue while S_QUEUED */
     int tenant_slot;              /* holds one of its tenant's max_inflight slots */
+    int bypass;                   /* its route bypasses admission (health checks, assets) */
     struct backend *last_failed;
     struct body req, resp;
     uint64_t bytes_in, bytes_out;
@@ -814,6 +815,7 @@ static void reset_request(struct session *s)
     s->upgrade = s->expect = 0;
     s->meth = HTTP1_M_OTHER;
     s->tenant = NULL;
+    s->bypass = 0;
 }
 
 /* Parse what the client sent so far. */
@@ -865,7 +867,9 @@ static void read_head(struct session *s)
         return;
     }
     s->tenant = admit_classify(&s->rt->admit, &m, s->peer);
-    uint64_t wait_ns = admit_rate(s->tenant, admit_now_ns());
+    const struct route_conf *route = admit_route(cfg_of(s), m.target, m.target_len);
+    s->bypass = route && route->bypass;
+    uint64_t wait_ns = s->bypass ? 0 : admit_rate(s->tenant, admit_now_ns());
     if (wait_ns) {
         send_rate_limited(s, wait_ns);
         return;
@@ -1076,7 +1080,9 @@ static void pick_and_connect(struct session *s, int from_queue)
     s->attempts++;
     /* newcomers queue behind waiters, so a freed slot goes to the queue's choice */
     struct backend *b = NULL;
-    if (!from_queue && s->attempts == 1 && queue_len(q) > 0)
+    if (s->bypass)
+        b = up_pick_bypass(&s->rt->up, s->last_failed, up_now_ms());
+    else if (!from_queue && s->attempts == 1 && queue_len(q) > 0)
         full = 1;
     else if (!s->tenant_slot && !(s->tenant_slot = admit_take(s->tenant)))
         full = 1; /* the tenant is at its max_inflight */

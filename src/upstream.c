@@ -180,16 +180,18 @@ static int less_loaded(int a, long wa, int b, long wb)
     return (long long)a * wb < (long long)b * wa;
 }
 
+static _Thread_local int ignore_caps; /* set by up_pick_bypass for its one call */
+
 static int has_room(const struct backend *b)
 {
     int cap = b->conf->workers;
-    return cap <= 0 || up_inflight(b) < cap;
+    return ignore_caps || cap <= 0 || up_inflight(b) < cap;
 }
 
 /* Take one of b's slots; 0 if it filled up meanwhile (another thread won it). */
 static int take_slot(struct backend *b)
 {
-    int cap = b->conf->workers;
+    int cap = ignore_caps ? 0 : b->conf->workers;
     int cur = atomic_load_explicit(&b->st->inflight, memory_order_relaxed);
     do {
         if (cap > 0 && cur >= cap)
@@ -258,6 +260,15 @@ struct backend *up_pick(struct upstream *u, const struct backend *avoid, uint64_
 {
     int full;
     return up_pick_slot(u, avoid, now_ms, &full);
+}
+
+struct backend *up_pick_bypass(struct upstream *u, const struct backend *avoid, uint64_t now_ms)
+{
+    int full;
+    ignore_caps = 1;
+    struct backend *b = up_pick_slot(u, avoid, now_ms, &full);
+    ignore_caps = 0;
+    return b;
 }
 
 int up_has_slot(struct upstream *u, uint64_t now_ms)

@@ -13,6 +13,8 @@ struct http1_msg;
 struct waiter;
 struct tenant_conf;
 struct tenants_conf;
+struct route_conf;
+struct config;
 
 /* Shared by every generation that names the tenant (refcounted). */
 struct tenant_state {
@@ -66,6 +68,9 @@ int admit_take(struct tenant *t);
 
 /* Give it back. */
 void admit_give(struct tenant *t);
+
+/* The [route NAME] whose prefix is the longest match of target, or NULL. */
+const struct route_conf *admit_route(const struct config *cfg, const char *target, size_t len);
 
 /* Monotonic nanoseconds. */
 uint64_t admit_now_ns(void);

@@ -89,6 +89,14 @@ struct tenant_conf {
     int line;
 };
 
+/* One [route NAME] section: a class of requests by path prefix. */
+struct route_conf {
+    char *name;                  /* owned */
+    char *prefix;                /* owned: matches targets starting with it (longest wins) */
+    int bypass;                  /* [no] skip tenant limits, backend slots and the queue */
+    int line;
+};
+
 struct config {
     char *path;                   /* owned */
     struct proxy_conf proxy;
@@ -99,6 +107,8 @@ struct config {
     uint32_t queue_timeout_ms;    /* [queue] timeout [10s] -> 503 */
     struct tenant_conf *tenant;   /* owned array; includes `default` (added if absent) */
     size_t ntenants;
+    struct route_conf *routes;    /* owned array */
+    size_t nroutes;
 };
 
 /* Load and validate `path`. On error returns NULL and writes "file:line: message" to err. */

@@ -68,6 +68,10 @@ struct backend *up_pick(struct upstream *u, const struct backend *avoid, uint64_
 struct backend *up_pick_slot(struct upstream *u, const struct backend *avoid, uint64_t now_ms,
                              int *full);
 
+/* Like up_pick_slot but over every backend's `workers` limit: for route classes with
+ * `bypass = yes` (health checks, static assets), which must not wait behind the queue. */
+struct backend *up_pick_bypass(struct upstream *u, const struct backend *avoid, uint64_t now_ms);
+
 /* 1 if some usable backend has a free slot now. */
 int up_has_slot(struct upstream *u, uint64_t now_ms);
 

@@ -140,3 +140,24 @@ def test_tenant_over_its_max_queue_gets_429_tenant_queue(backend_factory, sluice
     r3 = res[2][0]
     assert r3.status == 429 and r3.getheader("X-Sluice-Reject") == "tenant-queue"
     assert "third=1" not in open(b.log).read()
+
+
+def test_bypass_route_is_served_while_every_slot_is_busy(backend_factory, sluice_factory):
+    b = big_backend(backend_factory)
+    s = sluice_factory([b], backend_opts={"workers": "1"},
+                       extra="[route health]\nprefix = /health\nbypass = yes\n"
+                             "[queue]\nmax = 10\ntimeout = 5s\n")
+    done = {}
+
+    def slow():
+        done["slow"] = get(s.port, "/slow?ms=1500")[0].status
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.3)  # the one slot is taken by now
+    t0 = time.monotonic()
+    r, _ = get(s.port, "/health")
+    assert r.status == 200 and time.monotonic() - t0 < 1.0, "the health check waited"
+    r2, _ = get(s.port, "/slow?ms=10&queued=1")  # an ordinary request waits for the slot
+    assert r2.status == 200 and time.monotonic() - t0 >= 0.9
+    t.join(10)
+    assert done["slow"] == 200
