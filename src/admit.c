@@ -10,6 +10,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include <sluice/atomics.h>
 #include <sluice/config.h>
 #include <sluice/http1.h>
 
@@ -185,14 +186,7 @@ uint64_t admit_rate(struct tenant *t, uint64_t now)
 
 int admit_take(struct tenant *t)
 {
-    int cap = t->conf->max_inflight;
-    int cur = atomic_load_explicit(&t->st->inflight, memory_order_relaxed);
-    do {
-        if (cap > 0 && cur >= cap)
-            return 0;
-    } while (!atomic_compare_exchange_weak_explicit(&t->st->inflight, &cur, cur + 1,
-                                                    memory_order_relaxed, memory_order_relaxed));
-    return 1;
+    return atomic_take_below(&t->st->inflight, t->conf->max_inflight);
 }
 
 void admit_give(struct tenant *t)

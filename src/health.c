@@ -123,17 +123,7 @@ static void probe_start(evutil_socket_t fd, short what, void *arg)
     struct backend *b = c->b;
     (void)fd;
     (void)what;
-    if (b->tls) { /* probe a TLS backend over TLS, verified as requests are */
-        SSL *ssl = tls_client_ssl(b->tls, b->conf->tls_name ? b->conf->tls_name : b->host);
-        c->bev = ssl ? bufferevent_openssl_socket_new(c->h->base, -1, ssl,
-                                                      BUFFEREVENT_SSL_CONNECTING,
-                                                      BEV_OPT_CLOSE_ON_FREE)
-                     : NULL;
-        if (ssl && !c->bev)
-            SSL_free(ssl);
-    } else {
-        c->bev = bufferevent_socket_new(c->h->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    }
+    c->bev = up_bufferevent(b, c->h->base); /* TLS backends are probed over TLS */
     if (!c->bev) {
         finish(c, 0);
         return;

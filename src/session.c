@@ -979,20 +979,7 @@ static int new_upconn(struct session *s, struct backend *b)
         return -1;
     u->b = b;
     u->w = s->w;
-    if (b->tls) {
-        const char *name = b->conf->tls_name ? b->conf->tls_name : b->host;
-        SSL *ssl = tls_client_ssl(b->tls, name);
-        u->bev = ssl ? bufferevent_openssl_socket_new(s->w->base, -1, ssl,
-                                                      BUFFEREVENT_SSL_CONNECTING,
-                                                      BEV_OPT_CLOSE_ON_FREE)
-                     : NULL;
-        if (ssl && !u->bev)
-            SSL_free(ssl);
-        if (u->bev)
-            bufferevent_openssl_set_allow_dirty_shutdown(u->bev, 1);
-    } else {
-        u->bev = bufferevent_socket_new(s->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    }
+    u->bev = up_bufferevent(b, s->w->base);
     if (!u->bev) {
         free(u);
         return -1;
@@ -1566,7 +1553,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         return;
     case S_READ_HEAD:
         if (s->t_start == 0 && evbuffer_get_length(bufferevent_get_input(s->cli)) == 0) {
-            session_free(s); /* idle keep-alive: close quietly */
+            start_linger(s); /* idle keep-alive: close quietly, and without a reset */
             return;
         }
         send_error(s, 408, "header-timeout", "the request head did not arrive in time");
@@ -1586,8 +1573,12 @@ void session_drain_idle(struct worker *w)
         if (s->state == S_READ_HEAD && s->t_start == 0 &&
             evbuffer_get_length(bufferevent_get_input(s->cli)) == 0 &&
             evbuffer_get_length(bufferevent_get_output(s->cli)) == 0 &&
-            ioctl(bufferevent_getfd(s->cli), FIONREAD, &pending) == 0 && pending == 0)
-            session_free(s);
+            ioctl(bufferevent_getfd(s->cli), FIONREAD, &pending) == 0 && pending == 0) {
+            /* FIN, then read and drop: a request sent just now meets an orderly close
+             * (which clients retry) rather than a reset */
+            evtimer_del(s->timer);
+            start_linger(s);
+        }
         s = next;
     }
 }

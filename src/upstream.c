@@ -2,6 +2,10 @@
  * worker threads. inflight and down_until are atomics read on every pick; the failure
  * window takes a per-backend lock, touched only when something failed or recovered. */
 #include <sluice/upstream.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+
+#include <sluice/atomics.h>
 #include <sluice/config.h>
 #include <sluice/tls.h>
 
@@ -191,14 +195,7 @@ static int has_room(const struct backend *b)
 /* Take one of b's slots; 0 if it filled up meanwhile (another thread won it). */
 static int take_slot(struct backend *b)
 {
-    int cap = ignore_caps ? 0 : b->conf->workers;
-    int cur = atomic_load_explicit(&b->st->inflight, memory_order_relaxed);
-    do {
-        if (cap > 0 && cur >= cap)
-            return 0;
-    } while (!atomic_compare_exchange_weak_explicit(&b->st->inflight, &cur, cur + 1,
-                                                    memory_order_relaxed, memory_order_relaxed));
-    return 1;
+    return atomic_take_below(&b->st->inflight, ignore_caps ? 0 : b->conf->workers);
 }
 
 /* One pass of least connections over the backends with room. */
@@ -310,4 +307,20 @@ void up_ok(struct backend *b)
     pthread_mutex_lock(&st->lock);
     atomic_store_explicit(&st->fails, 0, memory_order_relaxed);
     pthread_mutex_unlock(&st->lock);
+}
+
+struct bufferevent *up_bufferevent(struct backend *b, struct event_base *base)
+{
+    if (!b->tls)
+        return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    SSL *ssl = tls_client_ssl(b->tls, b->conf->tls_name ? b->conf->tls_name : b->host);
+    struct bufferevent *bev =
+        ssl ? bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                             BEV_OPT_CLOSE_ON_FREE)
+            : NULL;
+    if (ssl && !bev)
+        SSL_free(ssl);
+    if (bev)
+        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
 }

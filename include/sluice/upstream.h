@@ -12,6 +12,8 @@
 #include <sys/socket.h>
 
 struct backend_conf;
+struct bufferevent;
+struct event_base;
 
 /* What a backend keeps across reloads; shared by every table that names it (refcounted). */
 struct backend_state {
@@ -93,6 +95,10 @@ long up_effective_weight(const struct backend *b, uint64_t now_ms);
 /* Active check result for b: counts toward rise/fall; returns +1 when b just came back,
  * -1 when it just went down, 0 otherwise. */
 int up_check_result(struct backend *b, int pass, int status, uint64_t now_ms);
+
+/* An unconnected bufferevent for b on base: TLS (verified as configured) when b speaks
+ * TLS. NULL when out of memory. */
+struct bufferevent *up_bufferevent(struct backend *b, struct event_base *base);
 
 /* Requests in flight to b now. */
 int up_inflight(const struct backend *b);

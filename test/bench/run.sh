@@ -23,21 +23,14 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BENCH_DIR=$ROOT/test/bench
-PY=/usr/bin/python3
-NGINX=${NGINX:-/usr/sbin/nginx}
-HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
-WRK=${WRK:-wrk}
-SLUICE_BIN=${SLUICE_BIN:-$ROOT/build/sluice}
-SLUICE_ARGS=${SLUICE_ARGS:-"-c {config}"}
-SKIP_SLUICE=${SKIP_SLUICE:-0}
+BENCH_NAME=bench
+# shellcheck source=test/bench/lib.sh
+. "$BENCH_DIR/lib.sh"   # shared defaults and functions (PY, NGINX, HAPROXY, WRK, SLUICE_*, CONNS, ...)
 DURATION=${BENCH_DURATION:-10}
 ROUNDS=${BENCH_ROUNDS:-3}
 WARMUP=${BENCH_WARMUP:-3}
-CONNS=${BENCH_CONNS:-50}
-WRK_THREADS=${BENCH_WRK_THREADS:-1}
 IDLE=${BENCH_IDLE:-10000}
 PATHS=${BENCH_PATHS:-"/small /64k"}
-KEEP=${BENCH_KEEP:-0}
 
 for arg in "$@"; do
   case $arg in
@@ -48,18 +41,7 @@ for arg in "$@"; do
   esac
 done
 
-die() { echo "bench: $*" >&2; exit 1; }
-log() { echo "bench: $*" >&2; }
-
-for b in "$NGINX" "$HAPROXY" "$PY" curl; do
-  command -v "$b" >/dev/null 2>&1 || die "$b not found (make deps)"
-done
-command -v "$WRK" >/dev/null 2>&1 || die "wrk not found (make deps)"
-PROXIES="nginx haproxy"
-if [ "$SKIP_SLUICE" != 1 ]; then
-  [ -x "$SLUICE_BIN" ] || die "$SLUICE_BIN missing: build it (make) or run with SKIP_SLUICE=1"
-  PROXIES="sluice nginx haproxy"
-fi
+check_tools "$NGINX" "$HAPROXY" "$PY" curl
 
 # File descriptors: the proxy and the idle-connection client each hold IDLE sockets.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -75,185 +57,38 @@ if [ $((2 * (IDLE + 500) + 100)) -gt "$NOFILE" ]; then
 fi
 MAXCONN=$((IDLE + 500))   # nginx worker_connections / haproxy maxconn
 
-W=$(mktemp -d /tmp/sluice-bench.XXXXXX) || die "mktemp failed"
-chmod 755 "$W"             # nginx workers run as nobody when started by root
-STAMP=$(date +%Y%m%d-%H%M%S)
-mkdir -p "$ROOT/test/artifacts"
-ART=$ROOT/test/artifacts/bench-$STAMP.txt
-RUNS=$W/runs.tsv
+setup_workdir bench   # $W, $ART, $RUNS, $RAW; stops every started process on exit
 MEM=$W/mem.tsv
-RAW=$W/raw.txt
-: >"$RAW"
-
-# ---------------------------------------------------------------- process bookkeeping
-declare -A PID=()
-STARTED=()
-
-stop_pid() {   # stop one process we started (and, for an nginx master, its workers)
-  local pid=$1 kids i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kids=$(ps -o pid= --ppid "$pid" 2>/dev/null | tr -d ' ')
-  kill -TERM "$pid" 2>/dev/null
-  for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "pid $pid did not exit on SIGTERM; SIGKILL"
-    kill -KILL "$pid" 2>/dev/null
-  fi
-  for i in $kids; do
-    kill -0 "$i" 2>/dev/null && kill -KILL "$i" 2>/dev/null
-  done
-  wait "$pid" 2>/dev/null
-  return 0
-}
-
-cleanup() {
-  local i
-  trap - EXIT INT TERM
-  for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do stop_pid "${STARTED[$i]}"; done
-  if [ "$KEEP" = 1 ]; then log "kept $W"; else rm -rf "$W"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-start() {      # start NAME CMD...: background, stdout/stderr to $W/NAME.out, remember PID
-  local name=$1; shift
-  "$@" >"$W/$name.out" 2>&1 &
-  PID[$name]=$!
-  STARTED+=("$!")
-}
-
-alive() { kill -0 "${PID[$1]}" 2>/dev/null; }
-
-wait_http() {  # wait_http NAME URL: until URL answers 200 (10 s)
-  local name=$1 url=$2 i
-  for i in $(seq 1 100); do
-    if ! alive "$name"; then
-      log "$name exited during start-up:"; tail -n 30 "$W/$name.out" >&2
-      for f in "$W/$name"/*.log; do [ -f "$f" ] && tail -n 30 "$f" >&2; done
-      return 1
-    fi
-    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url")" = 200 ] && return 0
-    sleep 0.1
-  done
-  log "$name did not answer $url within 10 s"; return 1
-}
-
-pids_of() {    # the process and its direct children (nginx master + workers)
-  echo "${PID[$1]}"
-  ps -o pid= --ppid "${PID[$1]}" 2>/dev/null | tr -d ' '
-}
-
-rss_bytes() { # summed VmRSS of pids_of NAME, bytes
-  local p sum=0 kb
-  for p in $(pids_of "$1"); do
-    kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null)
-    sum=$((sum + ${kb:-0}))
-  done
-  echo $((sum * 1024))
-}
-
-cpu_ticks() {  # summed utime+stime (clock ticks) of pids_of NAME
-  local p sum=0 t
-  for p in $(pids_of "$1"); do
-    t=$(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$p/stat" 2>/dev/null)
-    sum=$((sum + ${t:-0}))
-  done
-  echo "$sum"
-}
-CLK_TCK=$(getconf CLK_TCK)
-
-fd_count() {
-  local p sum=0 n
-  for p in $(pids_of "$1"); do
-    n=$(ls "/proc/$p/fd" 2>/dev/null | wc -l)
-    sum=$((sum + n))
-  done
-  echo "$sum"
-}
 
 # ---------------------------------------------------------------- ports and content
-read -r P_O1 P_O2 P_SLUICE P_NGINX P_HAPROXY < <("$PY" -c '
-import socket
-ss = [socket.socket() for _ in range(5)]
-for s in ss:
-    s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])
-for s in ss:
-    s.close()')
+read -r P_O1 P_O2 P_SLUICE P_NGINX P_HAPROXY < <(free_ports 5)
 declare -A PORT=([sluice]=$P_SLUICE [nginx]=$P_NGINX [haproxy]=$P_HAPROXY)
+ORIGIN_PORTS="$P_O1 $P_O2"
 
 mkdir -p "$W/www"
-# ~100-byte body for /small (99 characters + newline)
-SMALL_BODY=$(printf 'sluice bench small response %071d' 0)
 head -c 65536 /dev/urandom >"$W/www/64k"
 SHA_64K=$(sha256sum "$W/www/64k" | cut -d' ' -f1)
 
-LOAD0=$(cut -d' ' -f1 /proc/loadavg)
-if awk -v l="$LOAD0" 'BEGIN {exit !(l > 0.5)}'; then
-  log "warning: load average is $LOAD0 before starting; other work on this machine will skew the figures"
-fi
+warn_load
 
 # ---------------------------------------------------------------- origins
-nginx_temp_paths() {
-  local d=$1
-  cat <<EOF
-    client_body_temp_path $d/tmp/body;
-    proxy_temp_path $d/tmp/proxy;
-    fastcgi_temp_path $d/tmp/fastcgi;
-    uwsgi_temp_path $d/tmp/uwsgi;
-    scgi_temp_path $d/tmp/scgi;
-EOF
-}
-
 for o in o1 o2; do
-  d=$W/$o; mkdir -p "$d/tmp"; chmod 755 "$d" "$d/tmp"
   [ $o = o1 ] && port=$P_O1 || port=$P_O2
-  cat >"$d/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-worker_rlimit_nofile 8192;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    default_type text/plain;
-    sendfile on;
-    log_not_found off;
-    keepalive_timeout 75s;
-    keepalive_requests 1000000;
-$(nginx_temp_paths "$d")
-    server {
-        listen 127.0.0.1:$port backlog=4096;
-        location = /small { return 200 "$SMALL_BODY\n"; }
-        location = /64k { root $W/www; }
-        location = /nginx_status { stub_status; }
-    }
-}
-EOF
-  start $o "$NGINX" -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
+  start_origin $o "$port" "    sendfile on;" "        location = /64k { root $W/www; }"
 done
 wait_http o1 "http://127.0.0.1:$P_O1/small" || exit 1
 wait_http o2 "http://127.0.0.1:$P_O2/small" || exit 1
 
-origin_requests() {  # total requests served by both origins (stub_status counter)
-  local port n sum=0
-  for port in "$P_O1" "$P_O2"; do
-    n=$(curl -s --max-time 2 "http://127.0.0.1:$port/nginx_status" | awk 'NR == 3 {print $3}')
-    sum=$((sum + ${n:-0} - 1))   # the status request counts itself
-  done
-  echo "$sum"
-}
 origin_split() {
   local port out=""
-  for port in "$P_O1" "$P_O2"; do
-    out="$out $(curl -s --max-time 2 "http://127.0.0.1:$port/nginx_status" | awk 'NR == 3 {print $3}')"
+  for port in $ORIGIN_PORTS; do
+    out="$out $(origin_count "$port")"
   done
   echo "$out"
 }
 
 # ---------------------------------------------------------------- proxies
-if [[ " $PROXIES " == *" sluice "* ]]; then
+if has_sluice; then
   d=$W/sluice; mkdir -p "$d"
   cat >"$d/sluice.ini" <<EOF
 [proxy]
@@ -272,18 +107,12 @@ address = 127.0.0.1:$P_O2
 keepalive = 64
 idle_timeout = 60s
 EOF
-  # shellcheck disable=SC2086
-  start sluice "$SLUICE_BIN" ${SLUICE_ARGS//\{config\}/$d/sluice.ini}
+  start_sluice "$SLUICE_BIN" "$d/sluice.ini"
 fi
 
-d=$W/nginx; mkdir -p "$d/tmp"; chmod 755 "$d" "$d/tmp"
+d=$W/nginx; nginx_dir "$d"
 cat >"$d/nginx.conf" <<EOF
-daemon off;
-worker_processes 2;
-worker_rlimit_nofile $NOFILE;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections $MAXCONN; }
+$(nginx_head "$d" 2 "$NOFILE" "$MAXCONN")
 http {
     access_log off;
     keepalive_timeout 75s;
@@ -299,31 +128,15 @@ $(nginx_temp_paths "$d")
     }
     server {
         listen 127.0.0.1:$P_NGINX backlog=4096;
-        location / {
-            proxy_pass http://origins;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
+$(nginx_proxy_location origins)
     }
 }
 EOF
-start nginx "$NGINX" -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
+start_nginx nginx
 
 d=$W/haproxy; mkdir -p "$d"
 cat >"$d/haproxy.cfg" <<EOF
-global
-    nbthread 2
-    maxconn $MAXCONN
-
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    timeout connect 5s
-    timeout client 75s
-    timeout server 60s
-    timeout http-request 10s
-    timeout http-keep-alive 75s
+$(haproxy_head "$MAXCONN")
 
 frontend fe
     bind 127.0.0.1:$P_HAPROXY
@@ -334,7 +147,7 @@ backend origins
     server o1 127.0.0.1:$P_O1
     server o2 127.0.0.1:$P_O2
 EOF
-start haproxy "$HAPROXY" -db -f "$d/haproxy.cfg"
+start_haproxy
 
 for p in $PROXIES; do
   wait_http "$p" "http://127.0.0.1:${PORT[$p]}/small" || exit 1
@@ -356,12 +169,12 @@ log "pre-flight ok: $PROXIES return the origin's bytes (small, 64k, 404)"
 {
   echo "# sluice benchmark $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo "# command: ${BENCH_CMD:-sh test/bench/run.sh} $*"
-  echo "# host: $(uname -srm); $(nproc) cores; $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); $(free -m | awk '/Mem:/ {print $2}') MiB RAM"
+  echo "# host: $(host_desc)"
   echo "# nginx: $("$NGINX" -v 2>&1)"
   echo "# haproxy: $("$HAPROXY" -v | head -1)"
   echo "# wrk: $("$WRK" -v 2>&1 | head -1)"
-  if [[ " $PROXIES " == *" sluice "* ]]; then
-    echo "# sluice: $("$SLUICE_BIN" -v 2>&1 | head -1); $SLUICE_BIN ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo no-commit); $(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l) uncommitted paths; built $(date -r "$SLUICE_BIN" '+%F %T'))"
+  if has_sluice; then
+    echo "# sluice: $("$SLUICE_BIN" -v 2>&1 | head -1); $SLUICE_BIN ($(sluice_git_desc); built $(date -r "$SLUICE_BIN" '+%F %T'))"
   fi
   echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (anything else using the CPU skews the figures)"
   echo "# wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s --latency; $ROUNDS interleaved rounds; ${WARMUP}s warm-up; paths $PATHS"
@@ -371,61 +184,25 @@ log "pre-flight ok: $PROXIES return the origin's bytes (small, 64k, 404)"
 
 # ---------------------------------------------------------------- throughput / latency
 printf 'proxy\tpath\tround\trps\tp50_us\tp99_us\trequests\tnon2xx\tsockerr\torigin_reqs\tcpu_us_per_req\n' >"$RUNS"
-declare -A DEAD=()
-
-wrk_parse() {  # wrk output on stdin -> "rps p50_us p99_us requests non2xx sockerr"
-  awk '
-    function us(v,   n, u) {
-      n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-      if (u == "us") return n; if (u == "ms") return n * 1000
-      if (u == "s") return n * 1000000; if (u == "m") return n * 60000000
-      return n
-    }
-    /^Requests\/sec:/ { rps = $2 }
-    /^ +50%/ { p50 = us($2) }
-    /^ +99%/ { p99 = us($2) }
-    / requests in / { req = $1 }
-    /Non-2xx or 3xx responses:/ { non2xx = $NF }
-    /Socket errors:/ { gsub(/,/, ""); serr = $4 + $6 + $8 + $10 }
-    END {
-      if (rps == "") { print "NA NA NA NA NA NA"; exit }
-      printf "%s %s %s %s %d %d\n", rps, p50, p99, req, non2xx, serr
-    }'
-}
-
-check_alive() {  # check_alive PROXY CONTEXT: record a crash once
-  local p=$1
-  if ! alive "$p" && [ -z "${DEAD[$p]:-}" ]; then
-    DEAD[$p]=1
-    wait "${PID[$p]}" 2>/dev/null; local rc=$?
-    log "!!! $p (pid ${PID[$p]}) DIED during $2 (exit status $rc)"
-    echo "!!! $p (pid ${PID[$p]}) died during $2 (exit status $rc)" >>"$RAW"
-  fi
-  [ -z "${DEAD[$p]:-}" ]
-}
 
 run_wrk() {   # run_wrk PROXY PATH SECONDS ROUND(0 = warm-up)
-  local p=$1 path=$2 secs=$3 round=$4 out o0 o1 c0 c1 cpu
+  local p=$1 path=$2 secs=$3 round=$4 cpu
   check_alive "$p" "round $round $path" || {
     [ "$round" != 0 ] && printf '%s\t%s\t%s\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\n' "$p" "$path" "$round" >>"$RUNS"
     return; }
-  o0=$(origin_requests); c0=$(cpu_ticks "$p")
-  out=$(timeout $((secs + 30)) "$WRK" -t"$WRK_THREADS" -c"$CONNS" -d"${secs}s" --latency \
-        "http://127.0.0.1:${PORT[$p]}$path" 2>&1)
-  c1=$(cpu_ticks "$p"); o1=$(origin_requests)
+  wrk_run "$p" "http://127.0.0.1:${PORT[$p]}$path" "$secs"
   [ "$round" = 0 ] && { check_alive "$p" "warm-up $path"; return; }
   {
-    echo "=== round $round $p $path (origin requests during run: $((o1 - o0)))"
-    echo "$out"; echo
+    echo "=== round $round $p $path (origin requests during run: $ORIGIN_DELTA)"
+    echo "$WRK_OUT"; echo
   } >>"$RAW"
-  read -r rps p50 p99 req non2xx serr < <(echo "$out" | wrk_parse)
-  cpu=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$req" 'BEGIN {
-    if (n + 0 > 0) printf "%.1f", t * 1000000 / hz / n; else print "NA" }')
-  echo "proxy CPU time during the run: $((c1 - c0)) ticks of 1/$CLK_TCK s = $cpu us per request" >>"$RAW"
+  read -r rps p50 p99 req non2xx serr < <(echo "$WRK_OUT" | wrk_parse)
+  cpu=$(cpu_per_op "$CPU_DELTA" "$req")
+  echo "proxy CPU time during the run: $CPU_DELTA ticks of 1/$CLK_TCK s = $cpu us per request" >>"$RAW"
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$p" "$path" "$round" \
-    "$rps" "$p50" "$p99" "$req" "$non2xx" "$serr" "$((o1 - o0))" "$cpu" >>"$RUNS"
+    "$rps" "$p50" "$p99" "$req" "$non2xx" "$serr" "$ORIGIN_DELTA" "$cpu" >>"$RUNS"
   printf 'bench: round %s %-6s %-7s %9s req/s  p50 %7sus  p99 %7sus  cpu %6sus/req  non-2xx %s  sock-err %s  origin/wrk %s/%s\n' \
-    "$round" "$path" "$p" "$rps" "$p50" "$p99" "$cpu" "$non2xx" "$serr" "$((o1 - o0))" "$req" >&2
+    "$round" "$path" "$p" "$rps" "$p50" "$p99" "$cpu" "$non2xx" "$serr" "$ORIGIN_DELTA" "$req" >&2
   check_alive "$p" "round $round $path" || true
 }
 
@@ -487,50 +264,27 @@ done
 echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW"
 # Stop everything now (SIGTERM, by PID) so shutdown messages (sluice logs its totals) land
 # in the logs copied below.
-for p in $PROXIES o1 o2; do
-  alive "$p" && stop_pid "${PID[$p]}"
-done
-log_problems() {  # warnings/errors a proxy logged, one count per proxy
-  case $1 in
-    sluice) grep -hE '^[^ ]+ (warn|error) ' "$W/sluice/error.log" "$W/sluice.out" 2>/dev/null ;;
-    haproxy) grep -hE '\[(WARNING|ALERT)\]' "$W/haproxy.out" 2>/dev/null ;;
-    *) grep -hE '\[(warn|error|crit|alert|emerg)\]' "$W/$1/error.log" "$W/$1.out" 2>/dev/null ;;
-  esac
-}
-PROBLEMS=""
-for p in $PROXIES o1 o2; do
-  n=$(log_problems "$p" | wc -l)
-  [ "$n" = 0 ] || PROBLEMS="$PROBLEMS$p logged $n warning/error lines, e.g.: $(log_problems "$p" | head -1)"$'\n'
-done
-SLUICE_TOTALS=$(grep -h ' stats: connections=' "$W/sluice/error.log" 2>/dev/null | tail -1 | sed 's/.* stats: //')
+stop_all $PROXIES o1 o2
+PROBLEMS=$(collect_problems $PROXIES o1 o2)
+SLUICE_TOTALS=$(sluice_totals)
 SUMMARY=$("$PY" "$BENCH_DIR/report.py" "$RUNS" "$MEM")
 
 {
   [ -n "$SLUICE_TOTALS" ] && echo "sluice totals at exit: $SLUICE_TOTALS"
-  [ -n "$PROBLEMS" ] && printf '%s' "$PROBLEMS"
+  [ -n "$PROBLEMS" ] && echo "$PROBLEMS"
 } >"$W/extra.txt"
 [ -s "$W/extra.txt" ] && SUMMARY="$SUMMARY"$'\n'"$(cat "$W/extra.txt")"
 {
   echo; echo "##### summary"; echo "$SUMMARY"
   echo; echo "##### runs.tsv"; cat "$RUNS"
   echo; echo "##### mem.tsv"; cat "$MEM"
-  for p in $PROXIES o1 o2; do
-    echo; echo "##### $p: stdout/stderr and error log (last 40 lines)"
-    tail -n 40 "$W/$p.out" 2>/dev/null
-    for f in "$W/$p"/*.log; do [ -f "$f" ] && { echo "-- $f ($(wc -l <"$f") lines)"; tail -n 40 "$f"; }; done
-  done
-  for p in $PROXIES; do
-    echo; echo "##### $p configuration"
-    cat "$W/$p"/*.ini "$W/$p"/*.conf "$W/$p"/*.cfg 2>/dev/null
-  done
+  logs_and_configs "$PROXIES" "o1 o2"
 } >>"$RAW"
 cp "$RAW" "$ART"
 
 echo
 echo "$SUMMARY"
-for p in $PROXIES; do
-  [ -n "${DEAD[$p]:-}" ] && echo "WARNING: $p died during the benchmark (see $ART)"
-done
+warn_dead
 if [ -f "$W/nginx/error.log" ] && grep -q 'buffered to a temporary file' "$W/nginx/error.log"; then
   echo "note: nginx buffered some upstream responses to temporary files (see $ART)"
 fi

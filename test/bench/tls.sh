@@ -28,22 +28,16 @@ if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-PY=/usr/bin/python3
-NGINX=${NGINX:-/usr/sbin/nginx}
-HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
-WRK=${WRK:-wrk}
+BENCH_DIR=$ROOT/test/bench
+BENCH_NAME=bench-tls
+# shellcheck source=test/bench/lib.sh
+. "$BENCH_DIR/lib.sh"   # shared defaults and functions (PY, NGINX, HAPROXY, WRK, SLUICE_*, CONNS, ...)
 OPENSSL=${OPENSSL:-openssl}
-SLUICE_BIN=${SLUICE_BIN:-$ROOT/build/sluice}
-SLUICE_ARGS=${SLUICE_ARGS:-"-c {config}"}
-SKIP_SLUICE=${SKIP_SLUICE:-0}
 DURATION=${BENCH_DURATION:-10}
 HS_DURATION=${BENCH_HS_DURATION:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
 WARMUP=${BENCH_WARMUP:-2}
-CONNS=${BENCH_CONNS:-50}
-WRK_THREADS=${BENCH_WRK_THREADS:-1}
 HS_CLIENTS=${BENCH_HS_CLIENTS:-1}
-KEEP=${BENCH_KEEP:-0}
 CIPHER12=ECDHE-ECDSA-AES128-GCM-SHA256
 
 for arg in "$@"; do
@@ -55,99 +49,11 @@ for arg in "$@"; do
   esac
 done
 
-die() { echo "bench-tls: $*" >&2; exit 1; }
-log() { echo "bench-tls: $*" >&2; }
-
-for b in "$NGINX" "$HAPROXY" "$PY" "$OPENSSL" curl; do
-  command -v "$b" >/dev/null 2>&1 || die "$b not found (make deps)"
-done
-command -v "$WRK" >/dev/null 2>&1 || die "wrk not found (make deps)"
+check_tools "$NGINX" "$HAPROXY" "$PY" "$OPENSSL" curl
 "$OPENSSL" s_time -help 2>&1 | grep -q -- '-tls1_2' || die "openssl s_time lacks -tls1_2"
-PROXIES="nginx haproxy"
-if [ "$SKIP_SLUICE" != 1 ]; then
-  [ -x "$SLUICE_BIN" ] || die "$SLUICE_BIN missing: build it (make) or run with SKIP_SLUICE=1"
-  PROXIES="sluice nginx haproxy"
-fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-W=$(mktemp -d /tmp/sluice-bench-tls.XXXXXX) || die "mktemp failed"
-chmod 755 "$W"             # nginx workers run as nobody when started by root
-STAMP=$(date +%Y%m%d-%H%M%S)
-mkdir -p "$ROOT/test/artifacts"
-ART=$ROOT/test/artifacts/bench-tls-$STAMP.txt
-RUNS=$W/runs.tsv
-RAW=$W/raw.txt
-: >"$RAW"
-
-# ---------------------------------------------------------------- process bookkeeping
-declare -A PID=()
-STARTED=()
-
-stop_pid() {   # stop one process we started (and, for an nginx master, its workers)
-  local pid=$1 kids i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kids=$(ps -o pid= --ppid "$pid" 2>/dev/null | tr -d ' ')
-  kill -TERM "$pid" 2>/dev/null
-  for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "pid $pid did not exit on SIGTERM; SIGKILL"
-    kill -KILL "$pid" 2>/dev/null
-  fi
-  for i in $kids; do
-    kill -0 "$i" 2>/dev/null && kill -KILL "$i" 2>/dev/null
-  done
-  wait "$pid" 2>/dev/null
-  return 0
-}
-
-cleanup() {
-  local i
-  trap - EXIT INT TERM
-  for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do stop_pid "${STARTED[$i]}"; done
-  if [ "$KEEP" = 1 ]; then log "kept $W"; else rm -rf "$W"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-start() {      # start NAME CMD...: background, stdout/stderr to $W/NAME.out, remember PID
-  local name=$1; shift
-  "$@" >"$W/$name.out" 2>&1 &
-  PID[$name]=$!
-  STARTED+=("$!")
-}
-
-alive() { kill -0 "${PID[$1]}" 2>/dev/null; }
-
-wait_http() {  # wait_http NAME URL: until URL answers 200 (10 s); -k: self-signed cert
-  local name=$1 url=$2 i
-  for i in $(seq 1 100); do
-    if ! alive "$name"; then
-      log "$name exited during start-up:"; tail -n 30 "$W/$name.out" >&2
-      for f in "$W/$name"/*.log; do [ -f "$f" ] && tail -n 30 "$f" >&2; done
-      return 1
-    fi
-    [ "$(curl -sk -o /dev/null -w '%{http_code}' --max-time 1 "$url")" = 200 ] && return 0
-    sleep 0.1
-  done
-  log "$name did not answer $url within 10 s"; return 1
-}
-
-pids_of() {    # the process and its direct children (nginx master + workers)
-  echo "${PID[$1]}"
-  ps -o pid= --ppid "${PID[$1]}" 2>/dev/null | tr -d ' '
-}
-
-cpu_ticks() {  # summed utime+stime (clock ticks) of pids_of NAME
-  local p sum=0 t
-  for p in $(pids_of "$1"); do
-    t=$(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$p/stat" 2>/dev/null)
-    sum=$((sum + ${t:-0}))
-  done
-  echo "$sum"
-}
-CLK_TCK=$(getconf CLK_TCK)
-
-now() { date +%s.%N; }
+setup_workdir bench-tls   # $W, $ART, $RUNS, $RAW; stops every started process on exit
 
 # ---------------------------------------------------------------- certificate, ports, origin
 mkdir -p "$W/tls"
@@ -158,68 +64,17 @@ mkdir -p "$W/tls"
 cat "$W/tls/cert.pem" "$W/tls/key.pem" >"$W/tls/haproxy.pem"   # haproxy: cert + key in one file
 CERT=$W/tls/cert.pem KEY=$W/tls/key.pem
 
-read -r P_O P_SLUICE P_NGINX P_HAPROXY < <("$PY" -c '
-import socket
-ss = [socket.socket() for _ in range(4)]
-for s in ss:
-    s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])
-for s in ss:
-    s.close()')
+read -r P_O P_SLUICE P_NGINX P_HAPROXY < <(free_ports 4)
 declare -A PORT=([sluice]=$P_SLUICE [nginx]=$P_NGINX [haproxy]=$P_HAPROXY)
+ORIGIN_PORTS=$P_O
 
-# ~100-byte body for /small (99 characters + newline), as in run.sh
-SMALL_BODY=$(printf 'sluice bench small response %071d' 0)
+warn_load
 
-LOAD0=$(cut -d' ' -f1 /proc/loadavg)
-if awk -v l="$LOAD0" 'BEGIN {exit !(l > 0.5)}'; then
-  log "warning: load average is $LOAD0 before starting; other work on this machine will skew the figures"
-fi
-
-nginx_temp_paths() {
-  local d=$1
-  cat <<EOF
-    client_body_temp_path $d/tmp/body;
-    proxy_temp_path $d/tmp/proxy;
-    fastcgi_temp_path $d/tmp/fastcgi;
-    uwsgi_temp_path $d/tmp/uwsgi;
-    scgi_temp_path $d/tmp/scgi;
-EOF
-}
-
-d=$W/origin; mkdir -p "$d/tmp"; chmod 755 "$d" "$d/tmp"
-cat >"$d/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-worker_rlimit_nofile 8192;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    default_type text/plain;
-    log_not_found off;
-    keepalive_timeout 75s;
-    keepalive_requests 1000000;
-$(nginx_temp_paths "$d")
-    server {
-        listen 127.0.0.1:$P_O backlog=4096;
-        location = /small { return 200 "$SMALL_BODY\n"; }
-        location = /nginx_status { stub_status; }
-    }
-}
-EOF
-start origin "$NGINX" -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
+start_origin origin "$P_O"
 wait_http origin "http://127.0.0.1:$P_O/small" || exit 1
 
-origin_requests() {  # requests served by the origin (stub_status counter, minus itself)
-  local n
-  n=$(curl -s --max-time 2 "http://127.0.0.1:$P_O/nginx_status" | awk 'NR == 3 {print $3}')
-  echo $(( ${n:-0} - 1 ))
-}
-
 # ---------------------------------------------------------------- proxies
-if [[ " $PROXIES " == *" sluice "* ]]; then
+if has_sluice; then
   d=$W/sluice; mkdir -p "$d"
   cat >"$d/sluice.ini" <<EOF
 [proxy]
@@ -240,18 +95,12 @@ EOF
   # (the header records the original's build time and the copy's sha256).
   SLUICE_BUILT=$(date -r "$SLUICE_BIN" '+%F %T')
   cp "$SLUICE_BIN" "$d/sluice" || die "cannot copy $SLUICE_BIN"
-  # shellcheck disable=SC2086
-  start sluice "$d/sluice" ${SLUICE_ARGS//\{config\}/$d/sluice.ini}
+  start_sluice "$d/sluice" "$d/sluice.ini"
 fi
 
-d=$W/nginx; mkdir -p "$d/tmp"; chmod 755 "$d" "$d/tmp"
+d=$W/nginx; nginx_dir "$d"
 cat >"$d/nginx.conf" <<EOF
-daemon off;
-worker_processes 2;
-worker_rlimit_nofile 8192;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 4096; }
+$(nginx_head "$d" 2 8192 4096)
 http {
     access_log off;
     keepalive_timeout 75s;
@@ -271,31 +120,15 @@ $(nginx_temp_paths "$d")
         ssl_ciphers $CIPHER12;
         ssl_prefer_server_ciphers on;
         ssl_session_cache shared:SSL:10m;
-        location / {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
+$(nginx_proxy_location origin)
     }
 }
 EOF
-start nginx "$NGINX" -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
+start_nginx nginx
 
 d=$W/haproxy; mkdir -p "$d"
 cat >"$d/haproxy.cfg" <<EOF
-global
-    nbthread 2
-    maxconn 4096
-
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    timeout connect 5s
-    timeout client 75s
-    timeout server 60s
-    timeout http-request 10s
-    timeout http-keep-alive 75s
+$(haproxy_head 4096)
 
 frontend fe
     bind 127.0.0.1:$P_HAPROXY ssl crt $W/tls/haproxy.pem ssl-min-ver TLSv1.2 ciphers $CIPHER12
@@ -304,7 +137,7 @@ frontend fe
 backend origin
     server o 127.0.0.1:$P_O
 EOF
-start haproxy "$HAPROXY" -db -f "$d/haproxy.cfg"
+start_haproxy
 
 for p in $PROXIES; do
   wait_http "$p" "https://127.0.0.1:${PORT[$p]}/small" || exit 1
@@ -362,13 +195,13 @@ log "pre-flight ok: $PROXIES answer 200 with the origin's body over TLS 1.3 and 
 {
   echo "# sluice TLS benchmark $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo "# command: ${BENCH_CMD:-sh test/bench/tls.sh} $*"
-  echo "# host: $(uname -srm); $(nproc) cores; $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); $(free -m | awk '/Mem:/ {print $2}') MiB RAM"
+  echo "# host: $(host_desc)"
   echo "# openssl: $("$OPENSSL" version)"
   echo "# nginx: $("$NGINX" -V 2>&1 | grep -E 'nginx version|built with OpenSSL' | tr '\n' ' ')"
   echo "# haproxy: $("$HAPROXY" -vv 2>&1 | grep -E '^HAProxy version|Running on OpenSSL' | tr '\n' ' ')"
   echo "# wrk: $("$WRK" -v 2>&1 | head -1)"
-  if [[ " $PROXIES " == *" sluice "* ]]; then
-    echo "# sluice: $("$W/sluice/sluice" -v 2>&1 | head -1); copy of $SLUICE_BIN (HEAD $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo no-commit); $(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l) uncommitted paths; built $SLUICE_BUILT; sha256 $(sha256sum "$W/sluice/sluice" | cut -c1-16)); libssl: $(ldd "$W/sluice/sluice" | awk '/libssl/ {print $3}')"
+  if has_sluice; then
+    echo "# sluice: $("$W/sluice/sluice" -v 2>&1 | head -1); copy of $SLUICE_BIN (HEAD $(sluice_git_desc); built $SLUICE_BUILT; sha256 $(sha256sum "$W/sluice/sluice" | cut -c1-16)); libssl: $(ldd "$W/sluice/sluice" | awk '/libssl/ {print $3}')"
   fi
   echo "# certificate: self-signed ECDSA P-256; TLS 1.2 cipher $CIPHER12; TLS 1.3 default suites"
   for p in $PROXIES; do
@@ -387,43 +220,11 @@ log "pre-flight ok: $PROXIES answer 200 with the origin's body over TLS 1.3 and 
 # ops: requests or handshakes; errors: non-2xx + socket errors (wrk) or failed s_time
 # processes (s_time stops at the first failed connection).
 printf 'proxy\ttest\tround\trate\tp50_us\tp99_us\tops\terrors\torigin_reqs\tcpu_us_per_op\n' >"$RUNS"
-declare -A DEAD=() WRK_RUNS=()
-
-wrk_parse() {  # wrk output on stdin -> "rps p50_us p99_us requests errors"
-  awk '
-    function us(v,   n, u) {
-      n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-      if (u == "us") return n; if (u == "ms") return n * 1000
-      if (u == "s") return n * 1000000; if (u == "m") return n * 60000000
-      return n
-    }
-    /^Requests\/sec:/ { rps = $2 }
-    /^ +50%/ { p50 = us($2) }
-    /^ +99%/ { p99 = us($2) }
-    / requests in / { req = $1 }
-    /Non-2xx or 3xx responses:/ { non2xx = $NF }
-    /Socket errors:/ { gsub(/,/, ""); serr = $4 + $6 + $8 + $10 }
-    END {
-      if (rps == "") { print "NA NA NA NA NA"; exit }
-      printf "%s %s %s %s %d\n", rps, p50, p99, req, non2xx + serr
-    }'
-}
-
-check_alive() {  # check_alive PROXY CONTEXT: record a crash once
-  local p=$1
-  if ! alive "$p" && [ -z "${DEAD[$p]:-}" ]; then
-    DEAD[$p]=1
-    wait "${PID[$p]}" 2>/dev/null; local rc=$?
-    log "!!! $p (pid ${PID[$p]}) DIED during $2 (exit status $rc)"
-    echo "!!! $p (pid ${PID[$p]}) died during $2 (exit status $rc)" >>"$RAW"
-  fi
-  [ -z "${DEAD[$p]:-}" ]
-}
+declare -A WRK_RUNS=()
 
 record() {    # record PROXY TEST ROUND RATE P50 P99 OPS ERRORS ORIGIN TICKS
   local cpu
-  cpu=$(awk -v t="${10}" -v hz="$CLK_TCK" -v n="$7" 'BEGIN {
-    if (n + 0 > 0) printf "%.1f", t * 1000000 / hz / n; else print "NA" }')
+  cpu=$(cpu_per_op "${10}" "$7")
   echo "proxy CPU time during the run: ${10} ticks of 1/$CLK_TCK s = $cpu us per op" >>"$RAW"
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "$9" "$cpu" >>"$RUNS"
   printf 'bench-tls: round %s %-9s %-7s %9s /s  p50 %7s  p99 %7s  cpu %6sus/op  errors %s  origin/ops %s/%s\n' \
@@ -431,19 +232,17 @@ record() {    # record PROXY TEST ROUND RATE P50 P99 OPS ERRORS ORIGIN TICKS
 }
 
 run_wrk() {   # run_wrk PROXY SECONDS ROUND(0 = warm-up)
-  local p=$1 secs=$2 round=$3 out o0 o1 c0 c1
+  local p=$1 secs=$2 round=$3 errs
   check_alive "$p" "round $round keepalive" || {
     [ "$round" != 0 ] && printf '%s\tkeepalive\t%s\tNA\tNA\tNA\tNA\tNA\tNA\tNA\n' "$p" "$round" >>"$RUNS"
     return; }
-  o0=$(origin_requests); c0=$(cpu_ticks "$p")
   WRK_RUNS[$p]=$(( ${WRK_RUNS[$p]:-0} + 1 ))
-  out=$(timeout $((secs + 30)) "$WRK" -t"$WRK_THREADS" -c"$CONNS" -d"${secs}s" --latency \
-        "https://127.0.0.1:${PORT[$p]}/small" 2>&1)
-  c1=$(cpu_ticks "$p"); o1=$(origin_requests)
+  wrk_run "$p" "https://127.0.0.1:${PORT[$p]}/small" "$secs"
   [ "$round" = 0 ] && { check_alive "$p" "warm-up keepalive"; return; }
-  { echo "=== round $round $p keepalive (origin requests during run: $((o1 - o0)))"; echo "$out"; echo; } >>"$RAW"
-  read -r rps p50 p99 req errs < <(echo "$out" | wrk_parse)
-  record "$p" keepalive "$round" "$rps" "$p50" "$p99" "$req" "$errs" "$((o1 - o0))" "$((c1 - c0))"
+  { echo "=== round $round $p keepalive (origin requests during run: $ORIGIN_DELTA)"; echo "$WRK_OUT"; echo; } >>"$RAW"
+  read -r rps p50 p99 req non2xx serr < <(echo "$WRK_OUT" | wrk_parse)
+  [ "$non2xx" = NA ] && errs=NA || errs=$((non2xx + serr))   # errors = non-2xx + socket errors
+  record "$p" keepalive "$round" "$rps" "$p50" "$p99" "$req" "$errs" "$ORIGIN_DELTA" "$CPU_DELTA"
   check_alive "$p" "round $round keepalive" || true
 }
 
@@ -505,47 +304,20 @@ done
 
 # ---------------------------------------------------------------- report
 echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW"
-for p in $PROXIES origin; do
-  alive "$p" && stop_pid "${PID[$p]}"
-done
-log_problems() {  # warnings/errors a proxy logged
-  case $1 in
-    sluice) grep -hE '^[^ ]+ (warn|error) ' "$W/sluice/error.log" "$W/sluice.out" 2>/dev/null ;;
-    haproxy) grep -hE '\[(WARNING|ALERT)\]' "$W/haproxy.out" 2>/dev/null ;;
-    *) grep -hE '\[(warn|error|crit|alert|emerg)\]' "$W/$1/error.log" "$W/$1.out" 2>/dev/null ;;
-  esac
-}
-PROBLEMS=""
-for p in $PROXIES origin; do
-  n=$(log_problems "$p" | wc -l)
-  [ "$n" = 0 ] || PROBLEMS="$PROBLEMS$p logged $n warning/error lines, e.g.: $(log_problems "$p" | head -1)"$'\n'
-done
-SLUICE_TOTALS=$(grep -h ' stats: connections=' "$W/sluice/error.log" 2>/dev/null | tail -1 | sed 's/.* stats: //')
+stop_all $PROXIES origin
+PROBLEMS=$(collect_problems $PROXIES origin)
+SLUICE_TOTALS=$(sluice_totals)
 
-cat >"$W/report.py" <<'PYEOF'
-import csv, statistics, sys
+cat >"$W/tls_report.py" <<'PYEOF'
+import sys
+
+sys.dont_write_bytecode = True          # no __pycache__ in test/bench
+sys.path.insert(0, sys.argv[2])         # test/bench: run.sh's report.py and its helpers
+from report import fmt_us as us, med, num, read_tsv  # noqa: E402
 
 PROXIES = ["sluice", "nginx", "haproxy"]
 NAMES = {"sluice": "sluice", "nginx": "NGINX", "haproxy": "HAProxy"}
-runs = list(csv.DictReader(open(sys.argv[1], newline=""), delimiter="\t"))
-
-
-def num(v):
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
-
-
-def med(vals):
-    vals = [v for v in vals if v is not None]
-    return statistics.median(vals) if vals else None
-
-
-def us(v):
-    if v is None:
-        return "-"
-    return f"{v / 1000:.2f}ms" if v >= 1000 else f"{v:.0f}us"
+runs = read_tsv(sys.argv[1])
 
 
 present = [p for p in PROXIES if any(r["proxy"] == p for r in runs)]
@@ -613,7 +385,7 @@ if "sluice" in present:
         print(f"{'sluice / ' + NAMES[other]:<17}" + "".join(f"{c:>11}" for c in cells))
     print()
 PYEOF
-SUMMARY=$("$PY" "$W/report.py" "$RUNS")
+SUMMARY=$("$PY" "$W/tls_report.py" "$RUNS" "$BENCH_DIR")
 {
   if [ -n "$SLUICE_TOTALS" ]; then
     echo "sluice totals at exit: $SLUICE_TOTALS"
@@ -621,29 +393,19 @@ SUMMARY=$("$PY" "$W/report.py" "$RUNS")
     # connection per wrk run that ends before any TLS byte, which sluice counts here.
     echo "(tls_handshake_errors: ${WRK_RUNS[sluice]:-0} expected, one per wrk run: wrk's connect-and-close address probe)"
   fi
-  [ -n "$PROBLEMS" ] && printf '%s' "$PROBLEMS"
+  [ -n "$PROBLEMS" ] && echo "$PROBLEMS"
 } >"$W/extra.txt"
 [ -s "$W/extra.txt" ] && SUMMARY="$SUMMARY"$'\n'"$(cat "$W/extra.txt")"
 {
   echo; echo "##### summary"; echo "$SUMMARY"
   echo; echo "##### runs.tsv"; cat "$RUNS"
-  for p in $PROXIES origin; do
-    echo; echo "##### $p: stdout/stderr and error log (last 40 lines)"
-    tail -n 40 "$W/$p.out" 2>/dev/null
-    for f in "$W/$p"/*.log; do [ -f "$f" ] && { echo "-- $f ($(wc -l <"$f") lines)"; tail -n 40 "$f"; }; done
-  done
-  for p in $PROXIES; do
-    echo; echo "##### $p configuration"
-    cat "$W/$p"/*.ini "$W/$p"/*.conf "$W/$p"/*.cfg 2>/dev/null
-  done
+  logs_and_configs "$PROXIES" origin
 } >>"$RAW"
 cat "$RAW" >>"$ART"
 
 echo
 echo "$SUMMARY"
-for p in $PROXIES; do
-  [ -n "${DEAD[$p]:-}" ] && echo "WARNING: $p died during the benchmark (see $ART)"
-done
+warn_dead
 echo "raw results: $ART"
 fails=$(awk -F'\t' 'NR > 1 && $8 != 0 {n++} END {print n + 0}' "$RUNS")
 [ "$fails" = 0 ] || echo "WARNING: $fails runs saw errors (non-2xx, socket errors or failed handshakes; see $ART)"

@@ -798,3 +798,26 @@ class ChunkedDecoder:
             elif self.state == "trailer":
                 if not line:
                     self.done = True
+
+
+def concurrent_names(port, n, target):
+    """n requests to target at once (one thread each); the X-App-Name of each answer."""
+    out, errors = [], []
+    lock = threading.Lock()
+
+    def one():
+        try:
+            r = request(port, "GET", target, timeout=30)
+            assert r.status == 200, r
+            with lock:
+                out.append(r.header("X-App-Name"))
+        except Exception as e:
+            errors.append(repr(e))
+
+    ts = [threading.Thread(target=one) for _ in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(40 * SLOW)
+    assert not errors, errors[:3]
+    return out

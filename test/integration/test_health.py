@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from helpers import SLOW, request, wait_for, write_config
+from helpers import SLOW, concurrent_names, request, wait_for, write_config
 
 INTERVAL_MS = 300
 FALL = 2
@@ -95,28 +95,6 @@ def reload(s):
     assert "reload failed" not in s.errors(), s.errors()[-2000:]
 
 
-def concurrent(port, n, target):
-    got, errors = [], []
-    lock = threading.Lock()
-
-    def one():
-        try:
-            r = request(port, "GET", target, timeout=30)
-            assert r.status == 200, r
-            with lock:
-                got.append(r.header("X-App-Name"))
-        except Exception as e:
-            errors.append(repr(e))
-
-    ts = [threading.Thread(target=one) for _ in range(n)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(40 * SLOW)
-    assert not errors, errors[:3]
-    return got
-
-
 # ---------------------------------------------------------------- tests
 
 def test_failing_backend_is_taken_out_within_fall_intervals_and_returns_after_rise(
@@ -184,7 +162,7 @@ def test_backend_in_slow_start_gets_fewer_requests_than_its_peer_at_first(
     wait_back(s.port, "a", 10 * SLOW)
     # within the first seconds of a 20 s ramp a's weight is a small fraction of b's;
     # least connections then gives a far fewer of concurrent requests
-    got = concurrent(s.port, 20, "/slow?ms=%d" % int(700 * SLOW))
+    got = concurrent_names(s.port, 20, "/slow?ms=%d" % int(700 * SLOW))
     assert got.count("a") >= 1 and got.count("b") > 2 * got.count("a"), got
 
 
@@ -196,7 +174,7 @@ def test_without_slow_start_recovered_backend_gets_an_even_share_at_once(
     wait_out(s.port, "a", 10 * SLOW)
     p.up("a")
     wait_back(s.port, "a", 10 * SLOW)
-    got = concurrent(s.port, 20, "/slow?ms=%d" % int(700 * SLOW))
+    got = concurrent_names(s.port, 20, "/slow?ms=%d" % int(700 * SLOW))
     assert got.count("a") >= 7 and got.count("b") >= 7, got
 
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import helpers
-from helpers import SLOW, Conn, read_text, request, wait_for, write_config
+from helpers import SLOW, Conn, concurrent_names, read_text, request, wait_for, write_config
 
 
 def name_of(r):
@@ -67,29 +67,6 @@ def reload(s, how="sighup", expect="ok", timeout=15.0):
 
 def names_seen(port, n=12):
     return [name_of(request(port, "GET", "/")) for _ in range(n)]
-
-
-def concurrent_names(port, n, target):
-    """n requests to target at once (one thread each); the X-App-Name of each answer."""
-    out, errors = [], []
-    lock = threading.Lock()
-
-    def one():
-        try:
-            r = request(port, "GET", target, timeout=20)
-            assert r.status == 200, r
-            with lock:
-                out.append(r.header("X-App-Name"))
-        except Exception as e:
-            errors.append(repr(e))
-
-    ts = [threading.Thread(target=one) for _ in range(n)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(30 * SLOW)
-    assert not errors, errors[:3]
-    return out
 
 
 @pytest.fixture(scope="module")
