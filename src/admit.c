@@ -36,6 +36,16 @@ static struct tenant_state *state_for(const struct admit *prev, const char *name
     return st;
 }
 
+static int keytable_init(struct keytable *k, int max)
+{
+    pthread_mutex_init(&k->lock, NULL);
+    k->max = (size_t)max;
+    k->cap = (size_t)max * 2;
+    k->used = 0;
+    k->slots = max ? calloc(k->cap, sizeof *k->slots) : NULL;
+    return max && !k->slots ? -1 : 0;
+}
+
 int admit_init(struct admit *a, const struct tenants_conf *tc, const struct tenant_conf *confs,
                int n, const struct admit *prev)
 {
@@ -60,11 +70,21 @@ int admit_init(struct admit *a, const struct tenants_conf *tc, const struct tena
         if (strcmp(confs[i].name, "default") == 0)
             a->def = i;
     }
+    if (keytable_init(&a->keys, tc->key != TK_NONE ? tc->max_tracked : 0) < 0) {
+        admit_free(a);
+        return -1;
+    }
     return 0;
 }
 
 void admit_free(struct admit *a)
 {
+    if (a->keys.cap || a->keys.slots) {
+        free(a->keys.slots);
+        a->keys.slots = NULL;
+        a->keys.cap = 0;
+        pthread_mutex_destroy(&a->keys.lock);
+    }
     for (int i = 0; i < a->n; i++)
         if (atomic_fetch_sub(&a->t[i].st->refs, 1) == 1)
             free(a->t[i].st);
@@ -144,6 +164,76 @@ static const char *key_of(const struct tenants_conf *tc, const struct http1_msg 
     return NULL;
 }
 
+static uint64_t fnv1a(const char *k, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)k[i]) * 1099511628211ULL;
+    return h;
+}
+
+static int reusable(struct tracked *e, uint64_t now)
+{
+    return atomic_load(&e->active) == 0 && atomic_load(&e->st.inflight) == 0 &&
+           e->st.q_head == NULL && atomic_load(&e->st.tat) <= now;
+}
+
+static void tracked_set(struct tracked *e, const struct tenant *def, const char *key, size_t n)
+{
+    memset(&e->st, 0, sizeof e->st);
+    atomic_init(&e->st.refs, 1);
+    memcpy(e->key, key, n);
+    e->key[n] = '\0';
+    snprintf(e->st.name, sizeof e->st.name, "%s", e->key);
+    e->t = *def;
+    e->t.st = &e->st;
+    e->t.tracked = e;
+    e->used = 1;
+}
+
+#define PROBES 16
+
+/* The entry of an unnamed key, made or reused; NULL when the table cannot take it. */
+static struct tenant *track(struct admit *a, const char *key, size_t n)
+{
+    struct keytable *k = &a->keys;
+    if (!k->slots || n >= sizeof k->slots[0].key)
+        return NULL;
+    uint64_t now = admit_now_ns();
+    size_t h = (size_t)fnv1a(key, n);
+    struct tracked *empty = NULL, *idle = NULL, *hit = NULL;
+    pthread_mutex_lock(&k->lock);
+    for (size_t i = 0; i < PROBES && !hit; i++) {
+        struct tracked *e = &k->slots[(h + i) % k->cap];
+        if (!e->used) {
+            empty = empty ? empty : e;
+            break; /* keys are never removed, so the chain ends here */
+        }
+        if (strlen(e->key) == n && memcmp(e->key, key, n) == 0)
+            hit = e;
+        else if (!idle && reusable(e, now))
+            idle = e;
+    }
+    if (!hit && empty && k->used < k->max) {
+        hit = empty;
+        k->used++;
+        tracked_set(hit, &a->t[a->def], key, n);
+    } else if (!hit && idle) {
+        hit = idle;
+        tracked_set(hit, &a->t[a->def], key, n);
+    }
+    if (hit)
+        atomic_fetch_add(&hit->active, 1);
+    pthread_mutex_unlock(&k->lock);
+    return hit ? &hit->t : NULL;
+}
+
+void admit_done(struct tenant *t)
+{
+    if (t && t->tracked)
+        atomic_fetch_sub(&t->tracked->active, 1);
+}
+
 struct tenant *admit_classify(struct admit *a, const struct http1_msg *m, const char *peer)
 {
     size_t len = 0;
@@ -159,6 +249,9 @@ struct tenant *admit_classify(struct admit *a, const struct http1_msg *m, const 
             if (strlen(name) == len && strncasecmp(name, k, len) == 0 && i != a->def)
                 return &a->t[i];
         }
+        struct tenant *t = track(a, k, len);
+        if (t)
+            return t;
     }
     return &a->t[a->def];
 }

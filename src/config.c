@@ -410,8 +410,18 @@ static int on_key(void *user, const char *section, const char *name, const char 
         return apply(p, queue_keys, NKEYS(queue_keys), (char *)p->cfg, section, name, value,
                      line);
     if (strcmp(section, "tenants") == 0) {
+        if (strcmp(name, "max_tracked") == 0) {
+            char *end;
+            long v = strtol(value, &end, 10);
+            if (*end || end == value || v < 0 || v > 1000000)
+                return fail(p, line, "[tenants] max_tracked = %s: expected 0..1000000%s",
+                            value, "");
+            p->cfg->tenants.max_tracked = (int)v;
+            return 1;
+        }
         if (strcmp(name, "key") != 0)
-            return fail(p, line, "[tenants]: unknown key '%s' (expected key)%s", name, "");
+            return fail(p, line, "[tenants]: unknown key '%s' (expected key or max_tracked)%s",
+                        name, "");
         if (tenant_key(&p->cfg->tenants, value) < 0)
             return fail(p, line, "[tenants] key = %s: expected header:NAME, host, cookie:NAME, "
                         "ip or path_prefix:N%s", value, "");
@@ -532,6 +542,7 @@ struct config *config_load(const char *path, char *err, size_t errlen)
     cfg->path = strdup(path);
     set_defaults(proxy_keys, NKEYS(proxy_keys), (char *)&cfg->proxy);
     set_defaults(queue_keys, NKEYS(queue_keys), (char *)cfg);
+    cfg->tenants.max_tracked = 10000;
     p.fp = fopen(path, "r");
     if (!p.fp) {
         snprintf(err, errlen, "%s:0: cannot open: %s", path, strerror(errno));

@@ -267,6 +267,7 @@ static void session_free(struct session *s)
         evbuffer_free(s->reqhead);
     if (s->bodybuf)
         evbuffer_free(s->bodybuf);
+    admit_done(s->tenant); /* before the generation that owns it may go */
     runtime_unref(s->rt);
     free(s->target);
     if (s->cli)
@@ -814,6 +815,7 @@ static void reset_request(struct session *s)
     s->t_up_start = s->t_up_end = 0;
     s->upgrade = s->expect = 0;
     s->meth = HTTP1_M_OTHER;
+    admit_done(s->tenant);
     s->tenant = NULL;
     s->bypass = 0;
 }
@@ -828,7 +830,8 @@ static void read_head(struct session *s)
         return;
     if (s->t_start == 0) {
         if (s->rt != w->rt) { /* a reload happened: new requests use the new generation */
-            runtime_unref(s->rt);
+            admit_done(s->tenant); /* before the generation that owns it may go */
+    runtime_unref(s->rt);
     free(s->target);
             s->rt = w->rt;
             runtime_ref(s->rt);

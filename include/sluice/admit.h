@@ -5,6 +5,7 @@
 #ifndef SLUICE_ADMIT_H
 #define SLUICE_ADMIT_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -38,6 +39,27 @@ struct tenant {
     struct tenant_state *st;        /* shared */
     uint64_t interval_ns;           /* 1/rate; 0 = no rate limit */
     uint64_t tau_ns;                /* (burst - 1) x interval: how far ahead tat may run */
+    struct tracked *tracked;        /* set for an unnamed key's own entry, else NULL */
+};
+
+/* The limiter of one unnamed tenant key (default's limits, its own state). */
+struct tracked {
+    struct tenant t;
+    struct tenant_state st;
+    char key[64];
+    int used;
+    atomic_int active;              /* requests holding it: not reusable while > 0 */
+};
+
+/* Unnamed keys, bounded by [tenants] max_tracked: open addressing, one lock. An idle entry
+ * (no request, bucket full again) is reused for a new key, which loses nothing: a full
+ * GCRA bucket is the same as a new one. Beyond that, keys share `default`. */
+struct keytable {
+    pthread_mutex_t lock;
+    struct tracked *slots;          /* owned: 2 x max_tracked */
+    size_t cap;
+    size_t used;
+    size_t max;
 };
 
 /* A generation's tenant table. */
@@ -46,6 +68,7 @@ struct admit {
     struct tenant *t;                /* owned array; t[def] is the default */
     int n;
     int def;
+    struct keytable keys;            /* per generation: unnamed keys restart on reload */
 };
 
 /* Build the table; states of tenants named in prev (may be NULL) carry over. 0 or -1. */
@@ -58,6 +81,9 @@ void admit_free(struct admit *a);
 /* The tenant a request belongs to, by the configured key; the default if the key is
  * missing or names no [tenant]. peer: the client address. */
 struct tenant *admit_classify(struct admit *a, const struct http1_msg *m, const char *peer);
+
+/* The request that classified into t is over (releases an unnamed key's entry). */
+void admit_done(struct tenant *t);
 
 /* GCRA: 0 if t may send a request now (and it is counted), else the nanoseconds until it
  * may (the request is refused and counted). */

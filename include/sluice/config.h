@@ -76,6 +76,7 @@ struct tenants_conf {
     enum tenant_key key;         /* [none]: every request is tenant `default` */
     char *key_name;              /* owned: header or cookie name */
     int prefix_segments;         /* path_prefix:N */
+    int max_tracked;             /* [10000] unnamed keys with their own limiter; 0 = none */
 };
 
 /* One [tenant NAME] section; `default` holds for unknown keys. */

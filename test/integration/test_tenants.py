@@ -3,6 +3,8 @@ RateLimit fields and X-Sluice-Reject: rate, and nothing of it reaches a backend,
 another tenant's requests all pass; the access log names the tenant."""
 import http.client
 import os
+
+import pytest
 import time
 
 TENANTS = """
@@ -91,3 +93,61 @@ def test_bad_tenant_key_fails_the_config_check(backend_factory, sluice_factory):
                        capture_output=True, timeout=30)
     assert p.returncode == 1
     assert s.config + ":" in p.stderr.decode() and "[tenants] key = header" in p.stderr.decode()
+
+
+SPRAY = """
+[tenants]
+key = header:X-Tenant
+max_tracked = 500
+
+[tenant default]
+rate = 1
+burst = 2
+
+; health checks are classified (the keys are tracked) but never limited
+[route health]
+prefix = /health
+bypass = yes
+"""
+
+
+def rss_kb(pid):
+    for line in open("/proc/%d/status" % pid):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_unnamed_tenants_get_their_own_limit(backend_factory, sluice_factory):
+    b = backend_factory("a")
+    s = sluice_factory([b], extra=SPRAY)
+    first = [get(s.port, "noisy").status for _ in range(5)]
+    assert first.count(200) <= 3 and 429 in first
+    assert get(s.port, "quiet").status == 200, "an unnamed tenant was held back by another"
+
+
+@pytest.mark.skipif(os.environ.get("SLUICE_SANITIZED") == "1",
+                    reason="ASan's quarantine holds freed memory: RSS says nothing there")
+def test_spraying_tenant_keys_keeps_memory_bounded(backend_factory, sluice_factory):
+    import socket
+    b = backend_factory("a")
+    s = sluice_factory([b], extra=SPRAY)
+
+    def spray(start, n):
+        c = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+        for i in range(start, start + n):  # pipelined keep-alive requests, bounded
+            c.sendall(b"GET /health HTTP/1.1\r\nHost: h\r\nX-Tenant: spray-%d\r\n\r\n" % i)
+            if i % 50 == 49:
+                got = b""
+                while got.count(b"HTTP/1.1 ") < 50:
+                    chunk = c.recv(65536)
+                    assert chunk, "connection closed"
+                    got += chunk
+        c.close()
+
+    spray(0, 1000)          # fills the table (500) and then some
+    before = rss_kb(s.pid)
+    spray(1000, 20000)      # 20x more distinct keys
+    after = rss_kb(s.pid)
+    limit = 2 * 1024  # untracked, 20,000 keys would take about 5 MiB
+    assert after - before < limit, "RSS grew by %d KiB while spraying keys" % (after - before)

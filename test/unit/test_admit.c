@@ -3,6 +3,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
+#include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -131,6 +132,48 @@ static void test_state_survives_reload_by_name(void **state)
     admit_free(&b);
 }
 
+/* Unnamed keys get their own limiter (default's limits), up to max_tracked; beyond that an
+ * idle entry is reused and a busy table sends keys to the shared default. */
+static void test_unnamed_keys_are_tracked_and_bounded(void **state)
+{
+    (void)state;
+    static struct tenant_conf c2[] = {
+        {.name = "default", .rate = 1, .burst = 2},
+    };
+    struct tenants_conf tc = {.key = TK_HEADER, .key_name = "X-Tenant", .max_tracked = 4};
+    struct admit a;
+    assert_int_equal(admit_init(&a, &tc, c2, 1, NULL), 0);
+    struct tenant *u1 = classify(&a, "GET / HTTP/1.1\r\nHost: h\r\nX-Tenant: u1\r\n\r\n", "x");
+    struct tenant *u2 = classify(&a, "GET / HTTP/1.1\r\nHost: h\r\nX-Tenant: u2\r\n\r\n", "x");
+    assert_ptr_not_equal(u1, u2);
+    assert_ptr_not_equal(u1, &a.t[0]);
+    uint64_t now = admit_now_ns();
+    assert_int_equal(admit_rate(u1, now), 0);
+    assert_int_equal(admit_rate(u1, now), 0);
+    assert_true(admit_rate(u1, now) > 0); /* u1 is out of burst ... */
+    assert_int_equal(admit_rate(u2, now), 0); /* ... u2 is not */
+    /* the same key finds the same entry */
+    assert_ptr_equal(classify(&a, "GET / HTTP/1.1\r\nHost: h\r\nX-Tenant: u1\r\n\r\n", "x"),
+                     u1);
+    admit_done(u1);
+    /* fill the table while every entry is held: the rest share default */
+    char raw[128];
+    struct tenant *held[8];
+    int shared = 0;
+    for (int i = 0; i < 8; i++) {
+        snprintf(raw, sizeof raw, "GET / HTTP/1.1\r\nHost: h\r\nX-Tenant: k%d\r\n\r\n", i);
+        held[i] = classify(&a, raw, "x");
+        shared += held[i] == &a.t[0];
+    }
+    assert_true(shared >= 6 - 2); /* 4 slots, u1/u2 hold 2 (u1 twice, released once) */
+    assert_true(a.keys.used <= 4);
+    for (int i = 0; i < 8; i++)
+        admit_done(held[i]);
+    admit_done(u1);
+    admit_done(u2);
+    admit_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -139,6 +182,7 @@ int main(void)
         cmocka_unit_test(test_no_rate_never_refuses),
         cmocka_unit_test(test_classify_by_each_key_kind),
         cmocka_unit_test(test_state_survives_reload_by_name),
+        cmocka_unit_test(test_unnamed_keys_are_tracked_and_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
