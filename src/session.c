@@ -105,6 +105,7 @@ struct session {
     struct waiter wt;             /* its place in the shared queue while S_QUEUED */
     int tenant_slot;              /* holds one of its tenant's max_inflight slots */
     int bypass;                   /* its route bypasses admission (health checks, assets) */
+    int answer_keep;              /* a refusal may keep the connection (body fully read) */
     struct backend *last_failed;
     struct body req, resp;
     uint64_t bytes_in, bytes_out;
@@ -467,10 +468,15 @@ static enum stat_id error_stat(int status)
 
 /* Answer a status the proxy produced (extra: more header lines, may be NULL), log it,
  * and close the connection. */
+static void next_request(struct session *s);
+
 static void send_answer(struct session *s, int status, const char *code, const char *msg,
                         const char *extra)
 {
     struct worker *w = s->w;
+    /* a refusal (429/503) of a request whose body was read keeps the connection, as NGINX
+     * does after limit_req; every other error closes it */
+    int keep = s->answer_keep && s->keep_alive && !w->draining && !s->resp_started;
     drop_upstream(s);
     s->status = status;
     stats_add(&w->stats, status == 429 && strcmp(code, "tenant-queue") == 0
@@ -487,8 +493,9 @@ static void send_answer(struct session *s, int status, const char *code, const c
         struct evbuffer *out = bufferevent_get_output(s->cli);
         evbuffer_add_printf(out,
                             "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-                            "Connection: close\r\nX-Sluice-Error: %s\r\n",
-                            status, reason_phrase(status), blen, code);
+                            "%sX-Sluice-Error: %s\r\n",
+                            status, reason_phrase(status), blen,
+                            keep ? "" : "Connection: close\r\n", code);
         if (s->rid[0])
             evbuffer_add_printf(out, "X-Request-ID: %s\r\n", s->rid);
         if (extra)
@@ -502,6 +509,11 @@ static void send_answer(struct session *s, int status, const char *code, const c
     access_log(s);
     release_tenant(s);
     release_backend(s);
+    if (keep) {
+        flush_cli(s);
+        next_request(s);
+        return;
+    }
     close_after_flush(s);
 }
 
@@ -562,6 +574,7 @@ static void send_queue_reject(struct session *s, const char *why)
              t < 2000 ? 1 : t / 2000, why);
     if (s->tenant)
         atomic_fetch_add_explicit(&s->tenant->st->rejected_queue, 1, memory_order_relaxed);
+    s->answer_keep = s->req.done;
     send_answer(s, 503, why, "the backends are saturated; retry later", extra);
 }
 
@@ -818,6 +831,7 @@ static void reset_request(struct session *s)
     admit_done(s->tenant);
     s->tenant = NULL;
     s->bypass = 0;
+    s->answer_keep = 0;
 }
 
 /* Parse what the client sent so far. */
@@ -874,6 +888,9 @@ static void read_head(struct session *s)
     s->bypass = route && route->bypass;
     uint64_t wait_ns = s->bypass ? 0 : admit_rate(s->tenant, admit_now_ns());
     if (wait_ns) {
+        s->answer_keep = m.body == HTTP1_BODY_NONE ||
+                         (m.body == HTTP1_BODY_LENGTH && m.content_length == 0);
+        evbuffer_drain(in, (size_t)n); /* this request is answered: the next one may follow */
         send_rate_limited(s, wait_ns);
         return;
     }
@@ -1038,6 +1055,7 @@ static void wait_for_slot(struct session *s, int front)
     int rc = c->queue_max == 0 ? -1 : queue_push(q, &s->wt, front, c->queue_max);
     if (rc == -2) {
         atomic_fetch_add(&s->tenant->st->rejected_tenant_queue, 1);
+        s->answer_keep = s->req.done;
         send_answer(s, 429, "tenant-queue", "this tenant has too many requests waiting",
                     "Retry-After: 1\r\nX-Sluice-Reject: tenant-queue\r\n");
         return;
@@ -1318,6 +1336,12 @@ static void finish_response(struct session *s, int upstream_reusable)
         close_after_flush(s);
         return;
     }
+    next_request(s);
+}
+
+/* Keep-alive: wait for (or parse the already pipelined) next request. */
+static void next_request(struct session *s)
+{
     reset_request(s);
     s->state = S_READ_HEAD;
     s->t_start = 0;

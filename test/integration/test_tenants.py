@@ -151,3 +151,18 @@ def test_spraying_tenant_keys_keeps_memory_bounded(backend_factory, sluice_facto
     after = rss_kb(s.pid)
     limit = 2 * 1024  # untracked, 20,000 keys would take about 5 MiB
     assert after - before < limit, "RSS grew by %d KiB while spraying keys" % (after - before)
+
+
+def test_refused_request_keeps_the_connection_alive(backend_factory, sluice_factory):
+    b = backend_factory("a")
+    s = sluice_factory([b], extra=TENANTS)
+    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=20)
+    statuses = []
+    for i in range(6):  # burst 3: some pass, then 429s, all on one connection
+        c.request("GET", "/?ka=%d" % i, headers={"X-Tenant": "gold"})
+        r = c.getresponse()
+        r.read()
+        statuses.append(r.status)
+        assert r.getheader("Connection") != "close", statuses
+    c.close()
+    assert 429 in statuses and 200 in statuses
