@@ -10,12 +10,17 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEST_DIR = os.path.dirname(HERE)                       # repo/test (where app.py lives)
 REPO = os.path.dirname(TEST_DIR)
+
+# The /bytes pattern comes from the app itself, so what the tests expect cannot drift.
+sys.path.insert(0, TEST_DIR)
+from app import PATTERN, PIECE, pattern_stream  # noqa: E402,F401
 SLUICE_BIN = os.environ.get("SLUICE_BIN", os.path.join(REPO, "build", "sluice"))
 SANITIZED = os.environ.get("SLUICE_SANITIZED") == "1"
 PYTHON = "/usr/bin/python3"
@@ -27,8 +32,6 @@ SLOW = 3.0 if SANITIZED else 1.0
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
-PIECE = 64 * 1024
-PATTERN = bytes(range(256)) * (PIECE // 256)  # must match app.py
 
 
 # ---------------------------------------------------------------- ports and waiting
@@ -82,14 +85,6 @@ def read_text(path):
 
 
 # ---------------------------------------------------------------- the /bytes pattern
-
-def pattern_stream(n):
-    full, rest = divmod(n, PIECE)
-    for _ in range(full):
-        yield PATTERN
-    if rest:
-        yield PATTERN[:rest]
-
 
 @functools.lru_cache(maxsize=None)
 def pattern_sha(n):
