@@ -6,7 +6,7 @@ CFLAGS  ?= -O2 -g
 SANITIZER ?=
 V ?= 0
 
-PKGS      := libevent libevent_pthreads libevent_openssl openssl inih
+PKGS      := libevent libevent_pthreads libevent_openssl openssl inih hiredis
 WARN      := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -90,6 +90,7 @@ fuzz:
 bench: deps all
 	$(Q)sh test/bench/run.sh
 	$(Q)if [ -f test/bench/tls.sh ]; then sh test/bench/tls.sh; fi
+	$(Q)if [ -f test/bench/overload.sh ]; then sh test/bench/overload.sh; fi
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/doc/sluice $(DESTDIR)/etc/sluice \

@@ -10,6 +10,10 @@
 #include <strings.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include <sluice/atomics.h>
 #include <sluice/config.h>
 #include <sluice/http1.h>
@@ -77,8 +81,48 @@ int admit_init(struct admit *a, const struct tenants_conf *tc, const struct tena
     return 0;
 }
 
+int admit_routes_init(struct admit *a, const struct route_conf *routes, int n,
+                      const struct admit *prev)
+{
+    a->rs = calloc((size_t)(n > 0 ? n : 1), sizeof *a->rs);
+    if (!a->rs)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        struct route_state *st = NULL;
+        for (int k = 0; prev && k < prev->nr && !st; k++)
+            if (strcmp(prev->rs[k]->name, routes[i].name) == 0)
+                st = prev->rs[k];
+        if (st) {
+            atomic_fetch_add(&st->refs, 1);
+        } else if ((st = calloc(1, sizeof *st))) {
+            snprintf(st->name, sizeof st->name, "%s", routes[i].name);
+            atomic_init(&st->refs, 1);
+        } else {
+            return -1;
+        }
+        a->rs[i] = st;
+        a->nr = i + 1;
+    }
+    return 0;
+}
+
+struct route_state *admit_route_state(const struct admit *a, const struct config *cfg,
+                                      const struct route_conf *r)
+{
+    if (!r)
+        return NULL;
+    long i = r - cfg->routes;
+    return i >= 0 && i < a->nr ? a->rs[i] : NULL;
+}
+
 void admit_free(struct admit *a)
 {
+    for (int i = 0; i < a->nr; i++)
+        if (atomic_fetch_sub(&a->rs[i]->refs, 1) == 1)
+            free(a->rs[i]);
+    free(a->rs);
+    a->rs = NULL;
+    a->nr = 0;
     if (a->keys.cap || a->keys.slots) {
         free(a->keys.slots);
         a->keys.slots = NULL;
@@ -234,10 +278,43 @@ void admit_done(struct tenant *t)
         atomic_fetch_sub(&t->tracked->active, 1);
 }
 
+/* [tenants] hmac_key: the key is NAME.HEXSIG with HEXSIG = lowercase hex of
+ * HMAC-SHA256(hmac_key, NAME); 1 (and *len cut to NAME) when it is, else 0. */
+static int signed_key(const char *hmac_key, const char *k, size_t *len)
+{
+    const char *dot = NULL;
+    for (size_t i = *len; i > 0 && !dot; i--)
+        if (k[i - 1] == '.')
+            dot = k + i - 1;
+    if (!dot || (size_t)(k + *len - dot - 1) != 64 || dot == k)
+        return 0;
+    unsigned char mac[EVP_MAX_MD_SIZE], got[32];
+    unsigned ml = 0;
+    size_t nl = (size_t)(dot - k);
+    if (!HMAC(EVP_sha256(), hmac_key, (int)strlen(hmac_key), (const unsigned char *)k, nl, mac,
+              &ml) || ml != 32)
+        return 0;
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < 32; i++) {
+        const char *hi = memchr(hex, dot[1 + 2 * i], 16), *lo = memchr(hex, dot[2 + 2 * i], 16);
+        if (!hi || !lo || !dot[1 + 2 * i] || !dot[2 + 2 * i])
+            return 0;
+        got[i] = (unsigned char)(((hi - hex) << 4) | (lo - hex));
+    }
+    if (CRYPTO_memcmp(mac, got, 32) != 0)
+        return 0;
+    *len = nl;
+    return 1;
+}
+
 struct tenant *admit_classify(struct admit *a, const struct http1_msg *m, const char *peer)
 {
     size_t len = 0;
     const char *k = a->conf ? key_of(a->conf, m, peer, &len) : NULL;
+    if (k && len && a->conf->hmac_key && !signed_key(a->conf->hmac_key, k, &len)) {
+        atomic_fetch_add_explicit(&a->bad_signatures, 1, memory_order_relaxed);
+        k = NULL; /* unsigned or forged: not trusted, the request is `default`'s */
+    }
     if (k && len) {
         if (a->conf->key == TK_HOST) { /* the port is not part of the tenant */
             const char *colon = memchr(k, ':', len);
@@ -258,23 +335,39 @@ struct tenant *admit_classify(struct admit *a, const struct http1_msg *m, const 
 
 uint64_t admit_rate(struct tenant *t, uint64_t now)
 {
+    return admit_rate_share(t, now, 1);
+}
+
+uint64_t admit_rate_share(struct tenant *t, uint64_t now, int share)
+{
     if (t->interval_ns == 0) {
-        atomic_fetch_add_explicit(&t->st->admitted, 1, memory_order_relaxed);
+        admit_count(t, 1);
         return 0;
     }
+    if (share < 1)
+        share = 1;
+    uint64_t interval = t->interval_ns * (uint64_t)share;
+    int burst = t->conf->burst / share > 1 ? t->conf->burst / share : 1;
+    uint64_t tau = share == 1 ? t->tau_ns : (uint64_t)(burst - 1) * interval;
     uint64_t tat = atomic_load_explicit(&t->st->tat, memory_order_relaxed);
     for (;;) {
         uint64_t base = tat > now ? tat : now;
-        if (base - now > t->tau_ns) {
-            atomic_fetch_add_explicit(&t->st->rejected_rate, 1, memory_order_relaxed);
-            return base - now - t->tau_ns;
+        if (base - now > tau) {
+            admit_count(t, 0);
+            return base - now - tau;
         }
-        if (atomic_compare_exchange_weak_explicit(&t->st->tat, &tat, base + t->interval_ns,
+        if (atomic_compare_exchange_weak_explicit(&t->st->tat, &tat, base + interval,
                                                   memory_order_relaxed, memory_order_relaxed)) {
-            atomic_fetch_add_explicit(&t->st->admitted, 1, memory_order_relaxed);
+            admit_count(t, 1);
             return 0;
         }
     }
+}
+
+void admit_count(struct tenant *t, int admitted)
+{
+    atomic_fetch_add_explicit(admitted ? &t->st->admitted : &t->st->rejected_rate, 1,
+                              memory_order_relaxed);
 }
 
 int admit_take(struct tenant *t)

@@ -11,7 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum key_type { K_STR, K_INT, K_DURATION, K_SIZE, K_THREADS, K_LEVEL, K_LIST, K_BOOL, K_DOUBLE };
+enum key_type { K_STR, K_INT, K_DURATION, K_SIZE, K_THREADS, K_LEVEL, K_LIST, K_BOOL, K_DOUBLE,
+                K_FAILURE, K_WORKERS };
 
 struct key_def {
     const char *name;
@@ -55,7 +56,9 @@ static const struct key_def proxy_keys[] = {
 static const struct key_def backend_keys[] = {
     {"address", K_STR, B(address), NULL, 0, 0},
     {"weight", K_INT, B(weight), "1", 1, 1000},
-    {"workers", K_INT, B(workers), "0", 0, 100000},
+    {"workers", K_WORKERS, B(workers), "0", 0, 100000},
+    {"workers_min", K_INT, B(workers_min), "1", 1, 100000},
+    {"workers_max", K_INT, B(workers_max), "64", 1, 100000},
     {"max_fails", K_INT, B(max_fails), "1", 0, 1000},
     {"fail_timeout", K_DURATION, B(fail_timeout_ms), "10s", 0, 3600000},
     {"connect_timeout", K_DURATION, B(connect_timeout_ms), "5s", 1, 600000},
@@ -167,6 +170,7 @@ static int parse_int_range(const char *v, long long min, long long max, long lon
 }
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
+static const char *const failure_names[] = {"local", "open", "closed", NULL}; /* redis_failure */
 
 /* Store one value into the struct at base according to def; -1 with *why on error. */
 static int store(const struct key_def *d, char *base, const char *v, const char **why,
@@ -188,12 +192,22 @@ static int store(const struct key_def *d, char *base, const char *v, const char 
             return -1;
         *(int *)(base + d->off) = (int)n;
         return 0;
+    case K_FAILURE:
+        for (int i = 0; failure_names[i]; i++)
+            if (strcmp(v, failure_names[i]) == 0) {
+                *(int *)(base + d->off) = i;
+                return 0;
+            }
+        *why = "expected local, open or closed";
+        return -1;
     case K_THREADS:
+    case K_WORKERS: /* auto: 0 threads = one per core; -1 workers = learned from latency */
         if (strcmp(v, "auto") == 0) {
-            *(int *)(base + d->off) = 0;
+            *(int *)(base + d->off) = d->type == K_THREADS ? 0 : -1;
             return 0;
         }
-        *why = "expected 'auto' or 1..256";
+        *why = d->type == K_THREADS ? "expected 'auto' or 1..256"
+                                    : "expected 'auto' or a whole number 0..100000";
         if (parse_int_range(v, d->min, d->max, &n) < 0)
             return -1;
         *(int *)(base + d->off) = (int)n;
@@ -309,6 +323,7 @@ static const struct key_def tenant_keys[] = {
 static const struct key_def route_keys[] = {
     {"prefix", K_STR, R(prefix), NULL, 0, 0},
     {"bypass", K_BOOL, R(bypass), "no", 0, 1},
+    {"max_inflight", K_INT, R(max_inflight), "0", 0, 1000000},
 };
 
 #define C(f) offsetof(struct config, f)
@@ -316,6 +331,17 @@ static const struct key_def route_keys[] = {
 static const struct key_def queue_keys[] = {
     {"max", K_INT, C(queue_max), "1000", 0, 1000000},
     {"timeout", K_DURATION, C(queue_timeout_ms), "10s", 1, 3600000},
+    {"target", K_DURATION, C(queue_target_ms), "0", 0, 600000},
+    {"interval", K_DURATION, C(queue_interval_ms), "1s", 10, 600000},
+};
+
+#define RD(f) offsetof(struct redis_conf, f)
+
+static const struct key_def redis_keys[] = {
+    {"url", K_STR, RD(url), NULL, 0, 0},
+    {"timeout", K_DURATION, RD(timeout_ms), "50ms", 1, 60000},
+    {"on_failure", K_FAILURE, RD(on_failure), "local", 0, 0},
+    {"prefix", K_STR, RD(prefix), "sluice:", 0, 0},
 };
 
 static const struct section_kind kinds[] = {
@@ -409,7 +435,22 @@ static int on_key(void *user, const char *section, const char *name, const char 
     if (strcmp(section, "queue") == 0)
         return apply(p, queue_keys, NKEYS(queue_keys), (char *)p->cfg, section, name, value,
                      line);
+    if (strcmp(section, "redis") == 0) {
+        if (strcmp(name, "url") == 0)
+            p->cfg->redis.url_line = line;
+        return apply(p, redis_keys, NKEYS(redis_keys), (char *)&p->cfg->redis, section, name,
+                     value, line);
+    }
     if (strcmp(section, "tenants") == 0) {
+        if (strcmp(name, "hmac_key") == 0) {
+            if (strlen(value) < 16)
+                return fail(p, line, "[tenants] hmac_key: at least 16 characters are needed%s%s",
+                            "", "");
+            free(p->cfg->tenants.hmac_key);
+            p->cfg->tenants.hmac_key = strdup(value);
+            p->cfg->tenants.hmac_line = line;
+            return 1;
+        }
         if (strcmp(name, "max_tracked") == 0) {
             char *end;
             long v = strtol(value, &end, 10);
@@ -420,7 +461,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
             return 1;
         }
         if (strcmp(name, "key") != 0)
-            return fail(p, line, "[tenants]: unknown key '%s' (expected key or max_tracked)%s",
+            return fail(p, line, "[tenants]: unknown key '%s' (expected key, max_tracked or hmac_key)%s",
                         name, "");
         if (tenant_key(&p->cfg->tenants, value) < 0)
             return fail(p, line, "[tenants] key = %s: expected header:NAME, host, cookie:NAME, "
@@ -445,7 +486,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
         return apply(p, kinds[k].keys, kinds[k].nkeys, p->cur, section, name, value, line);
     }
     return fail(p, line, "unknown section [%s] (expected [proxy], [backend NAME], [queue], [tenants], "
-                "[tenant NAME] or [route NAME])%s", section, "");
+                "[tenant NAME], [route NAME] or [redis])%s", section, "");
 }
 
 /* inih reader: like fgets, but counts lines and flags lines longer than inih's buffer. */
@@ -489,6 +530,49 @@ static int check_listen(struct parse *p, const struct strlist *l, const char *ke
     return 0;
 }
 
+/* Split [redis] url = redis://[:PASSWORD@]HOST:PORT[/DB] into its fields. 0 or -1. */
+static int redis_url(struct redis_conf *r)
+{
+    const char *s = r->url;
+    if (strncmp(s, "redis://", 8) != 0)
+        return -1;
+    s += 8;
+    const char *at = strrchr(s, '@');
+    if (at) {
+        if (*s != ':' || at == s + 1)
+            return -1;
+        r->password = strndup(s + 1, (size_t)(at - s - 1));
+        s = at + 1;
+    }
+    const char *slash = strchr(s, '/');
+    size_t hp = slash ? (size_t)(slash - s) : strlen(s);
+    char buf[300];
+    if (hp == 0 || hp >= sizeof buf)
+        return -1;
+    memcpy(buf, s, hp);
+    buf[hp] = '\0';
+    char *colon = strrchr(buf, ':');
+    long port = 6379, db = 0;
+    char *end;
+    if (colon) {
+        *colon = '\0';
+        port = strtol(colon + 1, &end, 10);
+        if (*end || end == colon + 1 || port < 1 || port > 65535)
+            return -1;
+    }
+    if (slash && slash[1]) {
+        db = strtol(slash + 1, &end, 10);
+        if (*end || db < 0 || db > 1000)
+            return -1;
+    }
+    if (!buf[0] || strpbrk(buf, " \t[]"))
+        return -1;
+    r->host = strdup(buf);
+    r->port = (int)port;
+    r->db = (int)db;
+    return r->host ? 0 : -1;
+}
+
 static int validate(struct parse *p)
 {
     struct config *c = p->cfg;
@@ -514,6 +598,12 @@ static int validate(struct parse *p)
         if (!c->routes[i].prefix || c->routes[i].prefix[0] != '/')
             return fail(p, c->routes[i].line, "[route %s]: prefix = /path is required%s",
                         c->routes[i].name, "");
+    if (c->tenants.hmac_key && c->tenants.key != TK_HEADER && c->tenants.key != TK_COOKIE)
+        return fail(p, c->tenants.hmac_line, "[tenants] hmac_key: signed keys need key = "
+                    "header:NAME or cookie:NAME%s%s", "", "");
+    if (c->redis.url && redis_url(&c->redis) < 0)
+        return fail(p, c->redis.url_line, "[redis] url = %s: expected "
+                    "redis://[:PASSWORD@]HOST:PORT[/DB]%s", c->redis.url, "");
     if (c->nbackends == 0)
         return fail(p, p->line, "no [backend NAME] section: at least one backend is required%s%s",
                     "", "");
@@ -524,6 +614,9 @@ static int validate(struct parse *p)
         if (split_hostport(b->address) < 0)
             return fail(p, b->line, "[backend %s] address = %s: expected host:port", b->name,
                         b->address);
+        if (b->workers_min > b->workers_max)
+            return fail(p, b->line, "[backend %s]: workers_min is above workers_max%s", b->name,
+                        "");
         if (b->health_check && (b->health_check[0] != '/' || strpbrk(b->health_check, " \t")))
             return fail(p, b->line, "[backend %s] health_check = %s: expected a path such as "
                         "/health", b->name, b->health_check);
@@ -542,6 +635,7 @@ struct config *config_load(const char *path, char *err, size_t errlen)
     cfg->path = strdup(path);
     set_defaults(proxy_keys, NKEYS(proxy_keys), (char *)&cfg->proxy);
     set_defaults(queue_keys, NKEYS(queue_keys), (char *)cfg);
+    set_defaults(redis_keys, NKEYS(redis_keys), (char *)&cfg->redis);
     cfg->tenants.max_tracked = 10000;
     p.fp = fopen(path, "r");
     if (!p.fp) {
@@ -594,6 +688,11 @@ void config_free(struct config *cfg)
     }
     free(cfg->routes);
     free(cfg->tenants.key_name);
+    free(cfg->tenants.hmac_key);
+    free(cfg->redis.url);
+    free(cfg->redis.host);
+    free(cfg->redis.password);
+    free(cfg->redis.prefix);
     free(cfg->path);
     free(cfg);
 }

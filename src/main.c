@@ -11,6 +11,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include <sluice/cluster.h>
 #include <sluice/health.h>
 #include <sluice/log.h>
 #include <sluice/runtime.h>
@@ -50,6 +51,7 @@ static int same_threads(const struct runtime *a, const struct runtime *b)
 
 /* SIGHUP: a new generation, or the old one keeps serving and the failure is counted. */
 static struct health *checker; /* the main thread's; NULL until run() starts it */
+static struct cluster *heartbeat; /* the main thread's; NULL without memory */
 
 static void reload(struct proxy *px)
 {
@@ -79,6 +81,8 @@ static void reload(struct proxy *px)
         worker_reload(&px->workers[i]);
     wait_adopted(px, next->generation);
     health_set(checker, next);
+    cluster_set(heartbeat, next);
+    queue_configure(&px->queue, next->cfg->queue_target_ms, next->cfg->queue_interval_ms);
     runtime_unref(old);
     atomic_fetch_add(&px->reloads, 1);
     log_info("main", "reloaded generation=%u backends=%d", next->generation, next->up.n);
@@ -180,6 +184,8 @@ static int run(struct proxy *px)
     }
     checker = health_new(base);
     health_set(checker, rt);
+    heartbeat = cluster_new(base, px);
+    cluster_set(heartbeat, rt);
     char *pid_file = rt->cfg->proxy.pid_file ? strdup(rt->cfg->proxy.pid_file) : NULL;
     if (pid_file && write_pid(pid_file) < 0)
         log_warn("main", "cannot write pid_file=%s: %s", pid_file, strerror(errno));
@@ -191,6 +197,8 @@ static int run(struct proxy *px)
         event_base_loop(base, EVLOOP_ONCE);
     health_free(checker);
     checker = NULL;
+    cluster_free(heartbeat);
+    heartbeat = NULL;
     for (int i = 0; i < px->nworkers; i++)
         pthread_join(px->workers[i].thread, NULL);
     log_totals(px);
@@ -280,6 +288,7 @@ int main(int argc, char **argv)
     }
     atomic_store(&px.rt, rt);
     queue_init(&px.queue);
+    queue_configure(&px.queue, rt->cfg->queue_target_ms, rt->cfg->queue_interval_ms);
     signal(SIGPIPE, SIG_IGN);
     evthread_use_pthreads();
     if (log_open(rt->cfg->proxy.error_log, rt->cfg->proxy.access_log, rt->cfg->proxy.log_level) <

@@ -2,6 +2,8 @@
  * mutex, O(1) per push and pop (leaving from the middle scans one tenant's FIFO). */
 #include <sluice/queue.h>
 
+#include <time.h>
+
 #include <event2/event.h>
 
 #include <sluice/admit.h>
@@ -81,31 +83,49 @@ int queue_push(struct queue *q, struct waiter *w, int front, int max)
     return 0;
 }
 
-static int eligible(const struct tenant_state *t)
+static int route_room(const struct waiter *w)
+{
+    return !w->route_inflight ||
+           atomic_load_explicit(w->route_inflight, memory_order_relaxed) < w->route_max;
+}
+
+/* The link to t's first waiter that may take a slot now (FIFO, but a waiter whose route
+ * is full does not block the tenant's other requests); NULL if none. *prev: the waiter
+ * before it. */
+static struct waiter **ready(struct tenant_state *t, struct waiter **prev)
 {
     int cap = t->q_head->max_inflight;
-    return cap <= 0 || atomic_load_explicit(&t->inflight, memory_order_relaxed) < cap;
+    if (cap > 0 && atomic_load_explicit(&t->inflight, memory_order_relaxed) >= cap)
+        return NULL;
+    *prev = NULL;
+    for (struct waiter **pp = &t->q_head; *pp; pp = &(*pp)->next) {
+        if (route_room(*pp))
+            return pp;
+        *prev = *pp;
+    }
+    return NULL;
 }
 
 /* Weighted round robin: the tenant whose turn it is serves up to `weight` waiters; a
- * tenant at its max_inflight is passed over until one of its requests ends. */
+ * tenant at its max_inflight (or whose waiters' routes are all full) is passed over. */
 static struct waiter *pop(struct queue *q)
 {
     struct tenant_state *t = q->cur;
     if (!t)
         return NULL;
-    for (struct tenant_state *first = t; !eligible(t);) {
+    struct waiter *prev = NULL, **pp;
+    for (struct tenant_state *first = t; !(pp = ready(t, &prev));) {
         t->deficit = 0;
         t = q->cur = t->ring_next;
         if (t == first)
             return NULL;
     }
-    struct waiter *w = t->q_head;
+    struct waiter *w = *pp;
     if (t->deficit <= 0)
         t->deficit = w->weight > 0 ? w->weight : 1;
-    t->q_head = w->next;
-    if (!t->q_head)
-        t->q_tail = NULL;
+    *pp = w->next;
+    if (t->q_tail == w)
+        t->q_tail = prev;
     w->next = NULL;
     t->deficit--;
     t->queued--;
@@ -115,6 +135,73 @@ static struct waiter *pop(struct queue *q)
         q->cur = t->ring_next;
     atomic_fetch_sub(&q->len, 1);
     return w;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void queue_configure(struct queue *q, uint32_t target_ms, uint32_t interval_ms)
+{
+    atomic_store(&q->target_ms, target_ms);
+    atomic_store(&q->interval_ms, interval_ms);
+}
+
+/* Take t's first waiter out of the queue (it is woken by the caller). */
+static struct waiter *take_head(struct queue *q, struct tenant_state *t)
+{
+    struct waiter *w = t->q_head;
+    t->q_head = w->next;
+    if (!t->q_head)
+        t->q_tail = NULL;
+    w->next = NULL;
+    t->queued--;
+    if (!t->q_head)
+        ring_remove(q, t);
+    atomic_fetch_sub(&q->len, 1);
+    return w;
+}
+
+/* Shed the waiters of the tenant with most waiting that waited over target. */
+static void shed_heaviest(struct queue *q, uint64_t now, uint32_t target)
+{
+    struct tenant_state *t = q->cur, *heavy = NULL;
+    if (!t)
+        return;
+    do {
+        if (!heavy || t->queued > heavy->queued)
+            heavy = t;
+        t = t->ring_next;
+    } while (t != q->cur);
+    while (heavy->q_head && now - heavy->q_head->since_ms > target) {
+        int last = heavy->q_head->next == NULL; /* take_head may unlink heavy */
+        struct waiter *w = take_head(q, heavy);
+        w->state = W_SHED;
+        atomic_fetch_add_explicit(&q->shed, 1, memory_order_relaxed);
+        event_active(w->wake, EV_READ, 0);
+        if (last)
+            break;
+    }
+}
+
+/* CoDel-like: w (may be NULL) is being served after waiting since w->since_ms. */
+static void codel(struct queue *q, const struct waiter *w)
+{
+    uint32_t target = atomic_load_explicit(&q->target_ms, memory_order_relaxed);
+    if (!target)
+        return;
+    uint64_t now = now_ms();
+    if (!w || now - w->since_ms <= target || !q->cur) {
+        q->above_since = 0; /* a quick one, or an empty queue: no standing queue */
+        return;
+    }
+    if (!q->above_since)
+        q->above_since = now;
+    else if (now - q->above_since >= atomic_load_explicit(&q->interval_ms, memory_order_relaxed))
+        shed_heaviest(q, now, target);
 }
 
 void queue_kick(struct queue *q)
@@ -127,6 +214,7 @@ void queue_kick(struct queue *q)
         w->state = W_WOKEN;
         event_active(w->wake, EV_READ, 0); /* under the lock: w cannot be freed meanwhile */
     }
+    codel(q, w);
     pthread_mutex_unlock(&q->lock);
 }
 

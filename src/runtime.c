@@ -1,10 +1,34 @@
 /* runtime: builds a configuration generation; frees it when the last user lets go. */
 #include <sluice/runtime.h>
 
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
 
 #include <sluice/tls.h>
+
+/* [redis] host -> a numeric address (hiredis would resolve it on a worker thread,
+ * blocking it). 0 or -1 with why. */
+static int resolve_redis(const struct redis_conf *r, char *ip, size_t iplen, char *why,
+                         size_t whylen)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    int rc = getaddrinfo(r->host, NULL, &hints, &res);
+    if (rc != 0 || !res) {
+        snprintf(why, whylen, "[redis] url: cannot resolve %s: %s", r->host, gai_strerror(rc));
+        return -1;
+    }
+    rc = getnameinfo(res->ai_addr, res->ai_addrlen, ip, (socklen_t)iplen, NULL, 0,
+                     NI_NUMERICHOST);
+    freeaddrinfo(res);
+    if (rc != 0) {
+        snprintf(why, whylen, "[redis] url: cannot resolve %s", r->host);
+        return -1;
+    }
+    return 0;
+}
 
 struct runtime *runtime_load(const char *path, const struct runtime *prev, char *err,
                              size_t errlen)
@@ -25,8 +49,15 @@ struct runtime *runtime_load(const char *path, const struct runtime *prev, char 
         goto fail;
     }
     if (admit_init(&rt->admit, &c->tenants, c->tenant, (int)c->ntenants,
-                   prev ? &prev->admit : NULL) < 0) {
+                   prev ? &prev->admit : NULL) < 0 ||
+        admit_routes_init(&rt->admit, c->routes, (int)c->nroutes,
+                          prev ? &prev->admit : NULL) < 0) {
         snprintf(err, errlen, "%s:0: out of memory", path);
+        goto fail;
+    }
+    if (c->redis.url && resolve_redis(&c->redis, rt->redis_ip, sizeof rt->redis_ip, why,
+                                      sizeof why) < 0) {
+        snprintf(err, errlen, "%s:%d: %s", path, c->redis.url_line, why);
         goto fail;
     }
     if (c->proxy.tls_listen.n > 0) {

@@ -12,6 +12,9 @@
  *       |                                   \--101 Switching--> TUNNEL
  *       \--malformed/timeout-> CLOSING (error answer flushed) --> LINGER --> freed
  *
+ * ADMIT (not drawn): between READ_HEAD and READ_BODY while Redis decides a tenant's rate
+ * limit ([redis]); the head stays in the input buffer and is parsed again after.
+ *
  * READ_BODY buffers up to request_buffer bytes of the body before a backend is chosen, as
  * NGINX does: a slow upload never holds a Gunicorn worker, and a body with bad chunk
  * framing within that size is refused before any byte of its request reaches a backend.
@@ -42,10 +45,12 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include <sluice/atomics.h>
 #include <sluice/http1.h>
 #include <sluice/log.h>
 #include <sluice/listener.h>
 #include <sluice/queue.h>
+#include <sluice/redis.h>
 #include <sluice/runtime.h>
 #include <sluice/stats.h>
 #include <sluice/tls.h>
@@ -59,8 +64,8 @@
 #define READ_MORE (60 * 1024) /* below glibc's mmap threshold: no mmap per read */
 #define MAX_LOG_TARGET 1024
 
-enum sess_state { S_READ_HEAD, S_READ_BODY, S_QUEUED, S_CONNECTING, S_FORWARD, S_TUNNEL,
-                  S_CLOSING, S_LINGER };
+enum sess_state { S_READ_HEAD, S_ADMIT, S_READ_BODY, S_QUEUED, S_CONNECTING, S_FORWARD,
+                  S_TUNNEL, S_CLOSING, S_LINGER };
 
 /* A message body being moved from one buffer to another, re-framed if needed. */
 struct body {
@@ -102,14 +107,19 @@ struct session {
     int status;
     struct backend *backend;      /* the one picked (inflight held) */
     struct tenant *tenant;        /* of the current request, from rt->admit */
+    struct redis_call *rcall;     /* its rate limit being decided by Redis (S_ADMIT) */
     struct waiter wt;             /* its place in the shared queue while S_QUEUED */
     int tenant_slot;              /* holds one of its tenant's max_inflight slots */
+    int route_slot;               /* holds one of its route's max_inflight slots */
+    const struct route_conf *route; /* its [route], NULL = none (borrowed from rt) */
     int bypass;                   /* its route bypasses admission (health checks, assets) */
     int answer_keep;              /* a refusal may keep the connection (body fully read) */
     struct backend *last_failed;
     struct body req, resp;
     uint64_t bytes_in, bytes_out;
     uint64_t t_start, t_up_start, t_up_end;
+    uint64_t t_sent_us;           /* when the request went upstream (latency samples) */
+    int inflight_at_send;         /* its backend's in-flight count then, itself included */
 };
 
 static void cli_read_cb(struct bufferevent *bev, void *arg);
@@ -246,6 +256,8 @@ static const char *reason_phrase(int status)
 
 static void session_free(struct session *s)
 {
+    if (s->rcall)
+        redis_cancel(&s->w->redis, s->rcall, 0);
     if (s->up) {
         upconn_free(s->up);
         s->up = NULL;
@@ -254,7 +266,7 @@ static void session_free(struct session *s)
         queue_leave(&s->w->px->queue, &s->wt);
         event_free(s->wt.wake);
     }
-    int kick = s->backend || s->tenant_slot;
+    int kick = s->backend || s->tenant_slot || s->route_slot;
     release_tenant(s);
     if (s->backend) {
         up_release(s->backend);
@@ -400,13 +412,31 @@ static void drop_upstream(struct session *s)
     }
 }
 
-/* Give back the tenant's slot. Called just before release_backend(), whose one kick then
- * sees this tenant's waiters as eligible again: one freed slot, one wake-up. */
+static struct route_state *route_state_of(const struct session *s)
+{
+    return admit_route_state(&s->rt->admit, cfg_of(s), s->route);
+}
+
+/* Take one of the request's route's slots (1 without a route); 0 if the route is full. */
+static int take_route(struct session *s)
+{
+    struct route_state *rs = route_state_of(s);
+    return !rs || atomic_take_below(&rs->inflight, s->route->max_inflight);
+}
+
+/* Give back the tenant's and the route's slots. Called just before release_backend(),
+ * whose one kick then sees their waiters as eligible again: one freed slot, one wake-up. */
 static void release_tenant(struct session *s)
 {
     if (s->tenant_slot) {
         s->tenant_slot = 0;
         admit_give(s->tenant);
+    }
+    if (s->route_slot) {
+        struct route_state *rs = route_state_of(s);
+        s->route_slot = 0;
+        if (rs)
+            atomic_fetch_sub_explicit(&rs->inflight, 1, memory_order_relaxed);
     }
 }
 
@@ -470,6 +500,22 @@ static enum stat_id error_stat(int status)
  * and close the connection. */
 static void next_request(struct session *s);
 
+/* The counter an answer goes to: refusals by their reason, errors by status. */
+static enum stat_id answer_stat(int status, const char *code)
+{
+    static const struct {
+        const char *code;
+        enum stat_id id;
+    } reasons[] = {{"tenant-queue", STAT_rejected_tenant_queue},
+                   {"limiter-down", STAT_rejected_limiter_down},
+                   {"shed", STAT_rejected_shed},
+                   {"route-full", STAT_rejected_route}};
+    for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
+        if (strcmp(code, reasons[i].code) == 0)
+            return reasons[i].id;
+    return error_stat(status);
+}
+
 static void send_answer(struct session *s, int status, const char *code, const char *msg,
                         const char *extra)
 {
@@ -479,10 +525,7 @@ static void send_answer(struct session *s, int status, const char *code, const c
     int keep = s->answer_keep && s->keep_alive && !w->draining && !s->resp_started;
     drop_upstream(s);
     s->status = status;
-    stats_add(&w->stats, status == 429 && strcmp(code, "tenant-queue") == 0
-                             ? STAT_rejected_tenant_queue
-                             : error_stat(status),
-              1);
+    stats_add(&w->stats, answer_stat(status, code), 1);
     log_info("session", "error status=%d code=%s client=%s method=%s target=%s backend=%s rid=%s",
              status, code, s->peer, s->method[0] ? s->method : "-",
              s->target ? s->target : "-", s->backend ? s->backend->conf->name : "-",
@@ -825,39 +868,50 @@ static void reset_request(struct session *s)
     s->resp_started = 0;
     s->last_failed = NULL;
     s->bytes_in = s->bytes_out = 0;
-    s->t_up_start = s->t_up_end = 0;
+    s->t_up_start = s->t_up_end = s->t_sent_us = 0;
     s->upgrade = s->expect = 0;
     s->meth = HTTP1_M_OTHER;
     admit_done(s->tenant);
     s->tenant = NULL;
+    s->route = NULL;
     s->bypass = 0;
     s->answer_keep = 0;
 }
 
-/* Parse what the client sent so far. */
+/* Parse the head at the front of the client's input: its length, HTTP1_INCOMPLETE or
+ * HTTP1_ERROR (with *status); *take: the bytes looked at. */
+static int parse_head(struct session *s, struct http1_msg *m, int *status, size_t *take)
+{
+    struct evbuffer *in = bufferevent_get_input(s->cli);
+    *take = head_span(in, evbuffer_get_length(in), s->rt->lim.max_head + 2);
+    const char *p = (const char *)evbuffer_pullup(in, (ssize_t)*take);
+    return http1_parse_request(p, *take, &s->rt->lim, s->w->hdrs, s->w->nhdrs, m, status);
+}
+
+static void admitted_head(struct session *s, const struct http1_msg *m, int n, uint64_t wait_ns);
+static void ask_redis(struct session *s);
+
 static void read_head(struct session *s)
 {
     struct worker *w = s->w;
     struct evbuffer *in = bufferevent_get_input(s->cli);
-    size_t len = evbuffer_get_length(in);
-    if (len == 0)
+    if (evbuffer_get_length(in) == 0)
         return;
     if (s->t_start == 0) {
         if (s->rt != w->rt) { /* a reload happened: new requests use the new generation */
             admit_done(s->tenant); /* before the generation that owns it may go */
-    runtime_unref(s->rt);
-    free(s->target);
+            s->tenant = NULL;
+            runtime_unref(s->rt);
             s->rt = w->rt;
             runtime_ref(s->rt);
         }
         s->t_start = up_now_ms();
         timer_ms(s, cfg_of(s)->proxy.client_header_timeout_ms);
     }
-    size_t take = head_span(in, len, s->rt->lim.max_head + 2);
-    const char *p = (const char *)evbuffer_pullup(in, (ssize_t)take);
     struct http1_msg m;
     int status = 0;
-    int n = http1_parse_request(p, take, &s->rt->lim, w->hdrs, w->nhdrs, &m, &status);
+    size_t take;
+    int n = parse_head(s, &m, &status, &take);
     if (n == HTTP1_INCOMPLETE)
         return;
     stats_add(&w->stats, STAT_requests, 1);
@@ -884,18 +938,29 @@ static void read_head(struct session *s)
         return;
     }
     s->tenant = admit_classify(&s->rt->admit, &m, s->peer);
-    const struct route_conf *route = admit_route(cfg_of(s), m.target, m.target_len);
-    s->bypass = route && route->bypass;
-    uint64_t wait_ns = s->bypass ? 0 : admit_rate(s->tenant, admit_now_ns());
+    s->route = admit_route(cfg_of(s), m.target, m.target_len);
+    s->bypass = s->route && s->route->bypass;
+    if (!s->bypass && s->tenant->interval_ns && cfg_of(s)->redis.url) {
+        ask_redis(s); /* the head stays in the input buffer meanwhile */
+        return;
+    }
+    admitted_head(s, &m, n, s->bypass ? 0 : admit_rate(s->tenant, admit_now_ns()));
+}
+
+/* The rate limit has spoken (wait_ns 0: go on; else 429): prepare the upstream head and
+ * read the body or go. */
+static void admitted_head(struct session *s, const struct http1_msg *m, int n, uint64_t wait_ns)
+{
+    struct evbuffer *in = bufferevent_get_input(s->cli);
     if (wait_ns) {
-        s->answer_keep = m.body == HTTP1_BODY_NONE ||
-                         (m.body == HTTP1_BODY_LENGTH && m.content_length == 0);
+        s->answer_keep = m->body == HTTP1_BODY_NONE ||
+                         (m->body == HTTP1_BODY_LENGTH && m->content_length == 0);
         evbuffer_drain(in, (size_t)n); /* this request is answered: the next one may follow */
         send_rate_limited(s, wait_ns);
         return;
     }
-    build_upstream_head(s, &m);
-    body_init(&s->req, m.body, m.content_length, m.body == HTTP1_BODY_CHUNKED);
+    build_upstream_head(s, m);
+    body_init(&s->req, m->body, m->content_length, m->body == HTTP1_BODY_CHUNKED);
     evbuffer_drain(in, (size_t)n);
     if (s->req.done || cfg_of(s)->proxy.request_buffer == 0) {
         start_request(s);
@@ -913,6 +978,80 @@ static void read_head(struct session *s)
     }
     cli_timeouts(s, cfg_of(s)->proxy.client_body_timeout_ms);
     buffer_body(s);
+}
+
+/* ---- shared rate limits ([redis]) ---- */
+
+/* Redis or the failure policy decided (refuse_down: on_failure = closed): pick the head up
+ * again where read_head left it. */
+static void resume_head(struct session *s, uint64_t wait_ns, int refuse_down)
+{
+    struct http1_msg m;
+    int status;
+    size_t take;
+    s->state = S_READ_HEAD;
+    int n = parse_head(s, &m, &status, &take); /* it parsed before: it parses again */
+    if (n <= 0) {
+        send_error(s, 500, "internal", "the request head was lost while admitting it");
+        return;
+    }
+    if (!refuse_down) {
+        admitted_head(s, &m, n, wait_ns);
+        return;
+    }
+    s->answer_keep = m.body == HTTP1_BODY_NONE ||
+                     (m.body == HTTP1_BODY_LENGTH && m.content_length == 0);
+    evbuffer_drain(bufferevent_get_input(s->cli), (size_t)n);
+    send_answer(s, 503, "limiter-down", "the shared rate limiter is unavailable; retry later",
+                "Retry-After: 1\r\nX-Sluice-Reject: limiter-down\r\n");
+}
+
+/* Redis did not decide: [redis] on_failure does. */
+static void limiter_fallback(struct session *s)
+{
+    const struct config *c = cfg_of(s);
+    stats_add(&s->w->stats, STAT_redis_fallbacks, 1);
+    switch (c->redis.on_failure) {
+    case RF_OPEN:
+        admit_count(s->tenant, 1);
+        resume_head(s, 0, 0);
+        return;
+    case RF_CLOSED:
+        resume_head(s, 0, 1);
+        return;
+    default: {
+        int share = atomic_load_explicit(&s->w->px->redis_instances, memory_order_relaxed);
+        resume_head(s, admit_rate_share(s->tenant, admit_now_ns(), share), 0);
+        return;
+    }
+    }
+}
+
+static void redis_answer(void *arg, int rc, long long wait_us)
+{
+    struct session *s = arg;
+    s->rcall = NULL;
+    evtimer_del(s->timer);
+    if (rc < 0) {
+        limiter_fallback(s);
+        return;
+    }
+    admit_count(s->tenant, wait_us == 0);
+    resume_head(s, wait_us > 0 ? (uint64_t)wait_us * 1000 : 0, 0);
+}
+
+static void ask_redis(struct session *s)
+{
+    const struct config *c = cfg_of(s);
+    struct tenant *t = s->tenant;
+    s->rcall = redis_gcra(&s->w->redis, c->redis.prefix, t->st->name, t->interval_ns / 1000,
+                          t->tau_ns / 1000, redis_answer, s);
+    if (!s->rcall) {
+        limiter_fallback(s); /* not connected: decide now, without waiting */
+        return;
+    }
+    s->state = S_ADMIT;
+    timer_ms(s, c->redis.timeout_ms);
 }
 
 /* Checks shared by buffering and streaming a request body; 0 to go on, -1 answered. */
@@ -977,6 +1116,8 @@ static void send_request_head(struct session *s)
         evbuffer_add_buffer(out, s->bodybuf);
     s->state = S_FORWARD;
     s->t_up_start = up_now_ms();
+    s->t_sent_us = admit_now_ns() / 1000;
+    s->inflight_at_send = up_inflight(s->backend);
     up_timeouts(s, s->req.done);
     bufferevent_enable(s->up->bev, EV_READ);
     flush_up(s);
@@ -1030,10 +1171,15 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
     struct session *s = arg;
     (void)fd;
     (void)what;
-    if (s->state != S_QUEUED || s->wt.state != W_WOKEN)
+    if (s->state != S_QUEUED || (s->wt.state != W_WOKEN && s->wt.state != W_SHED))
         return;
+    int shed = s->wt.state == W_SHED;
     s->wt.state = W_IDLE;
     evtimer_del(s->timer);
+    if (shed) { /* a standing queue, and its tenant has the most waiting */
+        send_queue_reject(s, "shed");
+        return;
+    }
     s->state = S_CONNECTING;
     pick_and_connect(s, 1);
 }
@@ -1052,6 +1198,9 @@ static void wait_for_slot(struct session *s, int front)
     s->wt.weight = s->tenant->conf->weight;
     s->wt.max_inflight = s->tenant->conf->max_inflight;
     s->wt.max_queue = s->tenant->conf->max_queue;
+    struct route_state *rs = route_state_of(s);
+    s->wt.route_max = rs ? s->route->max_inflight : 0;
+    s->wt.route_inflight = rs && s->wt.route_max > 0 ? &rs->inflight : NULL;
     int rc = c->queue_max == 0 ? -1 : queue_push(q, &s->wt, front, c->queue_max);
     if (rc == -2) {
         atomic_fetch_add(&s->tenant->st->rejected_tenant_queue, 1);
@@ -1094,13 +1243,12 @@ static void pick_and_connect(struct session *s, int from_queue)
         full = 1;
     else if (!s->tenant_slot && !(s->tenant_slot = admit_take(s->tenant)))
         full = 1; /* the tenant is at its max_inflight */
+    else if (!s->route_slot && !(s->route_slot = take_route(s)))
+        full = 1; /* the route is at its max_inflight */
     else
         b = up_pick_slot(&s->rt->up, s->last_failed, up_now_ms(), &full);
     if (!b && full) {
-        if (s->tenant_slot) { /* waiting holds no tenant slot; no one to wake for it */
-            s->tenant_slot = 0;
-            admit_give(s->tenant);
-        }
+        release_tenant(s); /* waiting holds no tenant or route slot; no one to wake for it */
         s->attempts--;
         wait_for_slot(s, from_queue);
         return;
@@ -1328,6 +1476,8 @@ static void finish_response(struct session *s, int upstream_reusable)
         s->up = NULL;
     }
     up_ok(s->backend);
+    if (!s->upgrade && s->t_sent_us)
+        up_sample(s->backend, admit_now_ns() / 1000 - s->t_sent_us, s->inflight_at_send);
     stats_add(&w->stats, STAT_responses, 1);
     access_log(s);
     release_tenant(s);
@@ -1573,6 +1723,11 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     switch (s->state) {
+    case S_ADMIT: /* Redis did not answer in time */
+        redis_cancel(&s->w->redis, s->rcall, 1);
+        s->rcall = NULL;
+        limiter_fallback(s);
+        return;
     case S_QUEUED: /* waited queue timeout; a wake-up on its way is passed on */
         queue_leave(&s->w->px->queue, &s->wt);
         atomic_fetch_add(&s->w->px->queue.timeouts, 1);

@@ -2,17 +2,23 @@
  * worker threads. inflight and down_until are atomics read on every pick; the failure
  * window takes a per-backend lock, touched only when something failed or recovered. */
 #include <sluice/upstream.h>
+
+#include <sluice/adaptive.h>
+#include <sluice/log.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 
+#include <sluice/adaptive.h>
 #include <sluice/atomics.h>
 #include <sluice/config.h>
+#include <sluice/log.h>
 #include <sluice/tls.h>
 
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 uint64_t up_now_ms(void)
@@ -76,6 +82,21 @@ static struct backend_state *state_find(const struct upstream *prev, const char 
     return NULL;
 }
 
+/* workers = auto: a controller bounded by workers_min..workers_max. 0 or -1. */
+static int adaptive_new(struct backend *b, uint64_t seed)
+{
+    struct adaptive_conf ac;
+    adaptive_conf_defaults(&ac);
+    ac.min = b->conf->workers_min;
+    ac.max = b->conf->workers_max;
+    ac.seed = seed;
+    b->ad = malloc(sizeof *b->ad);
+    if (!b->ad)
+        return -1;
+    adaptive_init(b->ad, &ac, up_now_ms());
+    return 0;
+}
+
 int up_init(struct upstream *u, const struct backend_conf *confs, int n,
             const struct upstream *prev, char *err, size_t errlen)
 {
@@ -99,6 +120,11 @@ int up_init(struct upstream *u, const struct backend_conf *confs, int n,
             return -1;
         }
         u->n = i + 1;
+        if (confs[i].workers < 0 && adaptive_new(b, (uint64_t)getpid() * 31 + (uint64_t)i) < 0) {
+            snprintf(err, errlen, "out of memory");
+            up_free(u);
+            return -1;
+        }
         if (resolve(b, err, errlen) < 0) {
             up_free(u);
             return -1;
@@ -120,6 +146,10 @@ void up_free(struct upstream *u)
 {
     for (int i = 0; i < u->n; i++) {
         SSL_CTX_free(u->b[i].tls);
+        if (u->b[i].ad) {
+            adaptive_destroy(u->b[i].ad);
+            free(u->b[i].ad);
+        }
         struct backend_state *st = u->b[i].st;
         if (st && atomic_fetch_sub(&st->refs, 1) == 1) {
             pthread_mutex_destroy(&st->lock);
@@ -186,16 +216,36 @@ static int less_loaded(int a, long wa, int b, long wb)
 
 static _Thread_local int ignore_caps; /* set by up_pick_bypass for its one call */
 
+int up_capacity(const struct backend *b)
+{
+    if (b->conf->workers > 0)
+        return b->conf->workers;
+    return b->ad ? adaptive_limit(b->ad) : 0;
+}
+
 static int has_room(const struct backend *b)
 {
-    int cap = b->conf->workers;
+    int cap = up_capacity(b);
     return ignore_caps || cap <= 0 || up_inflight(b) < cap;
 }
 
 /* Take one of b's slots; 0 if it filled up meanwhile (another thread won it). */
 static int take_slot(struct backend *b)
 {
-    return atomic_take_below(&b->st->inflight, ignore_caps ? 0 : b->conf->workers);
+    return atomic_take_below(&b->st->inflight, ignore_caps ? 0 : up_capacity(b));
+}
+
+void up_sample(struct backend *b, uint64_t rtt_us, int inflight_at_send)
+{
+    if (!b->ad)
+        return;
+    int before = adaptive_limit(b->ad);
+    adaptive_sample(b->ad, rtt_us, inflight_at_send, up_now_ms());
+    int after = adaptive_limit(b->ad);
+    if (after != before)
+        log_info("upstream", "backend %s: learned limit %d -> %d (workers = auto, min_rtt %.1fms%s)",
+                 b->conf->name, before, after, (double)adaptive_min_rtt_us(b->ad) / 1000.0,
+                 adaptive_probing(b->ad) ? ", measuring" : "");
 }
 
 /* One pass of least connections over the backends with room. */

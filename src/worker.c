@@ -83,6 +83,12 @@ int worker_init(struct worker *w, struct proxy *px, int id, char *err, size_t er
     w->rng[1] |= 1;
     for (int i = 0; i < WORKER_MAX_LISTEN; i++)
         w->pending_fd[i] = -1;
+    snprintf(w->name, sizeof w->name, "worker %d", id);
+    if (!w->ctl || !w->reload_ev || !w->grace || !w->accept_retry ||
+        rclient_init(&w->redis, w->base, &w->stats, w->name) < 0) {
+        snprintf(err, errlen, "worker %d: out of memory", id);
+        return -1;
+    }
     return 0;
 }
 
@@ -211,6 +217,7 @@ int worker_adopt(struct worker *w)
     struct runtime *old = w->rt;
     w->rt = rt;
     runtime_unref(old);
+    rclient_configure(&w->redis, &rt->cfg->redis, rt->redis_ip);
     atomic_store(&w->adopted, rt->generation);
     return 0;
 }
@@ -314,6 +321,7 @@ void worker_free(struct worker *w)
 {
     while (w->sessions)
         session_kill(w->sessions);
+    rclient_free(&w->redis); /* after the sessions: none holds a call any more */
     if (w->pools)
         pools_free(w);
     for (int i = 0; i < w->nlst; i++) {

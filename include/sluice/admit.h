@@ -62,6 +62,13 @@ struct keytable {
     size_t max;
 };
 
+/* A [route NAME] class's counters, shared across reloads by name (refcounted). */
+struct route_state {
+    char name[64];
+    atomic_int refs;
+    atomic_int inflight;                   /* its requests holding a backend slot */
+};
+
 /* A generation's tenant table. */
 struct admit {
     const struct tenants_conf *conf; /* borrowed */
@@ -69,17 +76,26 @@ struct admit {
     int n;
     int def;
     struct keytable keys;            /* per generation: unnamed keys restart on reload */
+    struct route_state **rs;         /* owned array (states shared): one per [route] */
+    atomic_uint_fast64_t bad_signatures; /* keys refused by [tenants] hmac_key */
+    int nr;
 };
 
 /* Build the table; states of tenants named in prev (may be NULL) carry over. 0 or -1. */
 int admit_init(struct admit *a, const struct tenants_conf *tc, const struct tenant_conf *confs,
                int n, const struct admit *prev);
 
+/* The route states of a generation's [route] sections, in their order; states of routes
+ * named in prev (may be NULL) carry over. 0 or -1. */
+int admit_routes_init(struct admit *a, const struct route_conf *routes, int n,
+                      const struct admit *prev);
+
 /* Free the table (and states no other table holds). */
 void admit_free(struct admit *a);
 
 /* The tenant a request belongs to, by the configured key; the default if the key is
- * missing or names no [tenant]. peer: the client address. */
+ * missing or names no [tenant], or (with [tenants] hmac_key) is not NAME.HEXSIG with a
+ * valid HMAC-SHA256 signature of NAME. peer: the client address. */
 struct tenant *admit_classify(struct admit *a, const struct http1_msg *m, const char *peer);
 
 /* The request that classified into t is over (releases an unnamed key's entry). */
@@ -89,6 +105,13 @@ void admit_done(struct tenant *t);
  * may (the request is refused and counted). */
 uint64_t admit_rate(struct tenant *t, uint64_t now_ns);
 
+/* The same with the limit divided among `share` instances (rate / share, burst / share,
+ * at least 1): [redis] on_failure = local while Redis is away. */
+uint64_t admit_rate_share(struct tenant *t, uint64_t now_ns, int share);
+
+/* Count a decision made elsewhere (Redis): admitted, or refused by the rate. */
+void admit_count(struct tenant *t, int admitted);
+
 /* Take one of t's max_inflight slots (always succeeds without a cap); 0 if at the cap. */
 int admit_take(struct tenant *t);
 
@@ -97,6 +120,10 @@ void admit_give(struct tenant *t);
 
 /* The [route NAME] whose prefix is the longest match of target, or NULL. */
 const struct route_conf *admit_route(const struct config *cfg, const char *target, size_t len);
+
+/* The state of route r (one of cfg's routes); NULL for NULL. */
+struct route_state *admit_route_state(const struct admit *a, const struct config *cfg,
+                                      const struct route_conf *r);
 
 /* Monotonic nanoseconds. */
 uint64_t admit_now_ns(void);

@@ -21,7 +21,9 @@ struct backend_conf {
     char *name;                  /* owned */
     char *address;               /* owned: "host:port" */
     int weight;                  /* [1] 1..1000 */
-    int workers;                 /* [0] = unknown; capacity used by admission later */
+    int workers;                 /* [0] = no cap; N = at most N in flight; -1 = auto */
+    int workers_min;             /* [1] workers = auto: the learned limit's bounds */
+    int workers_max;             /* [64] */
     int max_fails;               /* [1] 0 disables passive health */
     uint32_t fail_timeout_ms;    /* [10s] */
     uint32_t connect_timeout_ms; /* [5s] */
@@ -77,6 +79,9 @@ struct tenants_conf {
     char *key_name;              /* owned: header or cookie name */
     int prefix_segments;         /* path_prefix:N */
     int max_tracked;             /* [10000] unnamed keys with their own limiter; 0 = none */
+    char *hmac_key;              /* owned: when set, a key counts only as NAME.HEXSIG with
+                                  * HEXSIG = hex HMAC-SHA256(hmac_key, NAME) */
+    int hmac_line;
 };
 
 /* One [tenant NAME] section; `default` holds for unknown keys. */
@@ -95,7 +100,23 @@ struct route_conf {
     char *name;                  /* owned */
     char *prefix;                /* owned: matches targets starting with it (longest wins) */
     int bypass;                  /* [no] skip tenant limits, backend slots and the queue */
+    int max_inflight;            /* [0] its requests at backends at once, all tenants */
     int line;
+};
+
+/* [redis]: shared tenant limits for several sluice instances. */
+enum redis_failure { RF_LOCAL = 0, RF_OPEN, RF_CLOSED };
+
+struct redis_conf {
+    char *url;                   /* owned: redis://[:PASSWORD@]HOST:PORT[/DB]; NULL = off */
+    int url_line;
+    char *host;                  /* owned, parsed from url */
+    int port;
+    int db;
+    char *password;              /* owned, NULL = none */
+    uint32_t timeout_ms;         /* [50ms] a call not answered by then: on_failure applies */
+    int on_failure;              /* [local] enum redis_failure */
+    char *prefix;                /* owned: [sluice:] key prefix */
 };
 
 struct config {
@@ -106,6 +127,9 @@ struct config {
     struct tenants_conf tenants;
     int queue_max;                /* [queue] max [1000] waiting requests, all tenants */
     uint32_t queue_timeout_ms;    /* [queue] timeout [10s] -> 503 */
+    uint32_t queue_target_ms;     /* [queue] target [0 = off]: CoDel sojourn target */
+    uint32_t queue_interval_ms;   /* [queue] interval [1s]: above target this long -> shed */
+    struct redis_conf redis;
     struct tenant_conf *tenant;   /* owned array; includes `default` (added if absent) */
     size_t ntenants;
     struct route_conf *routes;    /* owned array */

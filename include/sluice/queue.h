@@ -6,7 +6,14 @@
  * its state is W_QUEUED; a tenant is in the ring iff its FIFO is non-empty; `len` counts
  * W_QUEUED waiters. Only the waiter's own thread frees it, after queue_leave(). A popped
  * waiter (W_WOKEN) has been sent one wake-up; if it goes away without using it, it must
- * pass it on with queue_kick() (queue_leave does). */
+ * pass it on with queue_kick() (queue_leave does). A shed waiter (W_SHED) was taken out
+ * and woken to be refused: it holds nothing to pass on.
+ *
+ * Shedding (CoDel-like, [queue] target > 0): when every waiter served for `interval` has
+ * waited longer than `target` (a standing queue, not a burst), each freed slot also sheds
+ * the waiters of the tenant with the most requests waiting that have waited longer than
+ * `target` (they would mostly time out anyway, and they are the ones overloading). A
+ * waiter served within `target`, or an empty queue, ends the episode. */
 #ifndef SLUICE_QUEUE_H
 #define SLUICE_QUEUE_H
 
@@ -17,7 +24,7 @@
 struct event;
 struct tenant_state;
 
-enum waiter_state { W_IDLE = 0, W_QUEUED, W_WOKEN };
+enum waiter_state { W_IDLE = 0, W_QUEUED, W_WOKEN, W_SHED };
 
 /* Embedded in a session. */
 struct waiter {
@@ -26,6 +33,8 @@ struct waiter {
     int weight;                 /* the tenant's weight when it queued */
     int max_inflight;           /* the tenant's caps when it queued (0 = none) */
     int max_queue;
+    atomic_int *route_inflight; /* its route's count when the route has a cap, else NULL */
+    int route_max;
     struct event *wake;         /* owned by the session: activated when popped */
     enum waiter_state state;
     uint64_t since_ms;          /* when it queued */
@@ -35,7 +44,10 @@ struct queue {
     pthread_mutex_t lock;
     atomic_int len;             /* waiters queued */
     struct tenant_state *cur;   /* ring of tenants with waiters; the one whose turn it is */
-    atomic_uint_fast64_t timeouts, full;
+    atomic_uint_fast64_t timeouts, full, shed;
+    _Atomic uint32_t target_ms; /* shedding: 0 = off (from the current generation) */
+    _Atomic uint32_t interval_ms;
+    uint64_t above_since;       /* ms since when served waiters waited over target; 0 = not */
 };
 
 void queue_init(struct queue *q);
@@ -50,8 +62,12 @@ int queue_push(struct queue *q, struct waiter *w, int front, int max);
  * its way, which it passes on). Safe for a waiter that never queued. */
 enum waiter_state queue_leave(struct queue *q, struct waiter *w);
 
-/* A slot was freed: wake the next waiter, if any (skipping tenants at max_inflight). */
+/* A slot was freed: wake the next waiter, if any (skipping tenants at max_inflight, and
+ * within a tenant the waiters whose route is at its max_inflight). */
 void queue_kick(struct queue *q);
+
+/* Shedding parameters ([queue] target, interval) from now on. */
+void queue_configure(struct queue *q, uint32_t target_ms, uint32_t interval_ms);
 
 /* Waiters now. */
 int queue_len(struct queue *q);

@@ -20,6 +20,7 @@ struct runtime {
     struct admit admit;      /* owned: tenants and their limits */
     struct http1_limits lim;
     struct tls_ctx *tls;     /* owned; NULL without tls_listen */
+    char redis_ip[64];       /* [redis] host, resolved when the generation was built */
     unsigned generation;     /* 1 for the first load, +1 per successful reload */
     atomic_int refs;
 };

@@ -29,7 +29,14 @@
     X(retries, "requests retried on another backend or a fresh connection")             \
     X(accept_errors, "accept() failures (e.g. out of file descriptors)")                 \
     X(tls_handshake_errors, "TLS handshakes that failed (protocol, cipher, or a closed peer)") \
-    X(redirects, "plain-HTTP requests redirected to https (redirect_http)")
+    X(redirects, "plain-HTTP requests redirected to https (redirect_http)")                \
+    X(rejected_shed, "requests shed from the queue by CoDel (503)")                          \
+    X(rejected_route, "requests refused over a route's max_inflight wait (503)")           \
+    X(redis_calls, "tenant-limit calls sent to Redis")                                      \
+    X(redis_errors, "Redis connection failures and error replies")                         \
+    X(redis_timeouts, "Redis calls not answered within [redis] timeout")                   \
+    X(redis_fallbacks, "requests decided by [redis] on_failure instead of Redis")           \
+    X(rejected_limiter_down, "requests refused because Redis was down (on_failure = closed)")
 
 enum stat_id {
 #define STAT_ENUM(name, help) STAT_##name,

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <sys/socket.h>
 
+struct adaptive;
 struct backend_conf;
 struct bufferevent;
 struct event_base;
@@ -42,6 +43,8 @@ struct backend {
     struct backend_state *st;          /* shared, refcounted */
     struct ssl_ctx_st *tls;            /* owned: client context when conf->tls, else NULL */
     char host[256];                    /* host part of the address: default SNI/verify name */
+    struct adaptive *ad;               /* owned: the learned limit when workers = auto, else
+                                        * NULL (per generation: a reload learns afresh) */
 };
 
 struct upstream {
@@ -99,6 +102,13 @@ int up_check_result(struct backend *b, int pass, int status, uint64_t now_ms);
 /* An unconnected bufferevent for b on base: TLS (verified as configured) when b speaks
  * TLS. NULL when out of memory. */
 struct bufferevent *up_bufferevent(struct backend *b, struct event_base *base);
+
+/* A request to b finished with a response: its latency (sent to complete, us) and b's
+ * in-flight count when it was sent (itself included). Feeds workers = auto. */
+void up_sample(struct backend *b, uint64_t rtt_us, int inflight_at_send);
+
+/* b's concurrency limit now: workers, the learned limit (auto), or 0 = none. */
+int up_capacity(const struct backend *b);
 
 /* Requests in flight to b now. */
 int up_inflight(const struct backend *b);

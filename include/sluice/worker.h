@@ -10,6 +10,7 @@
 #include <sluice/config.h>
 #include <sluice/http1.h>
 #include <sluice/queue.h>
+#include <sluice/redis.h>
 #include <sluice/runtime.h>
 #include <sluice/stats.h>
 #include <sluice/upstream.h>
@@ -37,6 +38,7 @@ struct proxy {
     atomic_int stopping;         /* set once on SIGTERM */
     atomic_uint_fast64_t reloads, reload_failures;
     struct queue queue;          /* requests waiting for a backend slot, all threads */
+    atomic_int redis_instances;  /* live sluice instances last seen in Redis (0 = unknown) */
 };
 
 /* One listening socket of a worker. */
@@ -68,6 +70,8 @@ struct worker {
     size_t nhdrs;
     int draining;
     uint64_t rng[2];                   /* xorshift128+ state for request ids */
+    struct rclient redis;              /* this thread's Redis client (off without [redis]) */
+    char name[16];                     /* "worker N", for log lines */
     struct stats stats;
 };
 

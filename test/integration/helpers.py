@@ -816,3 +816,98 @@ def concurrent_names(port, n, target):
         t.join(40 * SLOW)
     assert not errors, errors[:3]
     return out
+
+
+# ---------------------------------------------------------------- redis-server
+
+REDIS_SERVER = "/usr/bin/redis-server"
+REDIS_CLI = "/usr/bin/redis-cli"
+
+
+class RedisServer:
+    """A redis-server on 127.0.0.1:port (no persistence) with its files in workdir.
+    start() (again on the same port after kill()), kill() (SIGKILL + wait), pause()/resume()
+    (SIGSTOP/SIGCONT), cli(*args) runs redis-cli against it and returns its stdout;
+    stop() always sends SIGCONT before killing."""
+
+    def __init__(self, workdir, port=None):
+        self.dir = workdir
+        self.port = port or free_port()
+        self.url = "redis://127.0.0.1:%d" % self.port
+        self.log = os.path.join(workdir, "redis-%d.log" % self.port)
+        self.proc = None
+        self.paused = False
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc is not None else None
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout=10.0):
+        assert not self.running(), "redis-server already running (pid %d)" % self.proc.pid
+        argv = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--daemonize", "no",
+                "--dir", self.dir, "--logfile", self.log]
+        with open(self.log + ".out", "ab") as out:
+            self.proc = subprocess.Popen(argv, cwd=self.dir, stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=subprocess.STDOUT)
+        self.paused = False
+        deadline = time.monotonic() + timeout
+        while not self.ping():
+            if self.proc.poll() is not None:
+                raise AssertionError("redis-server exited with %s:\n%s" % (
+                    self.proc.returncode, read_text(self.log)[-2000:]))
+            if time.monotonic() > deadline:
+                raise AssertionError("redis-server on port %d did not answer PING within "
+                                     "%.0fs" % (self.port, timeout))
+            time.sleep(0.05)
+        return self
+
+    def cli(self, *args, timeout=5.0):
+        p = subprocess.run([REDIS_CLI, "-h", "127.0.0.1", "-p", str(self.port)] +
+                           [str(a) for a in args], stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=timeout)
+        return p.stdout.decode("utf-8", "replace")
+
+    def ping(self, timeout=1.0):
+        try:
+            return self.cli("PING", timeout=timeout).strip() == "PONG"
+        except subprocess.TimeoutExpired:
+            return False
+
+    def kill(self):
+        """SIGKILL and wait: the port refuses connections when this returns."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self.paused = False
+
+    def pause(self):
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        self.paused = True
+
+        def stopped():
+            with open("/proc/%d/stat" % self.proc.pid) as f:
+                return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+        wait_for(stopped, 5, 0.01, msg="redis-server to stop (SIGSTOP)")
+
+    def resume(self):
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+        self.paused = False
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()

@@ -96,3 +96,21 @@ def test_config_check_fails_for_missing_file(tmp_path):
     p = check(str(tmp_path / "does-not-exist.ini"))
     assert p.returncode == 1, (p.stdout + p.stderr).decode()
     assert p.stderr.strip(), "no error message for a missing config file"
+
+
+def _fails_at(tmp_path, text, line):
+    path = str(tmp_path / "bad.ini")
+    with open(path, "w") as f:
+        f.write("[proxy]\nlisten = 127.0.0.1:1\n[backend a]\naddress = 127.0.0.1:2\n" + text)
+    _assert_fails_at(path, line)
+
+
+def test_config_check_rejects_bad_admission_keys_with_file_and_line(tmp_path):
+    _fails_at(tmp_path, "[route r]\nprefix = /x\nmax_inflight = -1\n", 7)
+    # signed tenant keys need a key the client sends
+    _fails_at(tmp_path, "[tenants]\nkey = ip\nhmac_key = 0123456789abcdefXYZ\n", 7)
+    _fails_at(tmp_path, "[tenants]\nkey = header:X-T\nhmac_key = short\n", 7)
+    _fails_at(tmp_path, "[queue]\ntarget = soon\n", 6)
+    _fails_at(tmp_path, "[backend b]\naddress = 127.0.0.1:3\nworkers = many\n", 7)
+    _fails_at(tmp_path, "[backend b]\naddress = 127.0.0.1:3\nworkers = auto\n"
+              "workers_min = 8\nworkers_max = 4\n", 6)

@@ -161,3 +161,70 @@ def test_bypass_route_is_served_while_every_slot_is_busy(backend_factory, sluice
     assert r2.status == 200 and time.monotonic() - t0 >= 0.9
     t.join(10)
     assert done["slow"] == 200
+
+
+def test_route_max_inflight_keeps_workers_for_other_requests(backend_factory, sluice_factory):
+    # "SQL Lab" (/concurrent) may hold at most 2 of the 4 slots; its extra requests wait in
+    # the queue without blocking the same tenant's quick requests queued behind them
+    b = big_backend(backend_factory)
+    s = sluice_factory([b], backend_opts={"workers": "4"},
+                       extra="[route sqllab]\nprefix = /concurrent\nmax_inflight = 2\n")
+    get(s.port, "/peak?reset=1")
+    t0 = time.monotonic()
+    done = {}
+
+    def timed(path):
+        r, _ = get(s.port, path)
+        done[path] = time.monotonic() - t0
+        return r
+    res = in_threads(timed, [("/concurrent?ms=700&i=%d" % i,) for i in range(6)] +
+                     [("/slow?ms=10&q=1",), ("/slow?ms=10&q=2",)])
+    assert all(r.status == 200 for r in res), [r.status for r in res]
+    _, body = get(s.port, "/peak")
+    assert int(body) == 2, "the route had %s at the backend at once, its cap is 2" % body
+    # the quick requests did not wait behind the capped route (first pair ends at ~0.7 s)
+    assert done["/slow?ms=10&q=1"] < 0.6 and done["/slow?ms=10&q=2"] < 0.6, done
+    assert max(done.values()) > 2.0  # 6 route requests, 2 at a time, 0.7 s each
+
+
+
+def test_standing_queue_sheds_the_heaviest_tenant_first(backend_factory, sluice_factory):
+    # one slot, 200 ms per request: `heavy` queues 10 at once; once served requests have
+    # waited over target (100 ms) for interval (300 ms), heavy's waiters older than target
+    # are shed with 503 at once instead of waiting up to the 10 s timeout; `light`, with
+    # one request at a time, is served
+    b = big_backend(backend_factory)
+    s = sluice_factory([b], backend_opts={"workers": "1"},
+                       extra=TENANTS + "[queue]\nmax = 100\ntimeout = 10s\ntarget = 100ms\n"
+                             "interval = 300ms\n")
+    t0 = time.monotonic()
+    light = []
+
+    def light_loop():
+        time.sleep(0.1)
+        for i in range(3):
+            light.append(get(s.port, "/slow?ms=200&light=%d" % i, "light")[0])
+    lt = threading.Thread(target=light_loop)
+    lt.start()
+    res = in_threads(lambda i: (get(s.port, "/slow?ms=200&heavy=%d" % i, "heavy")[0],
+                                time.monotonic() - t0), [(i,) for i in range(10)])
+    lt.join(30)
+    shed = [(r, t) for r, t in res if r.status == 503]
+    assert [r.status for r in light] == [200, 200, 200]
+    assert len(shed) >= 3, [r.status for r, _ in res]
+    for r, t in shed:
+        assert r.getheader("X-Sluice-Reject") == "shed" and int(r.getheader("Retry-After")) >= 1
+        assert t < 3.0, "shed after %.2fs: it should not wait for the 10 s timeout" % t
+    assert all(r.status in (200, 503) for r, _ in res)
+    served = len(res) - len(shed)
+    log = open(b.log).read()
+    assert log.count("heavy=") == served, "a shed request must never reach the backend"
+
+
+def test_no_shedding_without_a_target(backend_factory, sluice_factory):
+    b = big_backend(backend_factory)
+    s = sluice_factory([b], backend_opts={"workers": "1"},
+                       extra=TENANTS + "[queue]\nmax = 100\ntimeout = 10s\n")
+    res = in_threads(lambda i: get(s.port, "/slow?ms=100&heavy=%d" % i, "heavy")[0],
+                     [(i,) for i in range(8)])
+    assert [r.status for r in res] == [200] * 8

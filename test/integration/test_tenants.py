@@ -166,3 +166,30 @@ def test_refused_request_keeps_the_connection_alive(backend_factory, sluice_fact
         assert r.getheader("Connection") != "close", statuses
     c.close()
     assert 429 in statuses and 200 in statuses
+
+
+def test_signed_tenant_keys_only_count_when_the_signature_is_right(backend_factory,
+                                                                   sluice_factory):
+    import hashlib
+    import hmac
+    secret = "s3cret-for-the-tenant-keys"
+    # `gold` is unlimited; `default` (where unsigned or forged keys land) allows 2 at once
+    s = sluice_factory([backend_factory("a")], extra="""
+[tenants]
+key = header:X-Tenant
+hmac_key = %s
+
+[tenant gold]
+rate = 0
+
+[tenant default]
+rate = 0.01
+burst = 2
+""" % secret)
+    sig = hmac.new(secret.encode(), b"gold", hashlib.sha256).hexdigest()
+    assert all(get(s.port, "gold." + sig).status == 200 for _ in range(6))
+    forged = [get(s.port, "gold." + sig[:-1] + ("0" if sig[-1] != "0" else "1")).status,
+              get(s.port, "gold").status, get(s.port, "gold.").status]
+    assert forged == [200, 200, 429], forged  # default's burst of 2, then its rate
+    assert get(s.port, "gold." + sig.upper()).status == 429  # lowercase hex only
+

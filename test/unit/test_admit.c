@@ -7,6 +7,9 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include <sluice/admit.h>
 #include <sluice/config.h>
 #include <sluice/http1.h>
@@ -117,6 +120,36 @@ static void test_classify_by_each_key_kind(void **state)
     admit_free(&a);
 }
 
+/* hmac_key: only NAME.HEXSIG with the right HMAC-SHA256 of NAME names a tenant. */
+static void test_signed_keys(void **state)
+{
+    (void)state;
+    const char *key = "0123456789abcdef-secret";
+    struct tenants_conf tc = {.key = TK_HEADER, .key_name = "X-Tenant", .hmac_key = (char *)key};
+    struct admit a;
+    setup_admit(&a, &tc);
+    unsigned char mac[32];
+    unsigned ml = 0;
+    HMAC(EVP_sha256(), key, (int)strlen(key), (const unsigned char *)"gold", 4, mac, &ml);
+    char sig[65], req[256];
+    for (int i = 0; i < 32; i++)
+        snprintf(sig + 2 * i, 3, "%02x", mac[i]);
+    snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: h\r\nX-Tenant: gold.%s\r\n\r\n", sig);
+    assert_string_equal(classify(&a, req, "x")->conf->name, "gold");
+    assert_string_equal(classify(&a, "GET / HTTP/1.1\r\nHost: h\r\nX-Tenant: gold\r\n\r\n",
+                                 "x")->conf->name, "default");
+    sig[0] = sig[0] == 'a' ? 'b' : 'a'; /* one wrong digit */
+    snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: h\r\nX-Tenant: gold.%s\r\n\r\n", sig);
+    assert_string_equal(classify(&a, req, "x")->conf->name, "default");
+    sig[0] = 'G'; /* not hex */
+    snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: h\r\nX-Tenant: gold.%s\r\n\r\n", sig);
+    assert_string_equal(classify(&a, req, "x")->conf->name, "default");
+    snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: h\r\nX-Tenant: gold.%.63s\r\n\r\n", sig);
+    assert_string_equal(classify(&a, req, "x")->conf->name, "default");
+    assert_int_equal(a.bad_signatures, 4);
+    admit_free(&a);
+}
+
 /* A reload keeps a tenant's limiter state when its name stays. */
 static void test_state_survives_reload_by_name(void **state)
 {
@@ -181,6 +214,7 @@ int main(void)
         cmocka_unit_test(test_gcra_wait_is_exact),
         cmocka_unit_test(test_no_rate_never_refuses),
         cmocka_unit_test(test_classify_by_each_key_kind),
+        cmocka_unit_test(test_signed_keys),
         cmocka_unit_test(test_state_survives_reload_by_name),
         cmocka_unit_test(test_unnamed_keys_are_tracked_and_bounded),
     };

@@ -1,0 +1,95 @@
+/* cluster: the heartbeat that counts live sluice instances in Redis (see cluster.h). */
+#include <sluice/cluster.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <openssl/rand.h>
+
+#include <sluice/redis.h>
+#include <sluice/runtime.h>
+#include <sluice/worker.h>
+
+#define HEARTBEAT_MS 1000
+
+struct cluster {
+    struct proxy *px;            /* borrowed */
+    struct rclient rc;
+    struct event *tick;          /* owned */
+    struct redis_call *pending;  /* the heartbeat in flight, if any */
+    char prefix[128];
+    char id[80];                 /* host:pid:random */
+};
+
+static void on_count(void *arg, int rc, long long n)
+{
+    struct cluster *c = arg;
+    c->pending = NULL;
+    if (rc == 0 && n > 0)
+        atomic_store(&c->px->redis_instances, (int)n);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct cluster *c = arg;
+    (void)fd;
+    (void)what;
+    if (c->pending) /* unanswered for a whole second: count it as timed out */
+        redis_cancel(&c->rc, c->pending, 1);
+    c->pending = redis_heartbeat(&c->rc, c->prefix, c->id, on_count, c);
+}
+
+struct cluster *cluster_new(struct event_base *base, struct proxy *px)
+{
+    struct cluster *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->px = px;
+    if (rclient_init(&c->rc, base, NULL, "cluster") < 0 ||
+        !(c->tick = event_new(base, -1, EV_PERSIST, on_tick, c))) {
+        rclient_free(&c->rc);
+        free(c);
+        return NULL;
+    }
+    char host[40] = "sluice";
+    unsigned char rnd[4] = {0};
+    gethostname(host, sizeof host - 1);
+    RAND_bytes(rnd, sizeof rnd);
+    snprintf(c->id, sizeof c->id, "%s:%ld:%02x%02x%02x%02x", host, (long)getpid(), rnd[0],
+             rnd[1], rnd[2], rnd[3]);
+    return c;
+}
+
+void cluster_set(struct cluster *c, const struct runtime *rt)
+{
+    if (!c)
+        return;
+    const struct redis_conf *r = &rt->cfg->redis;
+    if (c->pending) {
+        redis_cancel(&c->rc, c->pending, 0);
+        c->pending = NULL;
+    }
+    rclient_configure(&c->rc, r, rt->redis_ip);
+    snprintf(c->prefix, sizeof c->prefix, "%s", r->prefix ? r->prefix : "");
+    if (!r->url) {
+        event_del(c->tick);
+        atomic_store(&c->px->redis_instances, 0);
+        return;
+    }
+    struct timeval tv = {HEARTBEAT_MS / 1000, (HEARTBEAT_MS % 1000) * 1000};
+    event_add(c->tick, &tv);
+}
+
+void cluster_free(struct cluster *c)
+{
+    if (!c)
+        return;
+    if (c->pending)
+        redis_cancel(&c->rc, c->pending, 0);
+    rclient_free(&c->rc);
+    event_free(c->tick);
+    free(c);
+}
