@@ -341,7 +341,7 @@ uint64_t admit_rate(struct tenant *t, uint64_t now)
 uint64_t admit_rate_share(struct tenant *t, uint64_t now, int share)
 {
     if (t->interval_ns == 0) {
-        admit_count(t, 1);
+        admit_count(t);
         return 0;
     }
     if (share < 1)
@@ -352,22 +352,43 @@ uint64_t admit_rate_share(struct tenant *t, uint64_t now, int share)
     uint64_t tat = atomic_load_explicit(&t->st->tat, memory_order_relaxed);
     for (;;) {
         uint64_t base = tat > now ? tat : now;
-        if (base - now > tau) {
-            admit_count(t, 0);
-            return base - now - tau;
-        }
+        if (base - now > tau)
+            return base - now - tau; /* the refusal is counted when it is answered */
         if (atomic_compare_exchange_weak_explicit(&t->st->tat, &tat, base + interval,
                                                   memory_order_relaxed, memory_order_relaxed)) {
-            admit_count(t, 1);
+            admit_count(t);
             return 0;
         }
     }
 }
 
-void admit_count(struct tenant *t, int admitted)
+void admit_count(struct tenant *t)
 {
-    atomic_fetch_add_explicit(admitted ? &t->st->admitted : &t->st->rejected_rate, 1,
-                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&t->st->admitted, 1, memory_order_relaxed);
+}
+
+void admit_rejected(struct tenant *t, enum reject_reason r)
+{
+    atomic_fetch_add_explicit(&t->st->rejected[r], 1, memory_order_relaxed);
+}
+
+static const char *const reason_names[] = {
+#define REJ_NAME(id, name, help) name,
+    REJECT_REASONS(REJ_NAME)
+#undef REJ_NAME
+};
+
+const char *admit_reason_name(enum reject_reason r)
+{
+    return r < REJ_MAX ? reason_names[r] : "?";
+}
+
+int admit_reason_of(const char *code)
+{
+    for (int r = 0; r < REJ_MAX; r++)
+        if (strcmp(code, reason_names[r]) == 0)
+            return r;
+    return -1;
 }
 
 int admit_take(struct tenant *t)

@@ -133,10 +133,22 @@ static void log_totals(struct proxy *px)
              (unsigned long long)atomic_load(&px->reloads),
              (unsigned long long)atomic_load(&px->reload_failures));
     const struct admit *a = &atomic_load(&px->rt)->admit;
-    for (int i = 0; i < a->n; i++)
-        log_info("stats", "tenant=%s admitted=%llu rejected_rate=%llu", a->t[i].st->name,
-                 (unsigned long long)atomic_load(&a->t[i].st->admitted),
-                 (unsigned long long)atomic_load(&a->t[i].st->rejected_rate));
+    for (int i = 0; i < a->n; i++) {
+        const struct tenant_state *st = a->t[i].st;
+        char rej[256];
+        size_t k = 0;
+        for (int r = 0; r < REJ_MAX; r++) {
+            int m = snprintf(rej + k, sizeof rej - k, " rejected_%s=%llu", admit_reason_name(r),
+                             (unsigned long long)atomic_load(&st->rejected[r]));
+            if (m > 0 && (size_t)m < sizeof rej - k)
+                k += (size_t)m;
+        }
+        for (char *c = rej; *c; c++) /* "tenant-queue" -> tenant_queue, like the totals */
+            if (*c == '-')
+                *c = '_';
+        log_info("stats", "tenant=%s admitted=%llu%s", st->name,
+                 (unsigned long long)atomic_load(&st->admitted), rej);
+    }
 }
 
 static int start_workers(struct proxy *px)

@@ -486,7 +486,6 @@ static enum stat_id error_stat(int status)
     case 400: return STAT_err_400;
     case 408: return STAT_err_408;
     case 413: return STAT_err_413;
-    case 429: return STAT_rejected_rate;
     case 414: return STAT_err_414;
     case 431: return STAT_err_431;
     case 501: return STAT_err_501;
@@ -500,20 +499,24 @@ static enum stat_id error_stat(int status)
  * and close the connection. */
 static void next_request(struct session *s);
 
-/* The counter an answer goes to: refusals by their reason, errors by status. */
-static enum stat_id answer_stat(int status, const char *code)
+/* The counter an answer goes to: refusals by their reason (and their tenant's count),
+ * errors by status. */
+static enum stat_id answer_stat(struct session *s, int status, const char *code)
 {
-    static const struct {
-        const char *code;
-        enum stat_id id;
-    } reasons[] = {{"tenant-queue", STAT_rejected_tenant_queue},
-                   {"limiter-down", STAT_rejected_limiter_down},
-                   {"shed", STAT_rejected_shed},
-                   {"route-full", STAT_rejected_route}};
-    for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
-        if (strcmp(code, reasons[i].code) == 0)
-            return reasons[i].id;
-    return error_stat(status);
+    static const enum stat_id by_reason[REJ_MAX] = {
+        [REJ_rate] = STAT_rejected_rate,
+        [REJ_tenant_queue] = STAT_rejected_tenant_queue,
+        [REJ_queue_full] = STAT_rejected_queue_full,
+        [REJ_queue_timeout] = STAT_rejected_queue_timeout,
+        [REJ_shed] = STAT_rejected_shed,
+        [REJ_limiter_down] = STAT_rejected_limiter_down,
+    };
+    int r = admit_reason_of(code);
+    if (r < 0)
+        return error_stat(status);
+    if (s->tenant)
+        admit_rejected(s->tenant, (enum reject_reason)r);
+    return by_reason[r];
 }
 
 static void send_answer(struct session *s, int status, const char *code, const char *msg,
@@ -525,7 +528,7 @@ static void send_answer(struct session *s, int status, const char *code, const c
     int keep = s->answer_keep && s->keep_alive && !w->draining && !s->resp_started;
     drop_upstream(s);
     s->status = status;
-    stats_add(&w->stats, answer_stat(status, code), 1);
+    stats_add(&w->stats, answer_stat(s, status, code), 1);
     log_info("session", "error status=%d code=%s client=%s method=%s target=%s backend=%s rid=%s",
              status, code, s->peer, s->method[0] ? s->method : "-",
              s->target ? s->target : "-", s->backend ? s->backend->conf->name : "-",
@@ -604,7 +607,7 @@ static void send_rate_limited(struct session *s, uint64_t wait_ns)
              "Retry-After: %" PRIu64 "\r\nX-Sluice-Reject: rate\r\n"
              "RateLimit-Policy: \"%s\";q=%d;w=%.0f\r\nRateLimit: \"%s\";r=0;t=%" PRIu64 "\r\n",
              secs, tc->name, tc->burst, window < 1 ? 1 : window, tc->name, secs);
-    send_answer(s, 429, "rate-limited", "this tenant is over its request rate; retry later",
+    send_answer(s, 429, "rate", "this tenant is over its request rate; retry later",
                 extra);
 }
 
@@ -615,8 +618,6 @@ static void send_queue_reject(struct session *s, const char *why)
     uint32_t t = cfg_of(s)->queue_timeout_ms;
     snprintf(extra, sizeof extra, "Retry-After: %u\r\nX-Sluice-Reject: %s\r\n",
              t < 2000 ? 1 : t / 2000, why);
-    if (s->tenant)
-        atomic_fetch_add_explicit(&s->tenant->st->rejected_queue, 1, memory_order_relaxed);
     s->answer_keep = s->req.done;
     send_answer(s, 503, why, "the backends are saturated; retry later", extra);
 }
@@ -1013,7 +1014,7 @@ static void limiter_fallback(struct session *s)
     stats_add(&s->w->stats, STAT_redis_fallbacks, 1);
     switch (c->redis.on_failure) {
     case RF_OPEN:
-        admit_count(s->tenant, 1);
+        admit_count(s->tenant);
         resume_head(s, 0, 0);
         return;
     case RF_CLOSED:
@@ -1036,7 +1037,8 @@ static void redis_answer(void *arg, int rc, long long wait_us)
         limiter_fallback(s);
         return;
     }
-    admit_count(s->tenant, wait_us == 0);
+    if (wait_us == 0)
+        admit_count(s->tenant);
     resume_head(s, wait_us > 0 ? (uint64_t)wait_us * 1000 : 0, 0);
 }
 
@@ -1203,7 +1205,6 @@ static void wait_for_slot(struct session *s, int front)
     s->wt.route_inflight = rs && s->wt.route_max > 0 ? &rs->inflight : NULL;
     int rc = c->queue_max == 0 ? -1 : queue_push(q, &s->wt, front, c->queue_max);
     if (rc == -2) {
-        atomic_fetch_add(&s->tenant->st->rejected_tenant_queue, 1);
         s->answer_keep = s->req.done;
         send_answer(s, 429, "tenant-queue", "this tenant has too many requests waiting",
                     "Retry-After: 1\r\nX-Sluice-Reject: tenant-queue\r\n");

@@ -17,15 +17,34 @@ struct tenants_conf;
 struct route_conf;
 struct config;
 
+/* Why a request was refused before reaching a backend: the value of its X-Sluice-Reject
+ * header, and the per-tenant and global counters. */
+#define REJECT_REASONS(X)                                                                   \
+    X(rate, "rate", "over the tenant's rate (429)")                                        \
+    X(tenant_queue, "tenant-queue", "over the tenant's max_queue (429)")                  \
+    X(queue_full, "queue-full", "the shared queue was full (503)")                       \
+    X(queue_timeout, "queue-timeout", "waited [queue] timeout for a slot (503)")         \
+    X(shed, "shed", "shed from a standing queue, heaviest tenant first (503)")           \
+    X(limiter_down, "limiter-down", "Redis unavailable with on_failure = closed (503)")
+
+enum reject_reason {
+#define REJ_ENUM(id, name, help) REJ_##id,
+    REJECT_REASONS(REJ_ENUM)
+#undef REJ_ENUM
+    REJ_MAX
+};
+
+/* "rate", "queue-full", ...; and back (-1 if code is no reason). */
+const char *admit_reason_name(enum reject_reason r);
+int admit_reason_of(const char *code);
+
 /* Shared by every generation that names the tenant (refcounted). */
 struct tenant_state {
     char name[64];
     atomic_int refs;
     _Atomic uint64_t tat;          /* GCRA theoretical arrival time, ns (monotonic) */
     atomic_uint_fast64_t admitted;
-    atomic_uint_fast64_t rejected_rate;
-    atomic_uint_fast64_t rejected_queue;   /* queue full or queue timeout */
-    atomic_uint_fast64_t rejected_tenant_queue; /* over its own max_queue */
+    atomic_uint_fast64_t rejected[REJ_MAX]; /* by reason */
     atomic_int inflight;                   /* its requests holding a backend slot */
     int queued;                            /* its waiters, under queue.lock */
     /* its place in the shared queue, under queue.lock (queue.c) */
@@ -109,8 +128,11 @@ uint64_t admit_rate(struct tenant *t, uint64_t now_ns);
  * at least 1): [redis] on_failure = local while Redis is away. */
 uint64_t admit_rate_share(struct tenant *t, uint64_t now_ns, int share);
 
-/* Count a decision made elsewhere (Redis): admitted, or refused by the rate. */
-void admit_count(struct tenant *t, int admitted);
+/* Count a request admitted by a decision made elsewhere (Redis, on_failure = open). */
+void admit_count(struct tenant *t);
+
+/* Count a refusal of t's (any reason; the rate limit counts its own). */
+void admit_rejected(struct tenant *t, enum reject_reason r);
 
 /* Take one of t's max_inflight slots (always succeeds without a cap); 0 if at the cap. */
 int admit_take(struct tenant *t);

@@ -30,8 +30,9 @@
     X(accept_errors, "accept() failures (e.g. out of file descriptors)")                 \
     X(tls_handshake_errors, "TLS handshakes that failed (protocol, cipher, or a closed peer)") \
     X(redirects, "plain-HTTP requests redirected to https (redirect_http)")                \
-    X(rejected_shed, "requests shed from the queue by CoDel (503)")                          \
-    X(rejected_route, "requests refused over a route's max_inflight wait (503)")           \
+    X(rejected_shed, "requests shed from a standing queue (503)")                            \
+    X(rejected_queue_full, "requests refused because the queue was full (503)")             \
+    X(rejected_queue_timeout, "requests that waited [queue] timeout for a slot (503)")      \
     X(redis_calls, "tenant-limit calls sent to Redis")                                      \
     X(redis_errors, "Redis connection failures and error replies")                         \
     X(redis_timeouts, "Redis calls not answered within [redis] timeout")                   \

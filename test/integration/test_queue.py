@@ -219,6 +219,12 @@ def test_standing_queue_sheds_the_heaviest_tenant_first(backend_factory, sluice_
     served = len(res) - len(shed)
     log = open(b.log).read()
     assert log.count("heavy=") == served, "a shed request must never reach the backend"
+    # counted per tenant and per reason (logged at exit until the metrics endpoint exists)
+    assert s.stop() == 0
+    line = [l for l in s.errors().splitlines() if "stats: tenant=heavy " in l][-1]
+    assert " admitted=10 " in line and " rejected_shed=%d " % len(shed) in line, line
+    totals = [l for l in s.errors().splitlines() if " rejected_shed=" in l and "tenant=" not in l]
+    assert totals and " rejected_shed=%d " % len(shed) in totals[-1], totals
 
 
 def test_no_shedding_without_a_target(backend_factory, sluice_factory):
