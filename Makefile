@@ -25,8 +25,9 @@ endif
 BUILD  ?= build
 SRCS   := $(wildcard src/*.c)
 LIBSRC := $(filter-out src/main.c,$(SRCS))
-OBJS   := $(patsubst src/%.c,$(BUILD)/%.o,$(SRCS))
-LIBOBJ := $(patsubst src/%.c,$(BUILD)/%.o,$(LIBSRC))
+# src/status.html (the status page) is compiled in as a C array: $(BUILD)/status_html.c
+OBJS   := $(patsubst src/%.c,$(BUILD)/%.o,$(SRCS)) $(BUILD)/status_html.o
+LIBOBJ := $(patsubst src/%.c,$(BUILD)/%.o,$(LIBSRC)) $(BUILD)/status_html.o
 UNIT_SRCS := $(wildcard test/unit/test_*.c)
 UNIT_BINS := $(patsubst test/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 PYTEST  = /usr/bin/python3 -m pytest
@@ -48,6 +49,15 @@ $(BUILD)/%.o: src/%.c $(wildcard include/sluice/*.h) | $(BUILD)
 
 $(BUILD):
 	$(Q)mkdir -p $(BUILD)/unit
+
+$(BUILD)/status_html.c: src/status.html | $(BUILD)
+	$(E) "  GEN $@"
+	$(Q){ echo '#include <stddef.h>'; echo 'const char status_html[] = {'; \
+		od -An -v -tx1 $< | sed 's/ *\([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+		echo '0};'; echo 'const size_t status_html_len = sizeof status_html - 1;'; } > $@
+
+$(BUILD)/status_html.o: $(BUILD)/status_html.c
+	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(BUILD)/unit/%: test/unit/%.c $(LIBOBJ) | $(BUILD)
 	$(E) "  CC  $@"
@@ -79,9 +89,10 @@ FUZZ_TIME ?= 60
 FUZZ_TARGETS := $(patsubst test/fuzz/%.c,%,$(wildcard test/fuzz/fuzz_*.c))
 fuzz:
 	$(Q)mkdir -p build/fuzz
+	$(Q)$(MAKE) --no-print-directory build/status_html.c
 	$(Q)set -e; for t in $(FUZZ_TARGETS); do \
 		clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -o build/fuzz/$$t \
-			$(PKG_CFLAGS) test/fuzz/$$t.c $(LIBSRC) $(LIBS); \
+			$(PKG_CFLAGS) test/fuzz/$$t.c $(LIBSRC) build/status_html.c $(LIBS); \
 		mkdir -p build/fuzz/$$t.corpus; cp test/fuzz/corpus/$${t#fuzz_}/* build/fuzz/$$t.corpus/; \
 		echo "== $$t for $(FUZZ_TIME)s"; \
 		build/fuzz/$$t -max_total_time=$(FUZZ_TIME) -max_len=4096 build/fuzz/$$t.corpus; \

@@ -335,6 +335,13 @@ static const struct key_def queue_keys[] = {
     {"interval", K_DURATION, C(queue_interval_ms), "1s", 10, 600000},
 };
 
+#define AD(f) offsetof(struct admin_conf, f)
+
+static const struct key_def admin_keys[] = {
+    {"listen", K_STR, AD(listen), NULL, 0, 0},
+    {"token", K_STR, AD(token), NULL, 0, 0},
+};
+
 #define RD(f) offsetof(struct redis_conf, f)
 
 static const struct key_def redis_keys[] = {
@@ -435,6 +442,12 @@ static int on_key(void *user, const char *section, const char *name, const char 
     if (strcmp(section, "queue") == 0)
         return apply(p, queue_keys, NKEYS(queue_keys), (char *)p->cfg, section, name, value,
                      line);
+    if (strcmp(section, "admin") == 0) {
+        if (strcmp(name, "listen") == 0)
+            p->cfg->admin.line = line;
+        return apply(p, admin_keys, NKEYS(admin_keys), (char *)&p->cfg->admin, section, name,
+                     value, line);
+    }
     if (strcmp(section, "redis") == 0) {
         if (strcmp(name, "url") == 0)
             p->cfg->redis.url_line = line;
@@ -486,7 +499,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
         return apply(p, kinds[k].keys, kinds[k].nkeys, p->cur, section, name, value, line);
     }
     return fail(p, line, "unknown section [%s] (expected [proxy], [backend NAME], [queue], [tenants], "
-                "[tenant NAME], [route NAME] or [redis])%s", section, "");
+                "[tenant NAME], [route NAME], [redis] or [admin])%s", section, "");
 }
 
 /* inih reader: like fgets, but counts lines and flags lines longer than inih's buffer. */
@@ -573,6 +586,30 @@ static int redis_url(struct redis_conf *r)
     return r->host ? 0 : -1;
 }
 
+/* [admin] listen = port | host:port; anything but loopback needs a token. */
+static int check_admin(struct parse *p, const struct admin_conf *a)
+{
+    char *end;
+    long port = strtol(a->listen, &end, 10);
+    int bare = *end == '\0' && port > 0 && port < 65536;
+    if (!bare && split_hostport(a->listen) < 0) {
+        fail(p, a->line, "[admin] listen = %s: expected port or host:port%s", a->listen, "");
+        return -1;
+    }
+    int loopback = bare || strncmp(a->listen, "127.", 4) == 0 ||
+                   strncmp(a->listen, "localhost:", 10) == 0 || strncmp(a->listen, "[::1]:", 6) == 0;
+    if (!loopback && (!a->token || strlen(a->token) < 16)) {
+        fail(p, a->line, "[admin] listen = %s: a non-loopback address needs a token of 16 "
+             "characters or more%s", a->listen, "");
+        return -1;
+    }
+    if (a->token && strlen(a->token) < 16) {
+        fail(p, a->line, "[admin] token: at least 16 characters are needed%s%s", "", "");
+        return -1;
+    }
+    return 0;
+}
+
 static int validate(struct parse *p)
 {
     struct config *c = p->cfg;
@@ -601,6 +638,8 @@ static int validate(struct parse *p)
     if (c->tenants.hmac_key && c->tenants.key != TK_HEADER && c->tenants.key != TK_COOKIE)
         return fail(p, c->tenants.hmac_line, "[tenants] hmac_key: signed keys need key = "
                     "header:NAME or cookie:NAME%s%s", "", "");
+    if (c->admin.listen && check_admin(p, &c->admin) < 0)
+        return 0;
     if (c->redis.url && redis_url(&c->redis) < 0)
         return fail(p, c->redis.url_line, "[redis] url = %s: expected "
                     "redis://[:PASSWORD@]HOST:PORT[/DB]%s", c->redis.url, "");
@@ -689,6 +728,8 @@ void config_free(struct config *cfg)
     free(cfg->routes);
     free(cfg->tenants.key_name);
     free(cfg->tenants.hmac_key);
+    free(cfg->admin.listen);
+    free(cfg->admin.token);
     free(cfg->redis.url);
     free(cfg->redis.host);
     free(cfg->redis.password);

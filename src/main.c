@@ -11,6 +11,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include <sluice/admin.h>
 #include <sluice/cluster.h>
 #include <sluice/health.h>
 #include <sluice/log.h>
@@ -52,6 +53,7 @@ static int same_threads(const struct runtime *a, const struct runtime *b)
 /* SIGHUP: a new generation, or the old one keeps serving and the failure is counted. */
 static struct health *checker; /* the main thread's; NULL until run() starts it */
 static struct cluster *heartbeat; /* the main thread's; NULL without memory */
+static struct admin *admin;       /* the main thread's admin listener */
 
 static void reload(struct proxy *px)
 {
@@ -82,6 +84,7 @@ static void reload(struct proxy *px)
     wait_adopted(px, next->generation);
     health_set(checker, next);
     cluster_set(heartbeat, next);
+    admin_set(admin, next);
     queue_configure(&px->queue, next->cfg->queue_target_ms, next->cfg->queue_interval_ms);
     runtime_unref(old);
     atomic_fetch_add(&px->reloads, 1);
@@ -198,6 +201,15 @@ static int run(struct proxy *px)
     health_set(checker, rt);
     heartbeat = cluster_new(base, px);
     cluster_set(heartbeat, rt);
+    char err[512];
+    admin = admin_new(base, px, rt, err, sizeof err);
+    if (!admin) {
+        log_error("main", "%s", err);
+        atomic_store(&px->stopping, 1); /* cannot serve what was asked: stop, exit 1 */
+        for (int i = 0; i < px->nworkers; i++)
+            worker_stop(&px->workers[i]);
+        rc = 1;
+    }
     char *pid_file = rt->cfg->proxy.pid_file ? strdup(rt->cfg->proxy.pid_file) : NULL;
     if (pid_file && write_pid(pid_file) < 0)
         log_warn("main", "cannot write pid_file=%s: %s", pid_file, strerror(errno));
@@ -211,6 +223,8 @@ static int run(struct proxy *px)
     checker = NULL;
     cluster_free(heartbeat);
     heartbeat = NULL;
+    admin_free(admin);
+    admin = NULL;
     for (int i = 0; i < px->nworkers; i++)
         pthread_join(px->workers[i].thread, NULL);
     log_totals(px);

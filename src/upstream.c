@@ -161,9 +161,15 @@ void up_free(struct upstream *u)
     u->n = 0;
 }
 
+int up_draining(const struct backend *b)
+{
+    int a = atomic_load_explicit(&b->st->admin_drain, memory_order_relaxed);
+    return a ? a == 1 : b->conf->drain;
+}
+
 int up_is_up(const struct backend *b, uint64_t now_ms)
 {
-    return !b->conf->drain && !atomic_load_explicit(&b->st->hc_down, memory_order_relaxed) &&
+    return !up_draining(b) && !atomic_load_explicit(&b->st->hc_down, memory_order_relaxed) &&
            atomic_load_explicit(&b->st->down_until, memory_order_relaxed) <= now_ms;
 }
 
@@ -259,7 +265,7 @@ static struct backend *choose(struct upstream *u, const struct backend *avoid, u
     for (int k = 0; k < u->n; k++) {
         struct backend *b = &u->b[(start + (unsigned)k) % (unsigned)u->n];
         if (!up_is_up(b, now_ms)) {
-            if (!b->conf->drain && has_room(b) &&
+            if (!up_draining(b) && has_room(b) &&
                 (!fallback || b->st->down_until < fallback->st->down_until))
                 fallback = b;
             continue;

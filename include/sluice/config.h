@@ -119,6 +119,13 @@ struct redis_conf {
     char *prefix;                /* owned: [sluice:] key prefix */
 };
 
+/* [admin]: the status page, /status.json, /metrics and actions. */
+struct admin_conf {
+    char *listen;                /* owned: "port" or "host:port" (host 127.0.0.1); NULL = off */
+    char *token;                 /* owned: needed for actions, and for a non-loopback listen */
+    int line;                    /* of listen */
+};
+
 struct config {
     char *path;                   /* owned */
     struct proxy_conf proxy;
@@ -130,6 +137,7 @@ struct config {
     uint32_t queue_target_ms;     /* [queue] target [0 = off]: CoDel sojourn target */
     uint32_t queue_interval_ms;   /* [queue] interval [1s]: above target this long -> shed */
     struct redis_conf redis;
+    struct admin_conf admin;
     struct tenant_conf *tenant;   /* owned array; includes `default` (added if absent) */
     size_t ntenants;
     struct route_conf *routes;    /* owned array */

@@ -32,6 +32,8 @@ struct backend_state {
     atomic_uint_fast64_t up_since;     /* ms when it last came back (slow start), 0 = never down */
     atomic_int hc_last_status;         /* last check's status, 0 = no answer */
     int hc_pass, hc_fail;              /* consecutive passes and failures */
+    atomic_int admin_drain;            /* set by the admin API: 0 = as configured,
+                                        * 1 = drained, 2 = not drained */
 };
 
 /* A backend as one configuration generation sees it. Owned by struct upstream. */
@@ -88,6 +90,9 @@ void up_fail(struct backend *b, uint64_t now_ms);
 
 /* A successful response from b: resets the failure window. */
 void up_ok(struct backend *b);
+
+/* 1 if b takes no new requests: `drain = yes`, unless the admin API says otherwise. */
+int up_draining(const struct backend *b);
 
 /* 1 if b may be picked now. */
 int up_is_up(const struct backend *b, uint64_t now_ms);

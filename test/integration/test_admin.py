@@ -1,0 +1,188 @@
+"""The admin listener: /status.json is JSON with the backends, tenants, routes and queue;
+/metrics is valid Prometheus text (checked here without promtool); actions need the token;
+bad [admin] settings are refused with file:line."""
+import http.client
+import json
+import re
+import subprocess
+
+import pytest
+
+import helpers
+
+TOKEN = "0123456789abcdef-admin"
+
+
+def admin_extra(port, token=TOKEN):
+    return "[admin]\nlisten = 127.0.0.1:%d\n%s" % (port, "token = %s\n" % token if token else "")
+
+
+def call(port, method, path, headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request(method, path, headers=headers or {})
+    r = c.getresponse()
+    body = r.read().decode()
+    c.close()
+    return r, body
+
+
+def proxy_get(port, path="/", tenant=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", path, headers={"X-Tenant": tenant} if tenant else {})
+    r = c.getresponse()
+    r.read()
+    c.close()
+    return r.status
+
+
+TENANTS = """
+[tenants]
+key = header:X-Tenant
+[tenant acme]
+rate = 0.01
+burst = 2
+[route sqllab]
+prefix = /slow
+max_inflight = 1
+"""
+
+# Prometheus text exposition format 0.0.4: comment lines, then `name{labels} value`
+LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"'
+SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)'
+                    r'(?:\{(?P<labels>%s(?:,%s)*)?\})? '
+                    r'(?P<value>-?[0-9.eE+-]+|NaN|\+Inf|-Inf)$' % (LABEL, LABEL))
+
+
+def parse_metrics(text):
+    """name -> {labels string: value}; asserts every line is well formed and every sample's
+    metric was declared by a TYPE line before it."""
+    typed, out = {}, {}
+    assert text.endswith("\n")
+    for line in text.splitlines():
+        if line.startswith("# HELP ") or not line:
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            assert kind in ("counter", "gauge", "summary", "histogram", "untyped"), line
+            assert name not in typed, "declared twice: " + name
+            typed[name] = kind
+            continue
+        m = SAMPLE.match(line)
+        assert m, "not a valid sample line: %r" % line
+        name = m.group("name")
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert name in typed or base in typed, "sample before its TYPE: %r" % line
+        if typed.get(name) == "counter":
+            assert name.endswith("_total"), name
+        out.setdefault(name, {})[m.group("labels") or ""] = float(m.group("value"))
+    return out
+
+
+@pytest.fixture
+def admin_sluice(backend_factory, sluice_factory, free_port):
+    port = free_port()
+    s = sluice_factory([backend_factory("a")], backend_opts={"workers": "4"},
+                       extra=TENANTS + admin_extra(port))
+    return s, port
+
+
+def test_status_json_describes_backends_tenants_routes_and_queue(admin_sluice):
+    s, port = admin_sluice
+    assert [proxy_get(s.port, "/", "acme") for _ in range(3)] == [200, 200, 429]
+    r, body = call(port, "GET", "/status.json")
+    assert r.status == 200 and r.getheader("Content-Type") == "application/json"
+    doc = json.loads(body)
+    assert doc["generation"] == 1 and doc["threads"] >= 1
+    (b,) = doc["backends"]
+    assert b["name"] == "a" and b["state"] == "up" and b["capacity"] == 4
+    assert b["capacity_mode"] == "fixed" and b["requests"] == 2
+    acme = next(t for t in doc["tenants"] if t["name"] == "acme")
+    assert acme["admitted"] == 2 and acme["rejected"]["rate"] == 1 and acme["burst"] == 2
+    assert doc["routes"][0]["name"] == "sqllab" and doc["routes"][0]["max_inflight"] == 1
+    assert doc["queue"]["depth"] == 0 and doc["totals"]["rejected_rate"] == 1
+
+
+def test_metrics_are_valid_prometheus_text(admin_sluice):
+    s, port = admin_sluice
+    assert [proxy_get(s.port, "/", "acme") for _ in range(3)] == [200, 200, 429]
+    r, body = call(port, "GET", "/metrics")
+    assert r.status == 200 and r.getheader("Content-Type").startswith("text/plain; version=0.0.4")
+    m = parse_metrics(body)
+    assert m["sluice_requests_total"][""] == 3
+    assert m["sluice_backend_up"]['backend="a"'] == 1
+    assert m["sluice_backend_capacity"]['backend="a"'] == 4
+    assert m["sluice_tenant_rejected_total"]['tenant="acme",reason="rate"'] == 1
+    assert m["sluice_tenant_admitted_total"]['tenant="acme"'] == 2
+
+
+def test_actions_need_the_token_and_drain_undrain_reset_work(admin_sluice):
+    s, port = admin_sluice
+    r, _ = call(port, "POST", "/actions/drain?backend=a")
+    assert r.status == 401 and r.getheader("WWW-Authenticate") == "Bearer"
+    r, _ = call(port, "POST", "/actions/drain?backend=a", {"Authorization": "Bearer wrong"})
+    assert r.status == 401
+    auth = {"Authorization": "Bearer " + TOKEN}
+    r, body = call(port, "POST", "/actions/drain?backend=a", auth)
+    assert r.status == 200 and "drained" in body
+    assert proxy_get(s.port) == 502  # the only backend is drained
+    doc = json.loads(call(port, "GET", "/status.json")[1])
+    assert doc["backends"][0]["state"] == "draining"
+    assert call(port, "POST", "/actions/undrain?backend=a", auth)[0].status == 200
+    assert proxy_get(s.port) == 200
+    assert [proxy_get(s.port, "/", "acme") for _ in range(3)] == [200, 200, 429]
+    assert call(port, "POST", "/actions/reset?tenant=acme", auth)[0].status == 200
+    assert proxy_get(s.port, "/", "acme") == 200
+    assert call(port, "POST", "/actions/drain?backend=nope", auth)[0].status == 404
+    assert call(port, "GET", "/actions/drain?backend=a", auth)[0].status == 405
+    assert call(port, "GET", "/nothing")[0].status == 404
+
+
+def test_actions_are_refused_without_a_configured_token(backend_factory, sluice_factory,
+                                                        free_port):
+    port = free_port()
+    s = sluice_factory([backend_factory("a")], extra=admin_extra(port, token=None))
+    r, body = call(port, "POST", "/actions/drain?backend=a", {"Authorization": "Bearer x"})
+    assert r.status == 403 and "token" in body
+    assert proxy_get(s.port) == 200
+
+
+def test_status_page_is_served_self_contained(admin_sluice):
+    s, port = admin_sluice
+    r, body = call(port, "GET", "/status")
+    assert r.status == 200 and r.getheader("Content-Type").startswith("text/html")
+    assert "<html" in body.lower() or "<!doctype" in body.lower()
+    assert not re.search(r'(src|href)="https?://', body), "the page must not load external assets"
+
+
+def _check(tmp_path, text):
+    path = tmp_path / "s.ini"
+    path.write_text("[proxy]\nlisten = 127.0.0.1:1\n[backend a]\naddress = 127.0.0.1:2\n" + text)
+    return subprocess.run([helpers.SLUICE_BIN, "-t", "-c", str(path)], capture_output=True,
+                          text=True), str(path)
+
+
+def test_non_loopback_admin_needs_a_token(tmp_path):
+    p, path = _check(tmp_path, "[admin]\nlisten = 0.0.0.0:9901\n")
+    assert p.returncode == 1 and "%s:6:" % path in p.stderr and "token" in p.stderr, p.stderr
+    p, path = _check(tmp_path, "[admin]\nlisten = 0.0.0.0:9901\ntoken = %s\n" % TOKEN)
+    assert p.returncode == 0, p.stderr
+    p, path = _check(tmp_path, "[admin]\nlisten = nowhere\n")
+    assert p.returncode == 1 and "%s:6:" % path in p.stderr, p.stderr
+
+
+def test_admin_port_taken_fails_start_with_file_and_line(backend_factory, tmp_path, free_port):
+    import socket
+    port = free_port()
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", port))
+    holder.listen(1)
+    try:
+        cfg = tmp_path / "s.ini"
+        cfg.write_text("[proxy]\nlisten = 127.0.0.1:%d\n[backend a]\naddress = 127.0.0.1:2\n"
+                       "[admin]\nlisten = 127.0.0.1:%d\n" % (free_port(), port))
+        p = subprocess.run([helpers.SLUICE_BIN, "-c", str(cfg)], capture_output=True, text=True,
+                           timeout=20)
+        assert p.returncode == 1, (p.returncode, p.stderr)
+        assert "%s:6:" % cfg in p.stderr + p.stdout, p.stderr
+    finally:
+        holder.close()
