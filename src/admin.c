@@ -18,7 +18,11 @@
 #include <event2/keyvalq_struct.h>
 #include <openssl/crypto.h>
 
+#include <sluice/adaptive.h>
+#include <sluice/autoscale.h>
+#include <sluice/json.h>
 #include <sluice/log.h>
+#include <sluice/meter.h>
 #include <sluice/runtime.h>
 #include <sluice/stats.h>
 #include <sluice/worker.h>
@@ -44,26 +48,53 @@ static uint64_t mono_s(void)
     return (uint64_t)ts.tv_sec;
 }
 
-/* ---- JSON ---- */
-
-static void json_str(struct evbuffer *b, const char *s)
-{
-    evbuffer_add(b, "\"", 1);
-    for (; s && *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            evbuffer_add_printf(b, "\\%c", c);
-        else if (c < 0x20)
-            evbuffer_add_printf(b, "\\u%04x", c);
-        else
-            evbuffer_add(b, s, 1);
-    }
-    evbuffer_add(b, "\"", 1);
-}
-
 static uint64_t total(struct proxy *px, enum stat_id id)
 {
     return stats_sum(&px->workers[0].stats, px->nworkers, sizeof(struct worker), id);
+}
+
+static const uint64_t spans[] = {10, 60, 300};
+static const char *const span_names[] = {"10s", "1m", "5m"};
+
+/* One window W of a series; cap > 0 adds utilisation (mean in flight / cap); extra: the
+ * pool's queueing and upstream series. */
+static void json_window(struct evbuffer *o, const struct series *s, uint64_t span, int cap,
+                        const struct series *q, const struct series *up)
+{
+    struct meter_win w;
+    meter_window(s, span, &w);
+    evbuffer_add_printf(o, "{\"rate\":%.3f,\"requests\":%" PRIu64 ",\"p50_ms\":%.3f,"
+                           "\"p95_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"mean_ms\":%.3f,",
+                        w.rate, w.requests, w.p50_us / 1e3, w.p95_us / 1e3, w.p99_us / 1e3,
+                        w.max_us / 1e3, w.mean_us / 1e3);
+    evbuffer_add_printf(o, "\"status\":{\"none\":%" PRIu64 ",\"1xx\":%" PRIu64 ",\"2xx\":%" PRIu64
+                           ",\"3xx\":%" PRIu64 ",\"4xx\":%" PRIu64 ",\"5xx\":%" PRIu64 "}",
+                        w.status[0], w.status[1], w.status[2], w.status[3], w.status[4],
+                        w.status[5]);
+    if (cap > 0 && w.covered_s)
+        evbuffer_add_printf(o, ",\"utilisation\":%.4f", w.busy_s / (double)w.covered_s / cap);
+    if (q)
+        evbuffer_add_printf(o, ",\"queue_p95_ms\":%.3f",
+                            meter_quantile_us(q, span, 0.95) / 1e3);
+    if (up)
+        evbuffer_add_printf(o, ",\"upstream_p95_ms\":%.3f",
+                            meter_quantile_us(up, span, 0.95) / 1e3);
+    evbuffer_add_printf(o, "}");
+}
+
+static void json_windows(struct evbuffer *o, const struct series *s, int cap,
+                         const struct series *q, const struct series *up)
+{
+    if (!s) {
+        evbuffer_add_printf(o, "\"windows\":null");
+        return;
+    }
+    evbuffer_add_printf(o, "\"windows\":{");
+    for (int i = 0; i < 3; i++) {
+        evbuffer_add_printf(o, "%s\"%s\":", i ? "," : "", span_names[i]);
+        json_window(o, s, spans[i], cap, q, up);
+    }
+    evbuffer_add_printf(o, "}");
 }
 
 static const char *backend_state(const struct backend *b, uint64_t now)
@@ -90,12 +121,17 @@ static void json_backends(struct evbuffer *o, const struct runtime *rt, uint64_t
         json_str(o, b->conf->address);
         evbuffer_add_printf(o, ",\"state\":\"%s\",\"weight\":%d,\"capacity\":%d,"
                                "\"capacity_mode\":\"%s\",\"inflight\":%d,\"requests\":%" PRIu64
-                               ",\"failures\":%" PRIu64 ",\"health_status\":%d,\"windows\":null}",
+                               ",\"failures\":%" PRIu64 ",\"health_status\":%d,",
                             backend_state(b, now), b->conf->weight, up_capacity(b),
                             mode > 0 ? "fixed" : mode < 0 ? "auto" : "none", up_inflight(b),
                             (uint64_t)atomic_load(&st->requests),
                             (uint64_t)atomic_load(&st->failures),
                             atomic_load(&st->hc_last_status));
+        if (b->ad)
+            evbuffer_add_printf(o, "\"learned_min_rtt_ms\":%.3f,",
+                                adaptive_min_rtt_us(b->ad) / 1e3);
+        json_windows(o, atomic_load(&st->ser), up_capacity(b), NULL, NULL);
+        evbuffer_add_printf(o, "}");
     }
     evbuffer_add_printf(o, "]");
 }
@@ -128,7 +164,9 @@ static void json_tenants(struct evbuffer *o, struct proxy *px, const struct runt
                             atomic_load(&t->st->inflight), queued,
                             (uint64_t)atomic_load(&t->st->admitted));
         json_rejected(o, t->st);
-        evbuffer_add_printf(o, ",\"windows\":null}");
+        evbuffer_add(o, ",", 1);
+        json_windows(o, atomic_load(&t->st->ser), 0, NULL, NULL);
+        evbuffer_add_printf(o, "}");
     }
     evbuffer_add_printf(o, "]");
 }
@@ -144,10 +182,11 @@ static void json_routes(struct evbuffer *o, const struct runtime *rt)
         json_str(o, r->name);
         evbuffer_add_printf(o, ",\"prefix\":");
         json_str(o, r->prefix);
-        evbuffer_add_printf(o, ",\"bypass\":%s,\"max_inflight\":%d,\"inflight\":%d,"
-                               "\"windows\":null}",
+        evbuffer_add_printf(o, ",\"bypass\":%s,\"max_inflight\":%d,\"inflight\":%d,",
                             r->bypass ? "true" : "false", r->max_inflight,
                             rs ? atomic_load(&rs->inflight) : 0);
+        json_windows(o, rs ? atomic_load(&rs->ser) : NULL, 0, NULL, NULL);
+        evbuffer_add_printf(o, "}");
     }
     evbuffer_add_printf(o, "]");
 }
@@ -163,15 +202,19 @@ static void json_queue(struct evbuffer *o, struct proxy *px, const struct config
                         (uint64_t)atomic_load(&q->full));
 }
 
-static void json_pool(struct evbuffer *o, const struct runtime *rt)
+static void json_pool(struct evbuffer *o, const struct meter *m, const struct runtime *rt)
 {
     int inflight = 0, cap = 0;
     for (int i = 0; i < rt->up.n; i++) {
         inflight += up_inflight(&rt->up.b[i]);
         cap += up_capacity(&rt->up.b[i]);
     }
-    evbuffer_add_printf(o, "\"pool\":{\"inflight\":%d,\"capacity\":%d,\"windows\":null}",
-                        inflight, cap);
+    evbuffer_add_printf(o, "\"pool\":{\"inflight\":%d,\"capacity\":%d,\"admitted_rate\":{"
+                           "\"10s\":%.3f,\"1m\":%.3f,\"5m\":%.3f},",
+                        inflight, cap, meter_admitted_rate(m, 10), meter_admitted_rate(m, 60),
+                        meter_admitted_rate(m, 300));
+    json_windows(o, m->pool, cap, m->queue, m->upstream);
+    evbuffer_add_printf(o, "}");
 }
 
 static void json_totals(struct evbuffer *o, struct proxy *px)
@@ -200,7 +243,7 @@ void admin_status_json(struct admin *a, struct evbuffer *o)
                         (long long)time(NULL));
     json_queue(o, px, rt->cfg);
     evbuffer_add(o, ",", 1);
-    json_pool(o, rt);
+    json_pool(o, px->meter, rt);
     evbuffer_add(o, ",", 1);
     json_backends(o, rt, now);
     evbuffer_add(o, ",", 1);
@@ -209,7 +252,9 @@ void admin_status_json(struct admin *a, struct evbuffer *o)
     json_routes(o, rt);
     evbuffer_add(o, ",", 1);
     json_totals(o, px);
-    evbuffer_add_printf(o, ",\"scale\":null}\n");
+    evbuffer_add_printf(o, ",\"scale\":");
+    autoscale_json(px->scaler, o);
+    evbuffer_add_printf(o, "}\n");
     runtime_unref(rt);
 }
 
@@ -272,6 +317,41 @@ static void prom_tenants(struct evbuffer *o, struct proxy *px, const struct runt
     }
 }
 
+/* Latency quantiles over the last minute, as gauges (a summary's quantiles without its
+ * _sum/_count, which Prometheus would read as cumulative since start). */
+static void prom_quantiles(struct evbuffer *o, const char *metric, const char *label,
+                           const char *name, const struct series *s)
+{
+    static const double qs[] = {0.5, 0.95, 0.99};
+    for (size_t i = 0; s && i < 3; i++)
+        evbuffer_add_printf(o, "sluice_%s{%s=\"%s\",quantile=\"%g\"} %.6f\n", metric, label,
+                            name, qs[i], meter_quantile_us(s, 60, qs[i]) / 1e6);
+}
+
+static void prom_latency(struct evbuffer *o, const struct meter *m, const struct runtime *rt)
+{
+    prom_head(o, "pool_latency_seconds", "gauge",
+              "the pool's latency quantiles over the last minute: total, queueing, upstream");
+    prom_quantiles(o, "pool_latency_seconds", "part", "total", m->pool);
+    prom_quantiles(o, "pool_latency_seconds", "part", "queue", m->queue);
+    prom_quantiles(o, "pool_latency_seconds", "part", "upstream", m->upstream);
+    prom_head(o, "backend_latency_seconds", "gauge",
+              "upstream time quantiles per backend over the last minute");
+    for (int i = 0; i < rt->up.n; i++)
+        prom_quantiles(o, "backend_latency_seconds", "backend", rt->up.b[i].st->name,
+                       atomic_load(&rt->up.b[i].st->ser));
+    prom_head(o, "tenant_latency_seconds", "gauge",
+              "total time quantiles per tenant over the last minute");
+    for (int i = 0; i < rt->admit.n; i++)
+        prom_quantiles(o, "tenant_latency_seconds", "tenant", rt->admit.t[i].st->name,
+                       atomic_load(&rt->admit.t[i].st->ser));
+    prom_head(o, "route_latency_seconds", "gauge",
+              "total time quantiles per route over the last minute");
+    for (int i = 0; i < rt->admit.nr; i++)
+        prom_quantiles(o, "route_latency_seconds", "route", rt->admit.rs[i]->name,
+                       atomic_load(&rt->admit.rs[i]->ser));
+}
+
 void admin_metrics(struct admin *a, struct evbuffer *o)
 {
     struct proxy *px = a->px;
@@ -293,6 +373,8 @@ void admin_metrics(struct admin *a, struct evbuffer *o)
                         (uint64_t)atomic_load(&px->reload_failures));
     prom_backends(o, rt, up_now_ms());
     prom_tenants(o, px, rt);
+    prom_latency(o, px->meter, rt);
+    autoscale_metrics(px->scaler, o);
     runtime_unref(rt);
 }
 
@@ -408,6 +490,10 @@ static void on_request(struct evhttp_request *req, void *arg)
     if (strcmp(path, "/status.json") == 0) {
         admin_status_json(a, b);
         reply(req, 200, "OK", "application/json", b);
+    } else if (strcmp(path, "/scale.json") == 0) { /* KEDA metrics-api: valueLocation */
+        autoscale_json(a->px->scaler, b);
+        evbuffer_add(b, "\n", 1);
+        reply(req, 200, "OK", "application/json", b);
     } else if (strcmp(path, "/metrics") == 0) {
         admin_metrics(a, b);
         reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", b);
@@ -415,7 +501,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         evbuffer_add_reference(b, status_html, status_html_len, NULL, NULL);
         reply(req, 200, "OK", "text/html; charset=utf-8", b);
     } else {
-        reply_text(req, 404, "Not Found", "try /status, /status.json or /metrics");
+        reply_text(req, 404, "Not Found", "try /status, /status.json, /scale.json or /metrics");
     }
     evbuffer_free(b);
 }

@@ -83,6 +83,18 @@ void cluster_set(struct cluster *c, const struct runtime *rt)
     event_add(c->tick, &tv);
 }
 
+int cluster_publish(struct cluster *c, const char *json)
+{
+    if (!c)
+        return -1;
+    char key[160];
+    snprintf(key, sizeof key, "%sscale", c->prefix);
+    const char *set[] = {"SET", key, json}, *pub[] = {"PUBLISH", key, json};
+    if (redis_send(&c->rc, 3, set) < 0)
+        return -1;
+    return redis_send(&c->rc, 3, pub);
+}
+
 void cluster_free(struct cluster *c)
 {
     if (!c)

@@ -12,7 +12,7 @@
 #include <string.h>
 
 enum key_type { K_STR, K_INT, K_DURATION, K_SIZE, K_THREADS, K_LEVEL, K_LIST, K_BOOL, K_DOUBLE,
-                K_FAILURE, K_WORKERS };
+                K_FAILURE, K_WORKERS, K_SCALE_MODE };
 
 struct key_def {
     const char *name;
@@ -192,6 +192,14 @@ static int store(const struct key_def *d, char *base, const char *v, const char 
             return -1;
         *(int *)(base + d->off) = (int)n;
         return 0;
+    case K_SCALE_MODE: {
+        enum scale_mode m;
+        *why = "expected little or erlang";
+        if (scale_mode_parse(v, &m) < 0)
+            return -1;
+        *(enum scale_mode *)(base + d->off) = m;
+        return 0;
+    }
     case K_FAILURE:
         for (int i = 0; failure_names[i]; i++)
             if (strcmp(v, failure_names[i]) == 0) {
@@ -342,6 +350,37 @@ static const struct key_def admin_keys[] = {
     {"token", K_STR, AD(token), NULL, 0, 0},
 };
 
+#define SC(f) offsetof(struct scale_section, c.f)
+#define SS(f) offsetof(struct scale_section, f)
+
+/* Bounds here are coarse; scale_conf_check() judges the values together after parsing. */
+static const struct key_def scale_keys[] = {
+    {"mode", K_SCALE_MODE, SC(mode), "little", 0, 0},
+    {"margin", K_DOUBLE, SC(margin), "1.3", 1, 3},
+    {"quantile", K_DOUBLE, SC(quantile), "0.95", 0, 1},
+    {"target_wait", K_DURATION, SC(target_wait_ms), "500ms", 1, 600000},
+    {"epsilon", K_DOUBLE, SC(epsilon), "0.05", 0, 1},
+    {"step", K_DOUBLE, SC(step), "0.25", 0, 1},
+    {"up_for", K_DURATION, SC(up_for_ms), "30s", 0, 86400000},
+    {"down_for", K_DURATION, SC(down_for_ms), "5m", 0, 86400000},
+    {"cooldown", K_DURATION, SC(cooldown_ms), "60s", 0, 86400000},
+    {"min_workers", K_INT, SC(min_workers), "1", 1, 100000},
+    {"max_workers", K_INT, SC(max_workers), "64", 1, 100000},
+    {"queue_threshold", K_INT, SC(queue_threshold), "5", 1, 100000},
+    {"down_utilisation", K_DOUBLE, SC(down_utilisation), "0.30", 0, 1},
+    {"db_max_connections", K_INT, SC(db_max_connections), "0", 0, 1000000},
+    {"db_share", K_DOUBLE, SC(db_share), "0.65", 0, 1},
+    {"pool_size", K_INT, SC(pool_size), "0", 0, 100000},
+    {"window", K_DURATION, SS(window_ms), "1m", 10000, 300000},
+    {"on_scale", K_STR, SS(on_scale), NULL, 0, 0},
+    {"on_scale_timeout", K_DURATION, SS(on_scale_timeout_ms), "30s", 100, 3600000},
+    {"webhook", K_STR, SS(webhook), NULL, 0, 0},
+    {"webhook_timeout", K_DURATION, SS(webhook_timeout_ms), "5s", 100, 600000},
+    {"gunicorn_pidfile", K_STR, SS(gunicorn_pidfile), NULL, 0, 0},
+    {"gunicorn_backend", K_STR, SS(gunicorn_backend), NULL, 0, 0},
+    {"redis_publish", K_BOOL, SS(redis_publish), "no", 0, 1},
+};
+
 #define RD(f) offsetof(struct redis_conf, f)
 
 static const struct key_def redis_keys[] = {
@@ -426,6 +465,68 @@ static int valid_name(const char *s)
     return 1;
 }
 
+static const char *const fixed_sections[] = {"proxy", "queue", "tenants", "redis", "admin",
+                                              "scale"};
+
+/* The repeatable kind of "[KIND NAME]", or NULL. */
+static const struct section_kind *kind_of(const char *section)
+{
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        size_t kl = strlen(kinds[k].kind);
+        if (strncmp(section, kinds[k].kind, kl) == 0 && section[kl] == ' ')
+            return &kinds[k];
+    }
+    return NULL;
+}
+
+static int unknown_section(struct parse *p, const char *section, int line)
+{
+    return fail(p, line, "unknown section [%s] (expected [proxy], [backend NAME], [queue], "
+                "[tenants], [tenant NAME], [route NAME], [redis], [admin] or [scale])%s",
+                section, "");
+}
+
+/* A [KIND NAME] header: its entry exists from here on, keys or not (an empty
+ * [tenant solo] is a tenant with the defaults). 0, or -1 after fail(). */
+static int enter_section(struct parse *p, const char *section, int line)
+{
+    const struct section_kind *k = kind_of(section);
+    const char *sname = section + strlen(k->kind) + 1;
+    snprintf(p->last_section, sizeof p->last_section, "%s", section);
+    if (!valid_name(sname)) {
+        fail(p, line, "[%s]: the name must be 1-63 of A-Z a-z 0-9 - _ .%s", section, "");
+        return -1;
+    }
+    if (named_exists(p->cfg, k, sname)) {
+        fail(p, line, "[%s]: duplicate section%s", section, "");
+        return -1;
+    }
+    p->cur = named_entry(p->cfg, k, sname, line);
+    return 0;
+}
+
+/* Called by the reader for every "[...]" line, before inih reports its keys (inih says
+ * nothing about a section without keys). */
+static void on_header(struct parse *p, const char *line)
+{
+    while (*line == ' ' || *line == '\t')
+        line++;
+    const char *end = *line == '[' ? strchr(line, ']') : NULL;
+    char section[128];
+    if (!end || (size_t)(end - line - 1) >= sizeof section)
+        return;
+    memcpy(section, line + 1, (size_t)(end - line - 1));
+    section[end - line - 1] = '\0';
+    if (kind_of(section)) {
+        enter_section(p, section, p->line);
+        return;
+    }
+    for (size_t i = 0; i < sizeof fixed_sections / sizeof fixed_sections[0]; i++)
+        if (strcmp(section, fixed_sections[i]) == 0)
+            return;
+    unknown_section(p, section, p->line);
+}
+
 static int on_key(void *user, const char *section, const char *name, const char *value)
 {
     struct parse *p = user;
@@ -442,6 +543,12 @@ static int on_key(void *user, const char *section, const char *name, const char 
     if (strcmp(section, "queue") == 0)
         return apply(p, queue_keys, NKEYS(queue_keys), (char *)p->cfg, section, name, value,
                      line);
+    if (strcmp(section, "scale") == 0) {
+        if (!p->cfg->scale.line)
+            p->cfg->scale.line = line;
+        return apply(p, scale_keys, NKEYS(scale_keys), (char *)&p->cfg->scale, section, name,
+                     value, line);
+    }
     if (strcmp(section, "admin") == 0) {
         if (strcmp(name, "listen") == 0)
             p->cfg->admin.line = line;
@@ -481,28 +588,20 @@ static int on_key(void *user, const char *section, const char *name, const char 
                         "ip or path_prefix:N%s", value, "");
         return 1;
     }
-    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
-        size_t kl = strlen(kinds[k].kind);
-        if (strncmp(section, kinds[k].kind, kl) != 0 || section[kl] != ' ')
-            continue;
-        const char *sname = section + kl + 1;
-        if (!valid_name(sname))
-            return fail(p, line, "[%s]: the name must be 1-63 of A-Z a-z 0-9 - _ .%s", section,
-                        "");
-        if (new_section) {
-            if (named_exists(p->cfg, &kinds[k], sname))
-                return fail(p, line, "[%s]: duplicate section%s", section, "");
-            p->cur = named_entry(p->cfg, &kinds[k], sname, line);
-        }
+    const struct section_kind *k = kind_of(section);
+    if (k) {
+        if (new_section && enter_section(p, section, line) < 0)
+            return 0;
         if (!p->cur)
             return fail(p, line, "[%s]: out of memory%s", section, "");
-        return apply(p, kinds[k].keys, kinds[k].nkeys, p->cur, section, name, value, line);
+        return apply(p, k->keys, k->nkeys, p->cur, section, name, value, line);
     }
-    return fail(p, line, "unknown section [%s] (expected [proxy], [backend NAME], [queue], [tenants], "
-                "[tenant NAME], [route NAME], [redis] or [admin])%s", section, "");
+    return unknown_section(p, section, line);
 }
 
 /* inih reader: like fgets, but counts lines and flags lines longer than inih's buffer. */
+static void on_header(struct parse *p, const char *line);
+
 static char *read_line(char *str, int num, void *stream)
 {
     struct parse *p = stream;
@@ -517,6 +616,7 @@ static char *read_line(char *str, int num, void *stream)
         if (!p->long_line)
             p->long_line = p->line;
     }
+    on_header(p, str);
     return str;
 }
 
@@ -586,6 +686,47 @@ static int redis_url(struct redis_conf *r)
     return r->host ? 0 : -1;
 }
 
+/* [scale]: the rules together (scale_conf_check), the window, the sinks' shapes. */
+static int check_scale(struct parse *p, const struct config *c)
+{
+    const struct scale_section *s = &c->scale;
+    char why[200];
+    int line = s->line ? s->line : p->line;
+    if (scale_conf_check(&s->c, why, sizeof why) < 0) {
+        fail(p, line, "[scale]: %s%s", why, "");
+        return -1;
+    }
+    if (s->window_ms != 10000 && s->window_ms != 60000 && s->window_ms != 300000) {
+        fail(p, line, "[scale] window: expected 10s, 1m or 5m%s%s", "", "");
+        return -1;
+    }
+    if (s->webhook && strncmp(s->webhook, "http://", 7) != 0) {
+        fail(p, line, "[scale] webhook = %s: expected http://host:port/path%s", s->webhook, "");
+        return -1;
+    }
+    if (s->on_scale && s->on_scale[0] != '/') {
+        fail(p, line, "[scale] on_scale = %s: expected an absolute path%s", s->on_scale, "");
+        return -1;
+    }
+    int found = !s->gunicorn_backend;
+    for (size_t i = 0; !found && i < c->nbackends; i++)
+        found = strcmp(c->backends[i].name, s->gunicorn_backend) == 0;
+    if (!found) {
+        fail(p, line, "[scale] gunicorn_backend = %s: no [backend %s]", s->gunicorn_backend,
+             s->gunicorn_backend);
+        return -1;
+    }
+    if (s->gunicorn_backend && !s->gunicorn_pidfile) {
+        fail(p, line, "[scale] gunicorn_backend needs gunicorn_pidfile%s%s", "", "");
+        return -1;
+    }
+    if (s->redis_publish && !c->redis.url) {
+        fail(p, line, "[scale] redis_publish = yes needs [redis] url%s%s", "", "");
+        return -1;
+    }
+    return 0;
+}
+
 /* [admin] listen = port | host:port; anything but loopback needs a token. */
 static int check_admin(struct parse *p, const struct admin_conf *a)
 {
@@ -640,6 +781,8 @@ static int validate(struct parse *p)
                     "header:NAME or cookie:NAME%s%s", "", "");
     if (c->admin.listen && check_admin(p, &c->admin) < 0)
         return 0;
+    if (check_scale(p, c) < 0)
+        return 0;
     if (c->redis.url && redis_url(&c->redis) < 0)
         return fail(p, c->redis.url_line, "[redis] url = %s: expected "
                     "redis://[:PASSWORD@]HOST:PORT[/DB]%s", c->redis.url, "");
@@ -675,6 +818,7 @@ struct config *config_load(const char *path, char *err, size_t errlen)
     set_defaults(proxy_keys, NKEYS(proxy_keys), (char *)&cfg->proxy);
     set_defaults(queue_keys, NKEYS(queue_keys), (char *)cfg);
     set_defaults(redis_keys, NKEYS(redis_keys), (char *)&cfg->redis);
+    set_defaults(scale_keys, NKEYS(scale_keys), (char *)&cfg->scale);
     cfg->tenants.max_tracked = 10000;
     p.fp = fopen(path, "r");
     if (!p.fp) {
@@ -728,6 +872,10 @@ void config_free(struct config *cfg)
     free(cfg->routes);
     free(cfg->tenants.key_name);
     free(cfg->tenants.hmac_key);
+    free(cfg->scale.on_scale);
+    free(cfg->scale.webhook);
+    free(cfg->scale.gunicorn_pidfile);
+    free(cfg->scale.gunicorn_backend);
     free(cfg->admin.listen);
     free(cfg->admin.token);
     free(cfg->redis.url);

@@ -12,9 +12,11 @@
 #include <event2/thread.h>
 
 #include <sluice/admin.h>
+#include <sluice/autoscale.h>
 #include <sluice/cluster.h>
 #include <sluice/health.h>
 #include <sluice/log.h>
+#include <sluice/meter.h>
 #include <sluice/runtime.h>
 #include <sluice/worker.h>
 
@@ -85,6 +87,8 @@ static void reload(struct proxy *px)
     health_set(checker, next);
     cluster_set(heartbeat, next);
     admin_set(admin, next);
+    meter_attach(px->meter, next);
+    autoscale_set(px->scaler, next);
     queue_configure(&px->queue, next->cfg->queue_target_ms, next->cfg->queue_interval_ms);
     runtime_unref(old);
     atomic_fetch_add(&px->reloads, 1);
@@ -162,7 +166,8 @@ static int start_workers(struct proxy *px)
                                        : (int)sysconf(_SC_NPROCESSORS_ONLN);
     px->nworkers = n < 1 ? 1 : n;
     px->workers = calloc((size_t)px->nworkers, sizeof *px->workers);
-    if (!px->workers)
+    px->meter = meter_new(px->nworkers); /* before any worker records into it */
+    if (!px->workers || !px->meter || meter_attach(px->meter, rt) < 0)
         return -1;
     for (int i = 0; i < px->nworkers; i++) {
         if (worker_init(&px->workers[i], px, i, err, sizeof err) < 0 ||
@@ -201,6 +206,8 @@ static int run(struct proxy *px)
     health_set(checker, rt);
     heartbeat = cluster_new(base, px);
     cluster_set(heartbeat, rt);
+    px->cluster = heartbeat;
+    px->scaler = autoscale_new(base, px);
     char err[512];
     admin = admin_new(base, px, rt, err, sizeof err);
     if (!admin) {
@@ -221,6 +228,9 @@ static int run(struct proxy *px)
         event_base_loop(base, EVLOOP_ONCE);
     health_free(checker);
     checker = NULL;
+    autoscale_free(px->scaler);
+    px->scaler = NULL;
+    px->cluster = NULL;
     cluster_free(heartbeat);
     heartbeat = NULL;
     admin_free(admin);
@@ -322,6 +332,7 @@ int main(int argc, char **argv)
         return 1;
     int rc = run(&px);
     free(px.workers);
+    meter_free(px.meter);
     queue_destroy(&px.queue);
     runtime_unref(atomic_load(&px.rt));
     log_close();

@@ -25,13 +25,25 @@ static void ring_add(struct queue *q, struct tenant_state *t)
     if (!q->cur) {
         t->ring_prev = t->ring_next = t;
         q->cur = t;
+        t->fresh = 1;
+        q->fresh_tail = t;
         return;
     }
-    /* join just before cur: it gets its turn after every tenant already waiting */
-    t->ring_next = q->cur;
-    t->ring_prev = q->cur->ring_prev;
-    q->cur->ring_prev->ring_next = t;
-    q->cur->ring_prev = t;
+    /* A tenant that had nobody waiting is served next (as FQ-CoDel serves new flows
+     * first): a light tenant's occasional request waits for one freed slot, not for a
+     * turn of every heavy tenant. New tenants go in the order they came, before cur;
+     * cur keeps what is left of its turn for when the ring comes back to it. A tenant
+     * always backlogged never rejoins, so it cannot use this to jump the ring. */
+    struct tenant_state *fresh = q->fresh_tail && q->fresh_tail->fresh ? q->fresh_tail : NULL;
+    struct tenant_state *before = fresh ? fresh->ring_next : q->cur; /* new ones keep order */
+    t->ring_next = before;
+    t->ring_prev = before->ring_prev;
+    before->ring_prev->ring_next = t;
+    before->ring_prev = t;
+    if (!fresh)
+        q->cur = t;
+    t->fresh = 1;
+    q->fresh_tail = t;
 }
 
 static void ring_remove(struct queue *q, struct tenant_state *t)
@@ -46,6 +58,9 @@ static void ring_remove(struct queue *q, struct tenant_state *t)
     }
     t->ring_prev = t->ring_next = NULL;
     t->deficit = 0;
+    t->fresh = 0;
+    if (q->fresh_tail == t)
+        q->fresh_tail = NULL;
 }
 
 int queue_push(struct queue *q, struct waiter *w, int front, int max)
@@ -121,6 +136,7 @@ static struct waiter *pop(struct queue *q)
             return NULL;
     }
     struct waiter *w = *pp;
+    t->fresh = 0; /* served once: an old tenant from now on */
     if (t->deficit <= 0)
         t->deficit = w->weight > 0 ? w->weight : 1;
     *pp = w->next;

@@ -354,6 +354,15 @@ struct redis_call *redis_heartbeat(struct rclient *c, const char *prefix, const 
     return launch(call);
 }
 
+int redis_send(struct rclient *c, int argc, const char **argv)
+{
+    if (c->state != RC_UP || !c->ac ||
+        redisAsyncCommandArgv(c->ac, NULL, NULL, argc, argv, NULL) != REDIS_OK)
+        return -1;
+    count(c, STAT_redis_calls);
+    return 0;
+}
+
 void redis_cancel(struct rclient *c, struct redis_call *call, int timed_out)
 {
     call->cb = NULL; /* freed when its reply (or the connection's end) arrives */

@@ -224,8 +224,9 @@ static _Thread_local int ignore_caps; /* set by up_pick_bypass for its one call 
 
 int up_capacity(const struct backend *b)
 {
+    int seen = atomic_load_explicit(&b->st->workers_seen, memory_order_relaxed);
     if (b->conf->workers > 0)
-        return b->conf->workers;
+        return seen > 0 ? seen : b->conf->workers;
     return b->ad ? adaptive_limit(b->ad) : 0;
 }
 

@@ -16,6 +16,7 @@ struct tenant_conf;
 struct tenants_conf;
 struct route_conf;
 struct config;
+struct series;
 
 /* Why a request was refused before reaching a backend: the value of its X-Sluice-Reject
  * header, and the per-tenant and global counters. */
@@ -50,7 +51,10 @@ struct tenant_state {
     /* its place in the shared queue, under queue.lock (queue.c) */
     struct waiter *q_head, *q_tail;
     int deficit;                           /* requests left in its current turn */
+    int fresh;                             /* joined the ring and not served since */
     struct tenant_state *ring_prev, *ring_next;
+    struct series *_Atomic ser;            /* its measurements (meter.h); set once by main,
+                                            * NULL for unnamed keys */
 };
 
 struct tenant {
@@ -86,6 +90,7 @@ struct route_state {
     char name[64];
     atomic_int refs;
     atomic_int inflight;                   /* its requests holding a backend slot */
+    struct series *_Atomic ser;            /* its measurements (meter.h); set once by main */
 };
 
 /* A generation's tenant table. */

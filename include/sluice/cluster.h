@@ -17,6 +17,10 @@ struct cluster *cluster_new(struct event_base *base, struct proxy *px);
 /* Follow generation rt's [redis] (a changed url reconnects; none stops the heartbeat). */
 void cluster_set(struct cluster *c, const struct runtime *rt);
 
+/* Publish a scale decision (JSON) for other instances and autoscalers: SET PREFIXscale and
+ * PUBLISH on the channel PREFIXscale. 0, or -1 when Redis is not connected. */
+int cluster_publish(struct cluster *c, const char *json);
+
 /* Stop and free. */
 void cluster_free(struct cluster *c);
 

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sluice/scale.h>
+
 #define CONFIG_MAX_LISTEN 16
 #define CONFIG_MAX_LIST 16
 
@@ -126,6 +128,21 @@ struct admin_conf {
     int line;                    /* of listen */
 };
 
+/* [scale]: the sizing rules (scale.h) and where decisions go. */
+struct scale_section {
+    struct scale_conf c;          /* the arithmetic and the rules, keys of the same names */
+    uint32_t window_ms;           /* [1m] lambda and Wq are measured over 10s, 1m or 5m */
+    char *on_scale;               /* owned: exec hook run on each decision; NULL = none */
+    uint32_t on_scale_timeout_ms; /* [30s] the hook is killed after this */
+    char *webhook;                /* owned: http://host:port/path POSTed JSON; NULL = none */
+    uint32_t webhook_timeout_ms;  /* [5s] per attempt */
+    char *gunicorn_pidfile;       /* owned: the Gunicorn master to send TTIN/TTOU; NULL = none */
+    char *gunicorn_backend;       /* owned: the [backend] that master serves: its capacity
+                                   * follows the workers seen; NULL = none */
+    int redis_publish;            /* [no] SET + PUBLISH decisions through [redis] */
+    int line;                     /* first line of the section */
+};
+
 struct config {
     char *path;                   /* owned */
     struct proxy_conf proxy;
@@ -138,6 +155,7 @@ struct config {
     uint32_t queue_interval_ms;   /* [queue] interval [1s]: above target this long -> shed */
     struct redis_conf redis;
     struct admin_conf admin;
+    struct scale_section scale;
     struct tenant_conf *tenant;   /* owned array; includes `default` (added if absent) */
     size_t ntenants;
     struct route_conf *routes;    /* owned array */

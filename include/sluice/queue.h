@@ -1,6 +1,7 @@
 /* queue: requests waiting for a backend slot (a Gunicorn worker), shared by all threads.
  * When a slot frees, the next waiter is chosen fairly across tenants (weighted round robin
- * by tenant weight, FIFO within a tenant) and woken on its own thread.
+ * by tenant weight, FIFO within a tenant; a tenant that had nobody waiting goes next) and
+ * woken on its own thread.
  *
  * Invariants (all under `lock`): a waiter is in at most one tenant FIFO and is in one iff
  * its state is W_QUEUED; a tenant is in the ring iff its FIFO is non-empty; `len` counts
@@ -44,6 +45,7 @@ struct queue {
     pthread_mutex_t lock;
     atomic_int len;             /* waiters queued */
     struct tenant_state *cur;   /* ring of tenants with waiters; the one whose turn it is */
+    struct tenant_state *fresh_tail; /* the last tenant that joined and is not served yet */
     atomic_uint_fast64_t timeouts, full, shed;
     _Atomic uint32_t target_ms; /* shedding: 0 = off (from the current generation) */
     _Atomic uint32_t interval_ms;

@@ -68,6 +68,9 @@ struct redis_call *redis_gcra(struct rclient *c, const char *prefix, const char 
 struct redis_call *redis_heartbeat(struct rclient *c, const char *prefix, const char *id,
                                    redis_cb cb, void *arg);
 
+/* A command whose answer nobody waits for (SET, PUBLISH). 0 if sent, -1 if not connected. */
+int redis_send(struct rclient *c, int argc, const char **argv);
+
 /* The caller gives up on call (it timed out: timed_out = 1, or went away: 0). */
 void redis_cancel(struct rclient *c, struct redis_call *call, int timed_out);
 

@@ -10,6 +10,7 @@
 #define STATS_COUNTERS(X)                                                                  \
     X(connections, "client connections accepted")                                         \
     X(requests, "requests parsed from clients")                                           \
+    X(admitted, "requests admitted past the rate limits (the load the pool is asked for)") \
     X(responses, "responses completed to clients")                                        \
     X(err_400, "requests refused as malformed (400)")                                    \
     X(err_408, "clients too slow to send a request head or body (408)")                  \

@@ -13,6 +13,7 @@
 
 struct adaptive;
 struct backend_conf;
+struct series;
 struct bufferevent;
 struct event_base;
 
@@ -34,6 +35,9 @@ struct backend_state {
     int hc_pass, hc_fail;              /* consecutive passes and failures */
     atomic_int admin_drain;            /* set by the admin API: 0 = as configured,
                                         * 1 = drained, 2 = not drained */
+    struct series *_Atomic ser;        /* its measurements (meter.h); set once by main */
+    atomic_int workers_seen;           /* Gunicorn workers the actuator counts under this
+                                        * backend's master (0 = not watched): its capacity */
 };
 
 /* A backend as one configuration generation sees it. Owned by struct upstream. */
@@ -112,7 +116,8 @@ struct bufferevent *up_bufferevent(struct backend *b, struct event_base *base);
  * in-flight count when it was sent (itself included). Feeds workers = auto. */
 void up_sample(struct backend *b, uint64_t rtt_us, int inflight_at_send);
 
-/* b's concurrency limit now: workers, the learned limit (auto), or 0 = none. */
+/* b's concurrency limit now: workers (or the workers the Gunicorn actuator sees), the
+ * learned limit (auto), or 0 = none. */
 int up_capacity(const struct backend *b);
 
 /* Requests in flight to b now. */

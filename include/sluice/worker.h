@@ -39,6 +39,9 @@ struct proxy {
     atomic_uint_fast64_t reloads, reload_failures;
     struct queue queue;          /* requests waiting for a backend slot, all threads */
     atomic_int redis_instances;  /* live sluice instances last seen in Redis (0 = unknown) */
+    struct meter *meter;         /* measurements: set before the workers start (main) */
+    struct cluster *cluster;     /* main thread's Redis heartbeat and publisher, or NULL */
+    struct autoscale *scaler;    /* main thread's scale controller, or NULL */
 };
 
 /* One listening socket of a worker. */

@@ -113,4 +113,4 @@ def test_config_check_rejects_bad_admission_keys_with_file_and_line(tmp_path):
     _fails_at(tmp_path, "[queue]\ntarget = soon\n", 6)
     _fails_at(tmp_path, "[backend b]\naddress = 127.0.0.1:3\nworkers = many\n", 7)
     _fails_at(tmp_path, "[backend b]\naddress = 127.0.0.1:3\nworkers = auto\n"
-              "workers_min = 8\nworkers_max = 4\n", 6)
+              "workers_min = 8\nworkers_max = 4\n", 5)

@@ -234,3 +234,26 @@ def test_no_shedding_without_a_target(backend_factory, sluice_factory):
     res = in_threads(lambda i: get(s.port, "/slow?ms=100&heavy=%d" % i, "heavy")[0],
                      [(i,) for i in range(8)])
     assert [r.status for r in res] == [200] * 8
+
+
+def test_a_tenant_with_nobody_waiting_goes_next(backend_factory, sluice_factory):
+    # heavy (weight 3) is being served in its turn when light's single request arrives:
+    # light takes the next freed slot instead of waiting for the rest of heavy's turn
+    b = big_backend(backend_factory)
+    s = sluice_factory([b], backend_opts={"workers": "1"}, extra=TENANTS)
+    out = {}
+
+    def later(delay, path, tenant):
+        time.sleep(delay)
+        out[path] = get(s.port, path, tenant)[0].status
+    ts = [threading.Thread(target=later, args=(0, "/slow?ms=400&blocker=1", None))]
+    ts += [threading.Thread(target=later, args=(0.05 + 0.01 * i, "/slow?ms=300&t=heavy&i=%d" % i,
+                                                "heavy")) for i in range(5)]
+    ts += [threading.Thread(target=later, args=(0.55, "/slow?ms=10&t=light", "light"))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    assert set(out.values()) == {200}
+    order = ["L" if "t=light" in l else "H" for l in open(b.log).read().splitlines() if "t=" in l]
+    assert "".join(order) == "HLHHHH", "".join(order)

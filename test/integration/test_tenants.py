@@ -193,3 +193,21 @@ burst = 2
     assert forged == [200, 200, 429], forged  # default's burst of 2, then its rate
     assert get(s.port, "gold." + sig.upper()).status == 429  # lowercase hex only
 
+
+
+def test_an_empty_tenant_section_still_names_a_tenant(backend_factory, sluice_factory):
+    # inih reports no section without keys; sluice must still know [tenant solo]
+    s = sluice_factory([backend_factory("a")], extra="""
+[tenants]
+key = header:X-Tenant
+
+[tenant solo]
+
+[tenant default]
+rate = 0.01
+burst = 1
+""")
+    assert [get(s.port, "solo").status for _ in range(4)] == [200] * 4
+    assert [get(s.port, "other").status for _ in range(2)] == [200, 429]
+    assert s.stop() == 0
+    assert "tenant=solo admitted=4 " in s.errors()
