@@ -37,6 +37,7 @@ struct admin {
     struct evhttp *http;              /* owned */
     char listen[128];                 /* what it is bound to */
     char token[256];                  /* the current generation's; "" = actions refused */
+    int reads_need_token;             /* bound beyond loopback: every request needs it */
     char instance[96];
     uint64_t started;                 /* monotonic s */
 };
@@ -474,6 +475,12 @@ static void on_request(struct evhttp_request *req, void *arg)
         return;
     }
     int is_action = strncmp(path, "/actions/", 9) == 0;
+    if (a->reads_need_token && !authorized(a, req)) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
+        reply_text(req, 401, "Unauthorized", "this admin address needs Authorization: Bearer "
+                   "<[admin] token>");
+        return;
+    }
     if (cmd == EVHTTP_REQ_POST && is_action) {
         action(a, req, path + 9, evhttp_uri_get_query(u));
         return;
@@ -555,6 +562,8 @@ struct admin *admin_new(struct event_base *base, struct proxy *px, const struct 
     evhttp_set_timeout(a->http, 10);
     evhttp_set_gencb(a->http, on_request, a);
     snprintf(a->listen, sizeof a->listen, "%s", ac->listen);
+    a->reads_need_token = strncmp(host, "127.", 4) != 0 && strcmp(host, "::1") != 0 &&
+                          strcmp(host, "localhost") != 0;
     log_info("admin", "listening on %s:%d (status page /status, /status.json, /metrics)", host,
              port);
     return a;

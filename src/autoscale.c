@@ -30,7 +30,8 @@
 extern char **environ;
 
 #define WEB_ATTEMPTS 4 /* a delivery is tried this often, 1 s, 2 s, 4 s apart */
-#define ACTUATOR_SETTLE_MS 5000 /* after signalling, wait this long for Gunicorn to follow */
+#define ACTUATOR_WAIT_MS 30000 /* a signal's effect is awaited this long (SIGTTOU lets a busy
+                                 * worker finish its request: up to Gunicorn's graceful_timeout) */
 
 static uint64_t now_ms(void)
 {
@@ -85,10 +86,9 @@ static void env_int(char *buf, size_t n, const char *name, long v)
     snprintf(buf, n, "%s=%ld", name, v);
 }
 
-static void run_hook(struct autoscale *a)
+static void run_hook(struct autoscale *a, const struct scale_out *o)
 {
     const struct scale_section *sc = conf_of(a);
-    const struct scale_out *o = &a->out;
     char e[7][320];
     env_int(e[0], sizeof e[0], "SLUICE_DESIRED_WORKERS", o->desired);
     env_int(e[1], sizeof e[1], "SLUICE_CURRENT_WORKERS", o->current);
@@ -134,7 +134,7 @@ static void watch_hook(struct autoscale *a)
     }
     if (a->hook_pid == 0 && a->hook_pending && conf_of(a)->on_scale) {
         a->hook_pending = 0;
-        run_hook(a);
+        run_hook(a, &a->hook_out);
     }
 }
 
@@ -269,6 +269,10 @@ static int count_children(pid_t pid)
     return n;
 }
 
+/* Move the master towards gunicorn_target one worker at a time: standard signals do not
+ * queue (two SIGTTOU sent together may arrive as one), and a worker told to stop is still
+ * there while it finishes its request; so each signal's effect is awaited (or given up
+ * on after ACTUATOR_WAIT_MS) before the next. */
 static void actuate(struct autoscale *a, uint64_t now)
 {
     const struct scale_section *sc = conf_of(a);
@@ -288,20 +292,19 @@ static void actuate(struct autoscale *a, uint64_t now)
     for (int i = 0; sc->gunicorn_backend && i < rt->up.n; i++)
         if (strcmp(rt->up.b[i].conf->name, sc->gunicorn_backend) == 0)
             atomic_store(&rt->up.b[i].st->workers_seen, seen);
+    if (a->act_expect >= 0 && seen != a->act_expect && now < a->act_deadline)
+        return; /* the last signal has not shown yet */
+    a->act_expect = -1;
     if (!a->gunicorn_target || seen == a->gunicorn_target) {
         a->gunicorn_target = 0;
         return;
     }
-    if (now < a->settle_until)
-        return;
-    int diff = a->gunicorn_target - seen, n = diff > 0 ? diff : -diff;
-    if (n > 4)
-        n = 4; /* Gunicorn queues at most 5 signals */
-    for (int i = 0; i < n; i++)
-        kill(master, diff > 0 ? SIGTTIN : SIGTTOU);
-    a->settle_until = now + ACTUATOR_SETTLE_MS;
-    log_info("scale", "gunicorn master %ld: %d workers, target %d: sent %d x %s", (long)master,
-             seen, a->gunicorn_target, n, diff > 0 ? "SIGTTIN" : "SIGTTOU");
+    int up = a->gunicorn_target > seen;
+    kill(master, up ? SIGTTIN : SIGTTOU);
+    a->act_expect = seen + (up ? 1 : -1);
+    a->act_deadline = now + ACTUATOR_WAIT_MS;
+    log_info("scale", "gunicorn master %ld: %d workers, target %d: sent %s", (long)master, seen,
+             a->gunicorn_target, up ? "SIGTTIN" : "SIGTTOU");
 }
 
 /* ---- the tick ---- */
@@ -315,10 +318,12 @@ static void decided(struct autoscale *a)
              scale_decision_name(o->decision), o->desired, o->current, o->required, o->supply,
              o->reason);
     if (sc->on_scale) {
-        if (a->hook_pid)
-            a->hook_pending = 1; /* never two at once: the newest runs next */
-        else
-            run_hook(a);
+        if (a->hook_pid) { /* never two at once: the newest decision runs next */
+            a->hook_pending = 1;
+            a->hook_out = *o;
+        } else {
+            run_hook(a, o);
+        }
     }
     if (sc->webhook || sc->redis_publish)
         decision_json(a, a->web_body, sizeof a->web_body);
@@ -377,7 +382,8 @@ struct autoscale *autoscale_new(struct event_base *base, struct proxy *px)
         return NULL;
     a->px = px;
     a->base = base;
-    a->gunicorn_workers = -1;
+    a->gunicorn_workers = -2; /* never looked: the first miss is logged too */
+    a->act_expect = -1;
     a->tick = event_new(base, -1, EV_PERSIST, on_tick, a);
     a->web_retry = evtimer_new(base, web_retry_cb, a);
     a->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);

@@ -1,5 +1,7 @@
-/* session: the client connection's state machine. It reads and checks a request head,
- * picks a backend, streams the body both ways and keeps the connection alive; it does not
+/* session: a client connection and its state machine. It reads and checks a request head,
+ * answers what the proxy answers itself (errors, redirects, rate limits) and keeps the
+ * connection alive; admission waits (Redis, the queue) are in session_admit.c and the
+ * backend side (connect, send, stream back, tunnel) in session_upstream.c. It does not
  * parse bytes itself (http1.c) nor choose backends (upstream.c).
  *
  * States (struct session.state):
@@ -25,7 +27,6 @@
  */
 #include <sluice/session.h>
 
-#include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -45,109 +46,32 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#include <sluice/atomics.h>
 #include <sluice/http1.h>
 #include <sluice/log.h>
+#include <sluice/meter.h>
 #include <sluice/listener.h>
 #include <sluice/queue.h>
 #include <sluice/redis.h>
 #include <sluice/runtime.h>
+#include <sluice/session-int.h>
 #include <sluice/stats.h>
 #include <sluice/tls.h>
 #include <sluice/upstream.h>
 #include <sluice/worker.h>
 
-#define HIGH_WM (256 * 1024)
-#define LOW_WM (64 * 1024)
 #define LINGER_MS 2000
-#define MAX_IO (128 * 1024) /* per read/write call; libevent's default is 16 KiB */
 #define READ_MORE (60 * 1024) /* below glibc's mmap threshold: no mmap per read */
 #define MAX_LOG_TARGET 1024
 
-enum sess_state { S_READ_HEAD, S_ADMIT, S_READ_BODY, S_QUEUED, S_CONNECTING, S_FORWARD,
-                  S_TUNNEL, S_CLOSING, S_LINGER };
-
-/* A message body being moved from one buffer to another, re-framed if needed. */
-struct body {
-    enum http1_body kind; /* framing on the source side */
-    uint64_t remaining;   /* LENGTH: bytes left */
-    struct http1_chunked ch;
-    int out_chunked;      /* write chunked framing on the destination side */
-    int done;
-    uint64_t total;       /* payload bytes moved */
-};
-
-struct session {
-    struct worker *w;             /* borrowed */
-    struct runtime *rt;           /* the generation of the current request (a reference) */
-    struct session *prev, *next;  /* worker's list */
-    struct bufferevent *cli;      /* owned */
-    struct upconn *up;            /* owned while a request is forwarded */
-    struct event *timer;          /* owned: header deadline, keep-alive idle, linger */
-    struct evbuffer *reqhead;     /* owned: the head sent upstream, kept for a retry */
-    struct evbuffer *bodybuf;     /* owned: request body read before a backend is chosen;
-                                   * made for a request with a body, freed after it */
-    enum sess_state state;
-    char peer[64];
-    int tls;                      /* accepted on an HTTPS listener */
-    int nreq;                     /* requests served on this connection */
-    /* the current request */
-    enum http1_method meth;
-    char method[16];
-    char *target;                 /* owned: request target for logs, NULL before a head */
-    char rid[129];
-    int minor;
-    int keep_alive;               /* client connection may persist after this response */
-    int upgrade;
-    int expect;                   /* 100-continue still to be sent when the body is wanted */
-    int attempts;
-    int cli_eof;                  /* client half-closed after sending its request */
-    int resp_started;             /* response head sent to the client */
-    int up_keep;                  /* the backend allows reuse of its connection */
-    int status;
-    struct backend *backend;      /* the one picked (inflight held) */
-    struct tenant *tenant;        /* of the current request, from rt->admit */
-    struct redis_call *rcall;     /* its rate limit being decided by Redis (S_ADMIT) */
-    struct waiter wt;             /* its place in the shared queue while S_QUEUED */
-    int tenant_slot;              /* holds one of its tenant's max_inflight slots */
-    int route_slot;               /* holds one of its route's max_inflight slots */
-    const struct route_conf *route; /* its [route], NULL = none (borrowed from rt) */
-    int bypass;                   /* its route bypasses admission (health checks, assets) */
-    int answer_keep;              /* a refusal may keep the connection (body fully read) */
-    struct backend *last_failed;
-    struct body req, resp;
-    uint64_t bytes_in, bytes_out;
-    uint64_t t_start, t_up_start, t_up_end;
-    uint64_t t_sent_us;           /* when the request went upstream (latency samples) */
-    int inflight_at_send;         /* its backend's in-flight count then, itself included */
-};
-
-static void cli_read_cb(struct bufferevent *bev, void *arg);
 static void cli_write_cb(struct bufferevent *bev, void *arg);
 static void cli_event_cb(struct bufferevent *bev, short what, void *arg);
-static void up_read_cb(struct bufferevent *bev, void *arg);
-static void up_write_cb(struct bufferevent *bev, void *arg);
-static void up_event_cb(struct bufferevent *bev, short what, void *arg);
-static void connect_upstream(struct session *s);
 static void start_request(struct session *s);
 static void buffer_body(struct session *s);
-static void release_tenant(struct session *s);
 
-static const struct config *cfg_of(const struct session *s)
-{
-    return s->rt->cfg;
-}
-
-static void ms_tv(struct timeval *tv, uint32_t ms)
-{
-    tv->tv_sec = ms / 1000;
-    tv->tv_usec = (ms % 1000) * 1000;
-}
-
-static void timer_ms(struct session *s, uint32_t ms)
+void sess_timer_ms(struct session *s, uint32_t ms)
 {
     struct timeval tv;
-    ms_tv(&tv, ms);
+    sess_ms_tv(&tv, ms);
     evtimer_add(s->timer, &tv);
 }
 
@@ -155,7 +79,7 @@ static void timer_ms(struct session *s, uint32_t ms)
  * while bytes remain. libevent arms and disarms it around every write, two epoll_ctl
  * calls each time; measured at 20 epoll_ctl per 64 KiB response before this. TLS
  * bufferevents keep libevent's own scheduling. */
-static void flush_now(struct bufferevent *bev, int tls)
+void sess_flush_now(struct bufferevent *bev, int tls)
 {
     struct evbuffer *out = bufferevent_get_output(bev);
     if (tls) {
@@ -182,7 +106,7 @@ static void flush_now(struct bufferevent *bev, int tls)
 /* libevent 2.1 reads at most 4 KiB per call (EVBUFFER_MAX_READ), one readv and one
  * FIONREAD each: 32 syscalls for a 64 KiB body. When a read filled those 4 KiB, take what
  * else the socket holds in one readv. EOF and errors are left for libevent's next read. */
-static void read_more(struct bufferevent *bev, int tls)
+void sess_read_more(struct bufferevent *bev, int tls)
 {
     struct evbuffer *in = bufferevent_get_input(bev);
     size_t len = evbuffer_get_length(in);
@@ -210,22 +134,17 @@ static void read_more(struct bufferevent *bev, int tls)
     evbuffer_freeze(in, 0);
 }
 
-static void flush_cli(struct session *s)
+void sess_flush_cli(struct session *s)
 {
-    flush_now(s->cli, s->tls);
-}
-
-static void flush_up(struct session *s)
-{
-    flush_now(s->up->bev, s->up->b->tls != NULL);
+    sess_flush_now(s->cli, s->tls);
 }
 
 /* Client socket timeouts: read_ms for reading (0 = none), send_timeout for writing. */
-static void cli_timeouts(struct session *s, uint32_t read_ms)
+void sess_cli_timeouts(struct session *s, uint32_t read_ms)
 {
     struct timeval rt, wt;
-    ms_tv(&rt, read_ms);
-    ms_tv(&wt, cfg_of(s)->proxy.send_timeout_ms);
+    sess_ms_tv(&rt, read_ms);
+    sess_ms_tv(&wt, sess_cfg_of(s)->proxy.send_timeout_ms);
     bufferevent_set_timeouts(s->cli, read_ms ? &rt : NULL, &wt);
 }
 
@@ -267,7 +186,7 @@ static void session_free(struct session *s)
         event_free(s->wt.wake);
     }
     int kick = s->backend || s->tenant_slot || s->route_slot;
-    release_tenant(s);
+    sess_release_tenant(s);
     if (s->backend) {
         up_release(s->backend);
         s->backend = NULL;
@@ -364,21 +283,50 @@ void session_accept(struct worker *w, int fd, const struct sockaddr *peer, int p
         session_free(s);
         return;
     }
-    bufferevent_setcb(s->cli, cli_read_cb, cli_write_cb, cli_event_cb, s);
+    bufferevent_setcb(s->cli, sess_cli_read_cb, cli_write_cb, cli_event_cb, s);
     bufferevent_setwatermark(s->cli, EV_WRITE, LOW_WM, 0);
     bufferevent_setwatermark(s->cli, EV_READ, 0, HIGH_WM);
     bufferevent_set_max_single_read(s->cli, MAX_IO);
     bufferevent_set_max_single_write(s->cli, MAX_IO);
-    cli_timeouts(s, 0);
+    sess_cli_timeouts(s, 0);
     s->state = S_READ_HEAD;
     bufferevent_enable(s->cli, s->tls ? EV_READ | EV_WRITE : EV_READ);
-    timer_ms(s, cfg_of(s)->proxy.client_header_timeout_ms);
+    sess_timer_ms(s, sess_cfg_of(s)->proxy.client_header_timeout_ms);
 }
 
 /* ---- access log ---- */
 
-static void access_log(struct session *s)
+/* The finished request's times into the meter's series (meter.h): the pool's total,
+ * queueing and upstream time, its backend's upstream time, its tenant's and route's
+ * total time. */
+static void measure(struct session *s)
 {
+    struct meter *m = s->w->px->meter;
+    if (!m || !s->t_start_us)
+        return;
+    int th = s->w->id;
+    uint64_t now = admit_now_ns() / 1000;
+    uint64_t total = now - s->t_start_us;
+    meter_record(m->pool, th, total, s->status);
+    if (s->t_ready_us && !s->bypass)
+        meter_record(m->queue, th, (s->t_slot_us ? s->t_slot_us : now) - s->t_ready_us, s->status);
+    if (s->t_slot_us) {
+        meter_record(m->upstream, th, now - s->t_slot_us, s->status);
+        if (s->backend)
+            meter_record(atomic_load_explicit(&s->backend->st->ser, memory_order_acquire), th,
+                         now - s->t_slot_us, s->status);
+    }
+    if (s->tenant)
+        meter_record(atomic_load_explicit(&s->tenant->st->ser, memory_order_acquire), th, total,
+                     s->status);
+    struct route_state *rs = admit_route_state(&s->rt->admit, sess_cfg_of(s), s->route);
+    if (rs)
+        meter_record(atomic_load_explicit(&rs->ser, memory_order_acquire), th, total, s->status);
+}
+
+void sess_access_log(struct session *s)
+{
+    measure(s);
     if (!log_access_enabled())
         return;
     char line[2048], ts[40];
@@ -404,7 +352,7 @@ static void access_log(struct session *s)
 /* ---- closing and errors ---- */
 
 /* Stop forwarding: drop the upstream connection and give back the backend slot. */
-static void drop_upstream(struct session *s)
+void sess_drop_upstream(struct session *s)
 {
     if (s->up) {
         upconn_free(s->up);
@@ -412,36 +360,8 @@ static void drop_upstream(struct session *s)
     }
 }
 
-static struct route_state *route_state_of(const struct session *s)
-{
-    return admit_route_state(&s->rt->admit, cfg_of(s), s->route);
-}
-
-/* Take one of the request's route's slots (1 without a route); 0 if the route is full. */
-static int take_route(struct session *s)
-{
-    struct route_state *rs = route_state_of(s);
-    return !rs || atomic_take_below(&rs->inflight, s->route->max_inflight);
-}
-
-/* Give back the tenant's and the route's slots. Called just before release_backend(),
- * whose one kick then sees their waiters as eligible again: one freed slot, one wake-up. */
-static void release_tenant(struct session *s)
-{
-    if (s->tenant_slot) {
-        s->tenant_slot = 0;
-        admit_give(s->tenant);
-    }
-    if (s->route_slot) {
-        struct route_state *rs = route_state_of(s);
-        s->route_slot = 0;
-        if (rs)
-            atomic_fetch_sub_explicit(&rs->inflight, 1, memory_order_relaxed);
-    }
-}
-
 /* Give back the backend slot; a request waiting for one is woken. */
-static void release_backend(struct session *s)
+void sess_release_backend(struct session *s)
 {
     if (s->backend) {
         up_release(s->backend);
@@ -457,27 +377,27 @@ static void start_linger(struct session *s)
     s->state = S_LINGER;
     if (s->tls) { /* no half-close under TLS: end on the next loop turn */
         bufferevent_disable(s->cli, EV_READ | EV_WRITE);
-        timer_ms(s, 0);
+        sess_timer_ms(s, 0);
         return;
     }
     shutdown(bufferevent_getfd(s->cli), SHUT_WR);
     bufferevent_disable(s->cli, EV_WRITE);
     bufferevent_set_timeouts(s->cli, NULL, NULL);
     bufferevent_enable(s->cli, EV_READ);
-    timer_ms(s, LINGER_MS);
+    sess_timer_ms(s, LINGER_MS);
 }
 
 /* Close after what is queued for the client has been written. */
-static void close_after_flush(struct session *s)
+void sess_close_after_flush(struct session *s)
 {
     s->state = S_CLOSING;
     bufferevent_disable(s->cli, EV_READ);
     evtimer_del(s->timer);
-    flush_cli(s);
+    sess_flush_cli(s);
     if (evbuffer_get_length(bufferevent_get_output(s->cli)) == 0)
         start_linger(s);
     else
-        timer_ms(s, cfg_of(s)->proxy.send_timeout_ms);
+        sess_timer_ms(s, sess_cfg_of(s)->proxy.send_timeout_ms);
 }
 
 static enum stat_id error_stat(int status)
@@ -494,10 +414,6 @@ static enum stat_id error_stat(int status)
     default: return STAT_err_502;
     }
 }
-
-/* Answer a status the proxy produced (extra: more header lines, may be NULL), log it,
- * and close the connection. */
-static void next_request(struct session *s);
 
 /* The counter an answer goes to: refusals by their reason (and their tenant's count),
  * errors by status. */
@@ -519,14 +435,16 @@ static enum stat_id answer_stat(struct session *s, int status, const char *code)
     return by_reason[r];
 }
 
-static void send_answer(struct session *s, int status, const char *code, const char *msg,
-                        const char *extra)
+/* Answer a status the proxy produced (extra: more header lines, may be NULL), log it,
+ * and close the connection. */
+void sess_send_answer(struct session *s, int status, const char *code, const char *msg,
+                      const char *extra)
 {
     struct worker *w = s->w;
     /* a refusal (429/503) of a request whose body was read keeps the connection, as NGINX
      * does after limit_req; every other error closes it */
     int keep = s->answer_keep && s->keep_alive && !w->draining && !s->resp_started;
-    drop_upstream(s);
+    sess_drop_upstream(s);
     s->status = status;
     stats_add(&w->stats, answer_stat(s, status, code), 1);
     log_info("session", "error status=%d code=%s client=%s method=%s target=%s backend=%s rid=%s",
@@ -552,20 +470,20 @@ static void send_answer(struct session *s, int status, const char *code, const c
         s->bytes_out += evbuffer_get_length(out);
         s->resp_started = 1;
     }
-    access_log(s);
-    release_tenant(s);
-    release_backend(s);
+    sess_access_log(s);
+    sess_release_tenant(s);
+    sess_release_backend(s);
     if (keep) {
-        flush_cli(s);
-        next_request(s);
+        sess_flush_cli(s);
+        sess_next_request(s);
         return;
     }
-    close_after_flush(s);
+    sess_close_after_flush(s);
 }
 
-static void send_error(struct session *s, int status, const char *code, const char *msg)
+void sess_send_error(struct session *s, int status, const char *code, const char *msg)
 {
-    send_answer(s, status, code, msg, NULL);
+    sess_send_answer(s, status, code, msg, NULL);
 }
 
 /* redirect_http: a plain-HTTP request is sent to the same host and target over HTTPS. */
@@ -578,21 +496,21 @@ static void send_redirect(struct session *s, const struct http1_msg *m)
         hl = m->headers[m->host].value_len;
     }
     if (!h || hl == 0) {
-        send_error(s, 400, "no-host", "a Host is needed to redirect to https");
+        sess_send_error(s, 400, "no-host", "a Host is needed to redirect to https");
         return;
     }
     const char *colon = h[0] == '[' ? memchr(h, ']', hl) : memchr(h, ':', hl);
     if (colon && h[0] == '[')
         colon = (size_t)(colon - h) + 1 < hl ? colon + 1 : NULL;
     size_t name_len = colon ? (size_t)(colon - h) : hl;
-    int port = listener_port(cfg_of(s)->proxy.tls_listen.v[0]);
+    int port = listener_port(sess_cfg_of(s)->proxy.tls_listen.v[0]);
     char loc[MAX_LOG_TARGET + 400], portbuf[16] = "";
     if (port != 443)
         snprintf(portbuf, sizeof portbuf, ":%d", port);
     snprintf(loc, sizeof loc, "Location: https://%.*s%s%s\r\n", (int)(name_len < 255 ? name_len : 255),
              h, portbuf, s->target ? s->target : "/");
     stats_add(&s->w->stats, STAT_redirects, 1);
-    send_answer(s, 308, "redirect-https", "this service is served over https", loc);
+    sess_send_answer(s, 308, "redirect-https", "this service is served over https", loc);
 }
 
 /* 429 from the tenant's rate limit, with when to come back (RFC 6585 4, RFC 9110 10.2.3) and
@@ -607,23 +525,12 @@ static void send_rate_limited(struct session *s, uint64_t wait_ns)
              "Retry-After: %" PRIu64 "\r\nX-Sluice-Reject: rate\r\n"
              "RateLimit-Policy: \"%s\";q=%d;w=%.0f\r\nRateLimit: \"%s\";r=0;t=%" PRIu64 "\r\n",
              secs, tc->name, tc->burst, window < 1 ? 1 : window, tc->name, secs);
-    send_answer(s, 429, "rate", "this tenant is over its request rate; retry later",
-                extra);
-}
-
-/* 503 from the queue (full, or waited too long): the backends are saturated. */
-static void send_queue_reject(struct session *s, const char *why)
-{
-    char extra[128];
-    uint32_t t = cfg_of(s)->queue_timeout_ms;
-    snprintf(extra, sizeof extra, "Retry-After: %u\r\nX-Sluice-Reject: %s\r\n",
-             t < 2000 ? 1 : t / 2000, why);
-    s->answer_keep = s->req.done;
-    send_answer(s, 503, why, "the backends are saturated; retry later", extra);
+    sess_send_answer(s, 429, "rate", "this tenant is over its request rate; retry later",
+                     extra);
 }
 
 /* The response had started when things went wrong: all we can do is close. */
-static void abort_session(struct session *s, enum stat_id why)
+void sess_abort_session(struct session *s, enum stat_id why)
 {
     stats_add(&s->w->stats, why, 1);
     log_info("session", "aborted reason=%s client=%s target=%s backend=%s rid=%s",
@@ -631,86 +538,8 @@ static void abort_session(struct session *s, enum stat_id why)
              s->rid);
     if (s->status == 0)
         s->status = 499;
-    access_log(s);
+    sess_access_log(s);
     session_free(s);
-}
-
-/* ---- body pump ---- */
-
-static void body_init(struct body *b, enum http1_body kind, uint64_t len, int out_chunked)
-{
-    memset(b, 0, sizeof *b);
-    b->kind = kind;
-    b->remaining = len;
-    b->out_chunked = out_chunked;
-    http1_chunked_init(&b->ch, 0);
-    b->done = kind == HTTP1_BODY_NONE || (kind == HTTP1_BODY_LENGTH && len == 0);
-}
-
-static void move_data(struct body *b, struct evbuffer *src, struct evbuffer *dst, size_t n)
-{
-    if (n == 0)
-        return;
-    if (b->out_chunked)
-        evbuffer_add_printf(dst, "%zx\r\n", n);
-    evbuffer_remove_buffer(src, dst, n);
-    if (b->out_chunked)
-        evbuffer_add(dst, "\r\n", 2);
-    b->total += n;
-}
-
-static void body_finish(struct body *b, struct evbuffer *dst)
-{
-    b->done = 1;
-    if (b->out_chunked)
-        evbuffer_add(dst, "0\r\n\r\n", 5);
-}
-
-/* Move what src holds of the body to dst. eof: the source closed. 0 ok, -1 malformed or
- * truncated. */
-static int body_pump(struct body *b, struct evbuffer *src, struct evbuffer *dst, int eof)
-{
-    while (!b->done) {
-        size_t avail = evbuffer_get_length(src);
-        if (b->kind == HTTP1_BODY_LENGTH) {
-            size_t n = avail < b->remaining ? avail : (size_t)b->remaining;
-            move_data(b, src, dst, n);
-            b->remaining -= n;
-            if (b->remaining == 0)
-                body_finish(b, dst);
-            else if (eof)
-                return -1;
-            return 0;
-        }
-        if (b->kind == HTTP1_BODY_CLOSE) {
-            move_data(b, src, dst, avail);
-            if (eof)
-                body_finish(b, dst);
-            return 0;
-        }
-        /* chunked */
-        if (b->ch.state == HTTP1_CH_DATA) {
-            size_t n = avail < b->ch.remaining ? avail : (size_t)b->ch.remaining;
-            if (n == 0)
-                return eof ? -1 : 0;
-            move_data(b, src, dst, n);
-            http1_chunked_data(&b->ch, n);
-            continue;
-        }
-        if (avail == 0)
-            return eof ? -1 : 0;
-        size_t take = avail < 8200 ? avail : 8200;
-        const char *p = (const char *)evbuffer_pullup(src, (ssize_t)take);
-        size_t used = http1_chunked_parse(&b->ch, p, take);
-        evbuffer_drain(src, used);
-        if (b->ch.state == HTTP1_CH_ERROR)
-            return -1;
-        if (b->ch.state == HTTP1_CH_DONE)
-            body_finish(b, dst);
-        else if (used == 0 && b->ch.state != HTTP1_CH_DATA)
-            return eof ? -1 : 0;
-    }
-    return 0;
 }
 
 /* ---- request head ---- */
@@ -718,7 +547,7 @@ static int body_pump(struct body *b, struct evbuffer *src, struct evbuffer *dst,
 /* How many bytes of in to make contiguous for the head parser: through the blank line if
  * it is there (so a body behind the head is not copied), else all of it up to cap (the
  * parser then finds bare LFs and over-long heads without waiting). */
-static size_t head_span(struct evbuffer *in, size_t len, size_t cap)
+size_t sess_head_span(struct evbuffer *in, size_t len, size_t cap)
 {
     struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
     size_t take = end.pos >= 0 ? (size_t)end.pos + 4 : len;
@@ -745,92 +574,6 @@ static int valid_request_id(const struct http1_header *h)
     return 1;
 }
 
-/* "ip:port" (or "[v6]:port") the client connected to. */
-static void local_address(struct session *s, char *buf, size_t len)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    char ip[INET6_ADDRSTRLEN] = "localhost";
-    int port = 0;
-    if (getsockname(bufferevent_getfd(s->cli), (struct sockaddr *)&ss, &sl) == 0) {
-        if (ss.ss_family == AF_INET) {
-            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof ip);
-            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        } else if (ss.ss_family == AF_INET6) {
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof ip);
-            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-            snprintf(buf, len, "[%s]:%d", ip, port);
-            return;
-        }
-    }
-    snprintf(buf, len, "%s:%d", ip, port);
-}
-
-/* Serialize the request head we send upstream into s->reqhead. */
-static void build_upstream_head(struct session *s, const struct http1_msg *m)
-{
-    struct evbuffer *o = s->reqhead;
-    const struct http1_header *xff = NULL, *host = m->host >= 0 ? &m->headers[m->host] : NULL;
-    evbuffer_drain(o, evbuffer_get_length(o));
-    evbuffer_add(o, m->method, m->method_len);
-    evbuffer_add(o, " ", 1);
-    evbuffer_add(o, m->target, m->target_len);
-    evbuffer_add(o, " HTTP/1.1\r\n", 11);
-    if (m->authority) { /* absolute-form: its authority replaces Host (RFC 9112 3.2.2) */
-        evbuffer_add(o, "Host: ", 6);
-        evbuffer_add(o, m->authority, m->authority_len);
-        evbuffer_add(o, "\r\n", 2);
-    } else if (!host) {
-        /* HTTP/1.0 may omit Host; the HTTP/1.1 request we send must not (RFC 9112 3.2):
-         * name the address the client connected to */
-        char addr[80];
-        local_address(s, addr, sizeof addr);
-        evbuffer_add_printf(o, "Host: %s\r\n", addr);
-    }
-    for (size_t i = 0; i < m->num_headers; i++) {
-        const struct http1_header *h = &m->headers[i];
-        if (h->hop || h->id == HTTP1_H_X_FORWARDED_PROTO || h->id == HTTP1_H_X_FORWARDED_HOST ||
-            h->id == HTTP1_H_X_REQUEST_ID || (m->authority && h->id == HTTP1_H_HOST))
-            continue;
-        if (h->id == HTTP1_H_X_FORWARDED_FOR) {
-            xff = h; /* appended below, all values joined in order */
-            continue;
-        }
-        evbuffer_add(o, h->name, h->name_len);
-        evbuffer_add(o, ": ", 2);
-        evbuffer_add(o, h->value, h->value_len);
-        evbuffer_add(o, "\r\n", 2);
-    }
-    evbuffer_add(o, "X-Forwarded-For: ", 17);
-    if (xff) {
-        for (size_t i = 0; i < m->num_headers; i++)
-            if (m->headers[i].id == HTTP1_H_X_FORWARDED_FOR && m->headers[i].value_len) {
-                evbuffer_add(o, m->headers[i].value, m->headers[i].value_len);
-                evbuffer_add(o, ", ", 2);
-            }
-    }
-    evbuffer_add_printf(o, "%s\r\nX-Forwarded-Proto: %s\r\n", s->peer, s->tls ? "https" : "http");
-    const char *fh = m->authority ? m->authority : host ? host->value : NULL;
-    size_t fhl = m->authority ? m->authority_len : host ? host->value_len : 0;
-    if (fhl) {
-        evbuffer_add(o, "X-Forwarded-Host: ", 18);
-        evbuffer_add(o, fh, fhl);
-        evbuffer_add(o, "\r\n", 2);
-    }
-    evbuffer_add_printf(o, "X-Request-ID: %s\r\n", s->rid);
-    if (m->body == HTTP1_BODY_LENGTH)
-        evbuffer_add_printf(o, "Content-Length: %" PRIu64 "\r\n", m->content_length);
-    else if (m->body == HTTP1_BODY_CHUNKED)
-        evbuffer_add(o, "Transfer-Encoding: chunked\r\n", 28);
-    if (m->upgrade) {
-        const struct http1_header *u = http1_find(m, HTTP1_H_UPGRADE);
-        evbuffer_add(o, "Connection: upgrade\r\nUpgrade: ", 30);
-        evbuffer_add(o, u->value, u->value_len);
-        evbuffer_add(o, "\r\n", 2);
-    }
-    evbuffer_add(o, "\r\n", 2);
-}
-
 /* Remember what the access log and a retry need; the parsed head dies with the drain. */
 static void note_request(struct session *s, const struct http1_msg *m)
 {
@@ -847,7 +590,7 @@ static void note_request(struct session *s, const struct http1_msg *m)
         worker_request_id(s->w, s->rid);
     s->meth = m->meth;
     s->minor = m->minor;
-    s->keep_alive = m->keep_alive && !s->w->draining && cfg_of(s)->proxy.keepalive_timeout_ms;
+    s->keep_alive = m->keep_alive && !s->w->draining && sess_cfg_of(s)->proxy.keepalive_timeout_ms;
     s->upgrade = m->upgrade;
     /* RFC 9110 10.1.1: a server MUST ignore 100-continue from an HTTP/1.0 client */
     s->expect = m->expect_continue && m->body != HTTP1_BODY_NONE && m->minor == 1;
@@ -870,6 +613,7 @@ static void reset_request(struct session *s)
     s->last_failed = NULL;
     s->bytes_in = s->bytes_out = 0;
     s->t_up_start = s->t_up_end = s->t_sent_us = 0;
+    s->t_start_us = s->t_ready_us = s->t_slot_us = 0;
     s->upgrade = s->expect = 0;
     s->meth = HTTP1_M_OTHER;
     admit_done(s->tenant);
@@ -884,13 +628,12 @@ static void reset_request(struct session *s)
 static int parse_head(struct session *s, struct http1_msg *m, int *status, size_t *take)
 {
     struct evbuffer *in = bufferevent_get_input(s->cli);
-    *take = head_span(in, evbuffer_get_length(in), s->rt->lim.max_head + 2);
+    *take = sess_head_span(in, evbuffer_get_length(in), s->rt->lim.max_head + 2);
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)*take);
     return http1_parse_request(p, *take, &s->rt->lim, s->w->hdrs, s->w->nhdrs, m, status);
 }
 
 static void admitted_head(struct session *s, const struct http1_msg *m, int n, uint64_t wait_ns);
-static void ask_redis(struct session *s);
 
 static void read_head(struct session *s)
 {
@@ -907,7 +650,8 @@ static void read_head(struct session *s)
             runtime_ref(s->rt);
         }
         s->t_start = up_now_ms();
-        timer_ms(s, cfg_of(s)->proxy.client_header_timeout_ms);
+        s->t_start_us = admit_now_ns() / 1000;
+        sess_timer_ms(s, sess_cfg_of(s)->proxy.client_header_timeout_ms);
     }
     struct http1_msg m;
     int status = 0;
@@ -918,31 +662,31 @@ static void read_head(struct session *s)
     stats_add(&w->stats, STAT_requests, 1);
     if (n == HTTP1_ERROR) {
         s->bytes_in = take;
-        send_error(s, status, status == 400 ? "bad-request" : status == 414 ? "uri-too-long"
-                                : status == 431 ? "header-too-large" : "not-implemented",
-                   "the request is malformed or over a limit and was not forwarded");
+        sess_send_error(s, status, status == 400 ? "bad-request" : status == 414 ? "uri-too-long"
+                                     : status == 431 ? "header-too-large" : "not-implemented",
+                        "the request is malformed or over a limit and was not forwarded");
         return;
     }
     note_request(s, &m);
     s->bytes_in = (uint64_t)n;
-    if (!s->tls && cfg_of(s)->proxy.redirect_http) {
+    if (!s->tls && sess_cfg_of(s)->proxy.redirect_http) {
         send_redirect(s, &m);
         return;
     }
     if (m.meth == HTTP1_M_CONNECT) {
-        send_error(s, 501, "not-implemented", "CONNECT is not supported");
+        sess_send_error(s, 501, "not-implemented", "CONNECT is not supported");
         return;
     }
-    uint64_t maxb = cfg_of(s)->proxy.max_body_size;
+    uint64_t maxb = sess_cfg_of(s)->proxy.max_body_size;
     if (maxb && m.body == HTTP1_BODY_LENGTH && m.content_length > maxb) {
-        send_error(s, 413, "body-too-large", "the request body is over max_body_size");
+        sess_send_error(s, 413, "body-too-large", "the request body is over max_body_size");
         return;
     }
     s->tenant = admit_classify(&s->rt->admit, &m, s->peer);
-    s->route = admit_route(cfg_of(s), m.target, m.target_len);
+    s->route = admit_route(sess_cfg_of(s), m.target, m.target_len);
     s->bypass = s->route && s->route->bypass;
-    if (!s->bypass && s->tenant->interval_ns && cfg_of(s)->redis.url) {
-        ask_redis(s); /* the head stays in the input buffer meanwhile */
+    if (!s->bypass && s->tenant->interval_ns && sess_cfg_of(s)->redis.url) {
+        sess_ask_redis(s); /* the head stays in the input buffer meanwhile */
         return;
     }
     admitted_head(s, &m, n, s->bypass ? 0 : admit_rate(s->tenant, admit_now_ns()));
@@ -960,15 +704,16 @@ static void admitted_head(struct session *s, const struct http1_msg *m, int n, u
         send_rate_limited(s, wait_ns);
         return;
     }
-    build_upstream_head(s, m);
-    body_init(&s->req, m->body, m->content_length, m->body == HTTP1_BODY_CHUNKED);
+    stats_add(&s->w->stats, STAT_admitted, 1);
+    sess_build_upstream_head(s, m);
+    sess_body_init(&s->req, m->body, m->content_length, m->body == HTTP1_BODY_CHUNKED);
     evbuffer_drain(in, (size_t)n);
-    if (s->req.done || cfg_of(s)->proxy.request_buffer == 0) {
+    if (s->req.done || sess_cfg_of(s)->proxy.request_buffer == 0) {
         start_request(s);
         return;
     }
     if (!s->bodybuf && !(s->bodybuf = evbuffer_new())) {
-        send_error(s, 503, "no-memory", "out of memory buffering the request body");
+        sess_send_error(s, 503, "no-memory", "out of memory buffering the request body");
         return;
     }
     s->state = S_READ_BODY;
@@ -977,15 +722,13 @@ static void admitted_head(struct session *s, const struct http1_msg *m, int n, u
         evbuffer_add(bufferevent_get_output(s->cli), "HTTP/1.1 100 Continue\r\n\r\n", 25);
         s->expect = 0;
     }
-    cli_timeouts(s, cfg_of(s)->proxy.client_body_timeout_ms);
+    sess_cli_timeouts(s, sess_cfg_of(s)->proxy.client_body_timeout_ms);
     buffer_body(s);
 }
 
-/* ---- shared rate limits ([redis]) ---- */
-
 /* Redis or the failure policy decided (refuse_down: on_failure = closed): pick the head up
  * again where read_head left it. */
-static void resume_head(struct session *s, uint64_t wait_ns, int refuse_down)
+void sess_resume_head(struct session *s, uint64_t wait_ns, int refuse_down)
 {
     struct http1_msg m;
     int status;
@@ -993,7 +736,7 @@ static void resume_head(struct session *s, uint64_t wait_ns, int refuse_down)
     s->state = S_READ_HEAD;
     int n = parse_head(s, &m, &status, &take); /* it parsed before: it parses again */
     if (n <= 0) {
-        send_error(s, 500, "internal", "the request head was lost while admitting it");
+        sess_send_error(s, 500, "internal", "the request head was lost while admitting it");
         return;
     }
     if (!refuse_down) {
@@ -1003,75 +746,26 @@ static void resume_head(struct session *s, uint64_t wait_ns, int refuse_down)
     s->answer_keep = m.body == HTTP1_BODY_NONE ||
                      (m.body == HTTP1_BODY_LENGTH && m.content_length == 0);
     evbuffer_drain(bufferevent_get_input(s->cli), (size_t)n);
-    send_answer(s, 503, "limiter-down", "the shared rate limiter is unavailable; retry later",
-                "Retry-After: 1\r\nX-Sluice-Reject: limiter-down\r\n");
-}
-
-/* Redis did not decide: [redis] on_failure does. */
-static void limiter_fallback(struct session *s)
-{
-    const struct config *c = cfg_of(s);
-    stats_add(&s->w->stats, STAT_redis_fallbacks, 1);
-    switch (c->redis.on_failure) {
-    case RF_OPEN:
-        admit_count(s->tenant);
-        resume_head(s, 0, 0);
-        return;
-    case RF_CLOSED:
-        resume_head(s, 0, 1);
-        return;
-    default: {
-        int share = atomic_load_explicit(&s->w->px->redis_instances, memory_order_relaxed);
-        resume_head(s, admit_rate_share(s->tenant, admit_now_ns(), share), 0);
-        return;
-    }
-    }
-}
-
-static void redis_answer(void *arg, int rc, long long wait_us)
-{
-    struct session *s = arg;
-    s->rcall = NULL;
-    evtimer_del(s->timer);
-    if (rc < 0) {
-        limiter_fallback(s);
-        return;
-    }
-    if (wait_us == 0)
-        admit_count(s->tenant);
-    resume_head(s, wait_us > 0 ? (uint64_t)wait_us * 1000 : 0, 0);
-}
-
-static void ask_redis(struct session *s)
-{
-    const struct config *c = cfg_of(s);
-    struct tenant *t = s->tenant;
-    s->rcall = redis_gcra(&s->w->redis, c->redis.prefix, t->st->name, t->interval_ns / 1000,
-                          t->tau_ns / 1000, redis_answer, s);
-    if (!s->rcall) {
-        limiter_fallback(s); /* not connected: decide now, without waiting */
-        return;
-    }
-    s->state = S_ADMIT;
-    timer_ms(s, c->redis.timeout_ms);
+    sess_send_answer(s, 503, "limiter-down", "the shared rate limiter is unavailable; retry later",
+                     "Retry-After: 1\r\nX-Sluice-Reject: limiter-down\r\n");
 }
 
 /* Checks shared by buffering and streaming a request body; 0 to go on, -1 answered. */
-static int body_checks(struct session *s, int rc, int eof)
+int sess_body_checks(struct session *s, int rc, int eof)
 {
-    uint64_t maxb = cfg_of(s)->proxy.max_body_size;
+    uint64_t maxb = sess_cfg_of(s)->proxy.max_body_size;
     if (rc == 0 && maxb && s->req.total > maxb) {
         if (!s->resp_started)
-            send_error(s, 413, "body-too-large", "the request body is over max_body_size");
+            sess_send_error(s, 413, "body-too-large", "the request body is over max_body_size");
         else
-            abort_session(s, STAT_err_413);
+            sess_abort_session(s, STAT_err_413);
         return -1;
     }
     if (rc < 0) {
         if (!s->resp_started && !eof)
-            send_error(s, 400, "bad-body", "the request body framing is malformed");
+            sess_send_error(s, 400, "bad-body", "the request body framing is malformed");
         else
-            abort_session(s, STAT_client_aborts);
+            sess_abort_session(s, STAT_client_aborts);
         return -1;
     }
     return 0;
@@ -1082,422 +776,31 @@ static void buffer_body(struct session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->cli);
     size_t before = evbuffer_get_length(in);
-    int rc = body_pump(&s->req, in, s->bodybuf, 0);
+    int rc = sess_body_pump(&s->req, in, s->bodybuf, 0);
     s->bytes_in += before - evbuffer_get_length(in);
-    if (body_checks(s, rc, 0) < 0)
+    if (sess_body_checks(s, rc, 0) < 0)
         return;
-    if (s->req.done || evbuffer_get_length(s->bodybuf) >= cfg_of(s)->proxy.request_buffer)
+    if (s->req.done || evbuffer_get_length(s->bodybuf) >= sess_cfg_of(s)->proxy.request_buffer)
         start_request(s);
 }
 
 static void start_request(struct session *s)
 {
+    s->t_ready_us = admit_now_ns() / 1000;
     evtimer_del(s->timer);
     s->state = S_CONNECTING;
     s->nreq++;
-    connect_upstream(s);
-}
-
-/* ---- upstream connection ---- */
-
-static void up_timeouts(struct session *s, int reading)
-{
-    const struct backend_conf *bc = s->backend->conf;
-    struct timeval rt, wt;
-    ms_tv(&rt, bc->read_timeout_ms);
-    ms_tv(&wt, bc->read_timeout_ms);
-    bufferevent_set_timeouts(s->up->bev, reading ? &rt : NULL, &wt);
-}
-
-static void send_request_head(struct session *s)
-{
-    struct evbuffer *out = bufferevent_get_output(s->up->bev);
-    size_t hl = evbuffer_get_length(s->reqhead);
-    evbuffer_add(out, evbuffer_pullup(s->reqhead, -1), hl);
-    if (s->bodybuf)
-        evbuffer_add_buffer(out, s->bodybuf);
-    s->state = S_FORWARD;
-    s->t_up_start = up_now_ms();
-    s->t_sent_us = admit_now_ns() / 1000;
-    s->inflight_at_send = up_inflight(s->backend);
-    up_timeouts(s, s->req.done);
-    bufferevent_enable(s->up->bev, EV_READ);
-    flush_up(s);
-    if (!s->req.done) {
-        if (s->expect) {
-            evbuffer_add(bufferevent_get_output(s->cli), "HTTP/1.1 100 Continue\r\n\r\n", 25);
-            s->expect = 0;
-            flush_cli(s);
-        }
-        cli_timeouts(s, cfg_of(s)->proxy.client_body_timeout_ms);
-        bufferevent_enable(s->cli, EV_READ);
-        cli_read_cb(s->cli, s); /* body bytes that came with the head */
-    }
-}
-
-static int new_upconn(struct session *s, struct backend *b)
-{
-    struct upconn *u = calloc(1, sizeof *u);
-    if (!u)
-        return -1;
-    u->b = b;
-    u->w = s->w;
-    u->bev = up_bufferevent(b, s->w->base);
-    if (!u->bev) {
-        free(u);
-        return -1;
-    }
-    s->up = u;
-    bufferevent_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, s);
-    bufferevent_setwatermark(u->bev, EV_WRITE, LOW_WM, 0);
-    bufferevent_set_max_single_read(u->bev, MAX_IO);
-    bufferevent_set_max_single_write(u->bev, MAX_IO);
-    struct timeval ct;
-    ms_tv(&ct, b->conf->connect_timeout_ms);
-    bufferevent_set_timeouts(u->bev, NULL, &ct);
-    stats_add(&s->w->stats, STAT_upstream_connects, 1);
-    if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&b->addr, (int)b->addrlen) < 0)
-        return -2;
-    int one = 1;
-    setsockopt(bufferevent_getfd(u->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return 0;
-}
-
-static void connect_failed(struct session *s);
-
-static void pick_and_connect(struct session *s, int from_queue);
-
-/* A slot was freed for this waiter (on its own thread now). */
-static void wake_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct session *s = arg;
-    (void)fd;
-    (void)what;
-    if (s->state != S_QUEUED || (s->wt.state != W_WOKEN && s->wt.state != W_SHED))
-        return;
-    int shed = s->wt.state == W_SHED;
-    s->wt.state = W_IDLE;
-    evtimer_del(s->timer);
-    if (shed) { /* a standing queue, and its tenant has the most waiting */
-        send_queue_reject(s, "shed");
-        return;
-    }
-    s->state = S_CONNECTING;
-    pick_and_connect(s, 1);
-}
-
-/* All backends with a slot limit are full: wait in the shared queue (or 503). front: it
- * was woken but a newcomer took the slot, so it keeps its place and its deadline. */
-static void wait_for_slot(struct session *s, int front)
-{
-    const struct config *c = cfg_of(s);
-    struct queue *q = &s->w->px->queue;
-    if (!s->wt.wake && !(s->wt.wake = event_new(s->w->base, -1, 0, wake_cb, s))) {
-        send_error(s, 503, "no-memory", "out of memory queueing the request");
-        return;
-    }
-    s->wt.ts = s->tenant->st;
-    s->wt.weight = s->tenant->conf->weight;
-    s->wt.max_inflight = s->tenant->conf->max_inflight;
-    s->wt.max_queue = s->tenant->conf->max_queue;
-    struct route_state *rs = route_state_of(s);
-    s->wt.route_max = rs ? s->route->max_inflight : 0;
-    s->wt.route_inflight = rs && s->wt.route_max > 0 ? &rs->inflight : NULL;
-    int rc = c->queue_max == 0 ? -1 : queue_push(q, &s->wt, front, c->queue_max);
-    if (rc == -2) {
-        s->answer_keep = s->req.done;
-        send_answer(s, 429, "tenant-queue", "this tenant has too many requests waiting",
-                    "Retry-After: 1\r\nX-Sluice-Reject: tenant-queue\r\n");
-        return;
-    }
-    if (rc < 0) {
-        atomic_fetch_add(&q->full, 1);
-        send_queue_reject(s, "queue-full");
-        return;
-    }
-    uint64_t now = up_now_ms();
-    if (!front)
-        s->wt.since_ms = now;
-    uint64_t waited = now - s->wt.since_ms;
-    s->state = S_QUEUED;
-    timer_ms(s, waited < c->queue_timeout_ms ? (uint32_t)(c->queue_timeout_ms - waited) : 0);
-    if (up_has_slot(&s->rt->up, now))
-        queue_kick(q); /* a slot freed while this one was deciding (the kick skips tenants
-                        * at their max_inflight) */
-}
-
-static void connect_upstream(struct session *s)
-{
-    pick_and_connect(s, 0);
-}
-
-static void pick_and_connect(struct session *s, int from_queue)
-{
-    int full = 0;
-    struct queue *q = &s->w->px->queue;
-    s->attempts++;
-    /* newcomers queue behind waiters, so a freed slot goes to the queue's choice */
-    struct backend *b = NULL;
-    if (s->bypass)
-        b = up_pick_bypass(&s->rt->up, s->last_failed, up_now_ms());
-    else if (!from_queue && s->attempts == 1 && queue_len(q) > 0)
-        full = 1;
-    else if (!s->tenant_slot && !(s->tenant_slot = admit_take(s->tenant)))
-        full = 1; /* the tenant is at its max_inflight */
-    else if (!s->route_slot && !(s->route_slot = take_route(s)))
-        full = 1; /* the route is at its max_inflight */
-    else
-        b = up_pick_slot(&s->rt->up, s->last_failed, up_now_ms(), &full);
-    if (!b && full) {
-        release_tenant(s); /* waiting holds no tenant or route slot; no one to wake for it */
-        s->attempts--;
-        wait_for_slot(s, from_queue);
-        return;
-    }
-    if (!b) {
-        send_error(s, 502, "no-backend", "no backend can take requests (none, or all draining)");
-        return;
-    }
-    s->backend = b;
-    struct upconn *u = worker_pool_get(s->w, b);
-    if (u) {
-        u->reused = 1;
-        s->up = u;
-        bufferevent_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, s);
-        stats_add(&s->w->stats, STAT_upstream_reuses, 1);
-        send_request_head(s);
-        return;
-    }
-    int rc = new_upconn(s, b);
-    if (rc == -1) {
-        release_backend(s);
-        send_error(s, 502, "no-memory", "out of memory connecting to the backend");
-    } else if (rc == -2) {
-        connect_failed(s);
-    }
-}
-
-/* A connect to s->backend failed or timed out: mark it and try another once. */
-static void connect_failed(struct session *s)
-{
-    struct backend *b = s->backend;
-    up_fail(b, up_now_ms());
-    unsigned long tls_err = s->up && b->tls ? bufferevent_get_openssl_error(s->up->bev) : 0;
-    int sys_err = EVUTIL_SOCKET_ERROR();
-    log_warn("upstream", "connect failed backend=%s address=%s attempt=%d reason=\"%s\" rid=%s",
-             b->conf->name, b->conf->address, s->attempts,
-             tls_err ? ERR_reason_error_string(tls_err) : strerror(sys_err), s->rid);
-    drop_upstream(s);
-    release_backend(s);
-    s->last_failed = b;
-    if (s->attempts <= cfg_of(s)->proxy.retries && s->rt->up.n > 1) {
-        stats_add(&s->w->stats, STAT_retries, 1);
-        connect_upstream(s);
-        return;
-    }
-    s->backend = NULL;
-    send_error(s, 502, "upstream-connect", "could not connect to a backend");
-}
-
-/* The pooled connection died before any response byte: try once more on a new one, only
- * where that is safe (idempotent and no body bytes sent). */
-static int retry_fresh(struct session *s)
-{
-    if (!s->up->reused || s->resp_started || !http1_idempotent(s->meth) ||
-        s->req.kind != HTTP1_BODY_NONE)
-        return 0;
-    struct backend *b = s->backend;
-    drop_upstream(s);
-    stats_add(&s->w->stats, STAT_retries, 1);
-    s->state = S_CONNECTING;
-    int rc = new_upconn(s, b);
-    if (rc == -2) {
-        connect_failed(s);
-    } else if (rc == -1) {
-        release_backend(s);
-        send_error(s, 502, "no-memory", "out of memory connecting to the backend");
-    }
-    return 1;
-}
-
-/* ---- response ---- */
-
-static void write_response_head(struct session *s, const struct http1_msg *m)
-{
-    struct evbuffer *o = bufferevent_get_output(s->cli);
-    size_t before = evbuffer_get_length(o);
-    int tunnel = m->status == 101 && s->upgrade;
-    int chunk_out = 0;
-    if (m->body == HTTP1_BODY_CHUNKED || m->body == HTTP1_BODY_CLOSE) {
-        chunk_out = s->minor == 1;
-        if (!chunk_out)
-            s->keep_alive = 0;
-    }
-    if (!s->req.done || s->cli_eof)
-        s->keep_alive = 0; /* the rest of the request body cannot be skipped safely */
-    evbuffer_add_printf(o, "HTTP/1.1 %d ", m->status);
-    evbuffer_add(o, m->reason, m->reason_len);
-    evbuffer_add(o, "\r\n", 2);
-    int has_rid = 0;
-    for (size_t i = 0; i < m->num_headers; i++) {
-        const struct http1_header *h = &m->headers[i];
-        if (h->hop)
-            continue;
-        has_rid |= h->id == HTTP1_H_X_REQUEST_ID;
-        evbuffer_add(o, h->name, h->name_len);
-        evbuffer_add(o, ": ", 2);
-        evbuffer_add(o, h->value, h->value_len);
-        evbuffer_add(o, "\r\n", 2);
-    }
-    if (!has_rid)
-        evbuffer_add_printf(o, "X-Request-ID: %s\r\n", s->rid);
-    if (tunnel) {
-        const struct http1_header *u = http1_find(m, HTTP1_H_UPGRADE);
-        evbuffer_add(o, "Connection: upgrade\r\n", 21);
-        if (u) {
-            evbuffer_add(o, "Upgrade: ", 9);
-            evbuffer_add(o, u->value, u->value_len);
-            evbuffer_add(o, "\r\n", 2);
-        }
-    } else {
-        if (m->body == HTTP1_BODY_LENGTH)
-            evbuffer_add_printf(o, "Content-Length: %" PRIu64 "\r\n", m->content_length);
-        else if (chunk_out)
-            evbuffer_add(o, "Transfer-Encoding: chunked\r\n", 28);
-        else if (m->body == HTTP1_BODY_NONE && m->status != 204 && m->status != 304) {
-            const struct http1_header *cl = http1_find(m, HTTP1_H_CONTENT_LENGTH);
-            if (cl) { /* a HEAD answer states the length of what GET would send */
-                evbuffer_add(o, "Content-Length: ", 16);
-                evbuffer_add(o, cl->value, cl->value_len);
-                evbuffer_add(o, "\r\n", 2);
-            }
-        }
-        if (!s->keep_alive)
-            evbuffer_add(o, "Connection: close\r\n", 19);
-        else if (s->minor == 0)
-            evbuffer_add(o, "Connection: keep-alive\r\n", 24);
-    }
-    evbuffer_add(o, "\r\n", 2);
-    s->bytes_out += evbuffer_get_length(o) - before;
-    s->status = m->status;
-    s->resp_started = 1;
-    s->up_keep = m->keep_alive;
-    body_init(&s->resp, m->body, m->content_length, chunk_out);
-}
-
-static void finish_response(struct session *s, int upstream_reusable);
-static void tunnel_pump(struct bufferevent *from, struct bufferevent *to, int to_tls);
-
-static void start_tunnel(struct session *s)
-{
-    s->state = S_TUNNEL;
-    struct timeval t;
-    ms_tv(&t, s->backend->conf->read_timeout_ms);
-    bufferevent_set_timeouts(s->cli, &t, NULL);
-    bufferevent_set_timeouts(s->up->bev, &t, NULL);
-    bufferevent_enable(s->cli, EV_READ);
-    bufferevent_enable(s->up->bev, EV_READ);
-    s->req.done = 1;
-    flush_cli(s); /* the 101 head */
-    if (evbuffer_get_length(bufferevent_get_input(s->cli)) > 0) /* sent right after the head */
-        tunnel_pump(s->cli, s->up->bev, s->up->b->tls != NULL);
-}
-
-/* Parse the backend's response head; 1 when it is done, 0 to wait, -1 after an error. */
-static int read_response_head(struct session *s)
-{
-    struct worker *w = s->w;
-    struct evbuffer *in = bufferevent_get_input(s->up->bev);
-    for (;;) {
-        size_t len = evbuffer_get_length(in);
-        if (len == 0)
-            return 0;
-        size_t take = head_span(in, len, s->rt->lim.max_head + 2);
-        const char *p = (const char *)evbuffer_pullup(in, (ssize_t)take);
-        struct http1_msg m;
-        int status = 0;
-        int n = http1_parse_response(p, take, &s->rt->lim, w->hdrs, w->nhdrs, s->meth, &m,
-                                     &status);
-        if (n == HTTP1_INCOMPLETE)
-            return 0;
-        if (n == HTTP1_ERROR) {
-            up_fail(s->backend, up_now_ms());
-            send_error(s, 502, "bad-response", "the backend sent a malformed response");
-            return -1;
-        }
-        if (m.status >= 100 && m.status < 200 && !(m.status == 101 && s->upgrade)) {
-            evbuffer_drain(in, (size_t)n); /* interim answers: sluice sent its own 100 */
-            continue;
-        }
-        s->t_up_end = up_now_ms();
-        write_response_head(s, &m);
-        evbuffer_drain(in, (size_t)n);
-        if (m.status == 101 && s->upgrade)
-            start_tunnel(s);
-        return 1;
-    }
-}
-
-/* Move response body bytes to the client; finish when complete. */
-static void pump_response(struct session *s, int eof)
-{
-    struct evbuffer *in = bufferevent_get_input(s->up->bev);
-    struct evbuffer *out = bufferevent_get_output(s->cli);
-    size_t before = evbuffer_get_length(out);
-    int rc = body_pump(&s->resp, in, out, eof);
-    s->bytes_out += evbuffer_get_length(out) - before;
-    flush_cli(s);
-    if (rc < 0) {
-        up_fail(s->backend, up_now_ms());
-        abort_session(s, STAT_upstream_truncated);
-        return;
-    }
-    if (s->resp.done) {
-        int reusable = !eof && s->resp.kind != HTTP1_BODY_CLOSE && s->req.done && s->up_keep &&
-                       evbuffer_get_length(in) == 0;
-        finish_response(s, reusable);
-        return;
-    }
-    if (evbuffer_get_length(out) > HIGH_WM)
-        bufferevent_disable(s->up->bev, EV_READ);
-}
-
-/* The response is complete: pool or drop the upstream connection, log, and go on with the
- * next request on this client connection or close it. */
-static void finish_response(struct session *s, int upstream_reusable)
-{
-    struct worker *w = s->w;
-    if (s->up) {
-        if (upstream_reusable && !w->draining && s->rt == w->rt) {
-            bufferevent_setcb(s->up->bev, NULL, NULL, NULL, NULL);
-            worker_pool_put(w, s->up);
-        } else {
-            upconn_free(s->up);
-        }
-        s->up = NULL;
-    }
-    up_ok(s->backend);
-    if (!s->upgrade && s->t_sent_us)
-        up_sample(s->backend, admit_now_ns() / 1000 - s->t_sent_us, s->inflight_at_send);
-    stats_add(&w->stats, STAT_responses, 1);
-    access_log(s);
-    release_tenant(s);
-    release_backend(s);
-    if (!s->keep_alive || w->draining) {
-        close_after_flush(s);
-        return;
-    }
-    next_request(s);
+    sess_connect_upstream(s);
 }
 
 /* Keep-alive: wait for (or parse the already pipelined) next request. */
-static void next_request(struct session *s)
+void sess_next_request(struct session *s)
 {
     reset_request(s);
     s->state = S_READ_HEAD;
     s->t_start = 0;
-    cli_timeouts(s, 0);
-    timer_ms(s, cfg_of(s)->proxy.keepalive_timeout_ms);
+    sess_cli_timeouts(s, 0);
+    sess_timer_ms(s, sess_cfg_of(s)->proxy.keepalive_timeout_ms);
     if (evbuffer_get_length(bufferevent_get_output(s->cli)) > HIGH_WM)
         return; /* cli_write_cb resumes reading once the client has taken the response */
     bufferevent_enable(s->cli, EV_READ);
@@ -1507,37 +810,10 @@ static void next_request(struct session *s)
 
 /* ---- callbacks ---- */
 
-static void pump_request(struct session *s, int eof)
-{
-    struct evbuffer *in = bufferevent_get_input(s->cli);
-    struct evbuffer *out = bufferevent_get_output(s->up->bev);
-    size_t before = evbuffer_get_length(in);
-    int rc = body_pump(&s->req, in, out, eof);
-    s->bytes_in += before - evbuffer_get_length(in);
-    if (body_checks(s, rc, eof) < 0)
-        return;
-    flush_up(s);
-    if (s->req.done) {
-        cli_timeouts(s, 0);
-        up_timeouts(s, 1);
-        return;
-    }
-    if (evbuffer_get_length(out) > HIGH_WM)
-        bufferevent_disable(s->cli, EV_READ);
-}
-
-static void tunnel_pump(struct bufferevent *from, struct bufferevent *to, int to_tls)
-{
-    evbuffer_add_buffer(bufferevent_get_output(to), bufferevent_get_input(from));
-    flush_now(to, to_tls);
-    if (evbuffer_get_length(bufferevent_get_output(to)) > HIGH_WM)
-        bufferevent_disable(from, EV_READ);
-}
-
-static void cli_read_cb(struct bufferevent *bev, void *arg)
+void sess_cli_read_cb(struct bufferevent *bev, void *arg)
 {
     struct session *s = arg;
-    read_more(bev, s->tls);
+    sess_read_more(bev, s->tls);
     switch (s->state) {
     case S_READ_HEAD:
         read_head(s);
@@ -1547,12 +823,12 @@ static void cli_read_cb(struct bufferevent *bev, void *arg)
         break;
     case S_FORWARD:
         if (!s->req.done)
-            pump_request(s, 0);
+            sess_pump_request(s, 0);
         break;
     case S_TUNNEL: {
         size_t n = evbuffer_get_length(bufferevent_get_input(bev));
         s->bytes_in += n;
-        tunnel_pump(bev, s->up->bev, s->up->b->tls != NULL);
+        sess_tunnel_pump(bev, s->up->bev, s->up->b->tls != NULL);
         break;
     }
     case S_LINGER:
@@ -1608,10 +884,10 @@ static void cli_event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_TIMEOUT) {
         if ((s->state == S_FORWARD || s->state == S_READ_BODY) && !s->req.done &&
             !s->resp_started) {
-            send_error(s, 408, "body-timeout", "the request body did not arrive in time");
+            sess_send_error(s, 408, "body-timeout", "the request body did not arrive in time");
             return;
         }
-        abort_session(s, STAT_client_aborts);
+        sess_abort_session(s, STAT_client_aborts);
         return;
     }
     if ((what & BEV_EVENT_EOF) &&
@@ -1635,86 +911,7 @@ static void cli_event_cb(struct bufferevent *bev, short what, void *arg)
         session_free(s);
         return;
     }
-    abort_session(s, STAT_client_aborts);
-}
-
-static void up_read_cb(struct bufferevent *bev, void *arg)
-{
-    struct session *s = arg;
-    read_more(bev, s->up->b->tls != NULL);
-    if (s->state == S_TUNNEL) {
-        size_t n = evbuffer_get_length(bufferevent_get_input(bev));
-        s->bytes_out += n;
-        tunnel_pump(bev, s->cli, s->tls);
-        return;
-    }
-    if (s->state != S_FORWARD)
-        return;
-    if (!s->resp_started) {
-        int r = read_response_head(s);
-        if (r <= 0 || s->state == S_TUNNEL) {
-            if (r > 0)
-                up_read_cb(bev, arg);
-            return;
-        }
-    }
-    pump_response(s, 0);
-}
-
-static void up_write_cb(struct bufferevent *bev, void *arg)
-{
-    struct session *s = arg;
-    (void)bev;
-    if (s->state == S_FORWARD && !s->req.done)
-        bufferevent_enable(s->cli, EV_READ);
-    else if (s->state == S_TUNNEL)
-        bufferevent_enable(s->cli, EV_READ);
-}
-
-/* The backend closed, failed or timed out. */
-static void up_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-    struct session *s = arg;
-    (void)bev;
-    if (what & BEV_EVENT_CONNECTED) {
-        send_request_head(s);
-        return;
-    }
-    if (s->state == S_CONNECTING) {
-        connect_failed(s);
-        return;
-    }
-    if (s->state == S_TUNNEL) {
-        evbuffer_add_buffer(bufferevent_get_output(s->cli), bufferevent_get_input(s->up->bev));
-        drop_upstream(s);
-        s->keep_alive = 0;
-        access_log(s);
-        release_tenant(s);
-        release_backend(s);
-        close_after_flush(s);
-        return;
-    }
-    if (what & BEV_EVENT_TIMEOUT) {
-        up_fail(s->backend, up_now_ms());
-        if (!s->resp_started)
-            send_error(s, 504, "upstream-timeout", "the backend did not answer in time");
-        else
-            abort_session(s, STAT_upstream_truncated);
-        return;
-    }
-    /* EOF or error */
-    if (!s->resp_started) {
-        if (read_response_head(s) != 0)
-            goto eof_body;
-        if (retry_fresh(s))
-            return;
-        up_fail(s->backend, up_now_ms());
-        send_error(s, 502, "upstream-closed", "the backend closed the connection without answering");
-        return;
-    }
-eof_body:
-    if (s->resp_started && s->state == S_FORWARD)
-        pump_response(s, 1);
+    sess_abort_session(s, STAT_client_aborts);
 }
 
 /* Header deadline, keep-alive idle limit, send deadline on close, or linger end. */
@@ -1727,19 +924,19 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     case S_ADMIT: /* Redis did not answer in time */
         redis_cancel(&s->w->redis, s->rcall, 1);
         s->rcall = NULL;
-        limiter_fallback(s);
+        sess_limiter_fallback(s);
         return;
     case S_QUEUED: /* waited queue timeout; a wake-up on its way is passed on */
         queue_leave(&s->w->px->queue, &s->wt);
         atomic_fetch_add(&s->w->px->queue.timeouts, 1);
-        send_queue_reject(s, "queue-timeout");
+        sess_send_queue_reject(s, "queue-timeout");
         return;
     case S_READ_HEAD:
         if (s->t_start == 0 && evbuffer_get_length(bufferevent_get_input(s->cli)) == 0) {
             start_linger(s); /* idle keep-alive: close quietly, and without a reset */
             return;
         }
-        send_error(s, 408, "header-timeout", "the request head did not arrive in time");
+        sess_send_error(s, 408, "header-timeout", "the request head did not arrive in time");
         return;
     default:
         session_free(s);

@@ -39,6 +39,7 @@ struct autoscale {
     pid_t hook_pid;            /* running, or 0 */
     uint64_t hook_deadline_ms;
     int hook_pending;          /* a decision arrived while the hook ran: run it after */
+    struct scale_out hook_out; /* that decision (the hook gets it, not a later tick's) */
     uint64_t hook_runs, hook_failures;
     /* webhook */
     struct evdns_base *dns;    /* owned */
@@ -50,7 +51,8 @@ struct autoscale {
     int gunicorn_workers;      /* workers seen under the master, -1 = unknown */
     int gunicorn_target;       /* workers it is moving the master to, 0 = none */
     pid_t gunicorn_master;
-    uint64_t settle_until;     /* ms: signals sent, let Gunicorn follow before more */
+    int act_expect;            /* workers expected after the last signal, -1 = none */
+    uint64_t act_deadline;     /* ms: stop waiting for it (a busy worker may take long) */
     /* history for the chart */
     struct autoscale_point hist[AUTOSCALE_HISTORY];
     int nhist, hist_next;
