@@ -74,6 +74,13 @@ static void gather(struct autoscale *a, uint64_t now, struct scale_input *in)
     in->supply = supply_of(rt, now);
     in->current = a->gunicorn_workers > 0 ? a->gunicorn_workers : 0;
     double busy = up.covered_s ? up.busy_s / (double)up.covered_s : 0; /* mean in flight */
+    cluster_set_load(px->cluster, in->lambda, in->supply, busy);
+    a->clustered = cluster_view(px->cluster, &a->cv);
+    if (a->clustered) { /* several instances share the pool: size it from their sum */
+        in->lambda = a->cv.lambda;
+        in->supply = conf_of(a)->shared_backends ? a->cv.supply_max : a->cv.supply;
+        busy = a->cv.busy;
+    }
     in->utilisation = in->supply > 0 ? busy / in->supply : 0;
     if (in->utilisation > 1)
         in->utilisation = 1;
@@ -369,8 +376,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     gather(a, now, &a->in);
     scale_tick(&a->sc, &a->in, &a->out);
     a->have = 1;
-    if (a->out.decision != SCALE_HOLD)
-        decided(a);
+    if (a->out.decision != SCALE_HOLD && (!a->clustered || a->cv.leader))
+        decided(a); /* with several instances, the leader alone acts (the same numbers) */
     remember(a, now / 1000);
     watch_hook(a);
 }
@@ -439,13 +446,24 @@ void autoscale_json(const struct autoscale *a, struct evbuffer *o)
                         "\"decision\":\"%s\",\"why\":\"%s\",\"db_cap\":%d,\"db_capped\":%s,"
                         "\"lambda\":%.3f,\"wq_s\":%.4f,\"service_s\":%.4f,\"margin\":%.2f,"
                         "\"utilisation\":%.3f,\"queue\":%d,\"decisions\":%" PRIu64 ","
-                        "\"gunicorn_workers\":%d,\"last\":%s,\"reason\":",
+                        "\"gunicorn_workers\":%d,\"last\":%s,",
                         scale_mode_name(a->sc.conf.mode), s->required, s->required_little,
                         s->required_erlang, s->supply, s->current, s->desired,
                         scale_decision_name(s->decision), scale_why_name(s->why), s->db_cap,
                         s->db_capped ? "true" : "false", a->in.lambda, a->in.wq_s,
                         a->in.service_s, a->sc.conf.margin, a->in.utilisation,
                         a->in.queue_depth, a->decisions, a->gunicorn_workers, body);
+    if (a->clustered) {
+        evbuffer_add_printf(o, "\"cluster\":{\"instances\":%d,\"lambda\":%.3f,\"supply\":%d,"
+                               "\"leader\":%s,\"leader_id\":",
+                            a->cv.instances, a->cv.lambda, a->in.supply,
+                            a->cv.leader ? "true" : "false");
+        json_str(o, a->cv.leader_id);
+        evbuffer_add_printf(o, "},");
+    } else {
+        evbuffer_add_printf(o, "\"cluster\":null,");
+    }
+    evbuffer_add_printf(o, "\"reason\":");
     json_str(o, s->reason);
     evbuffer_add_printf(o, ",\"history\":[");
     for (int i = 0; i < a->nhist; i++) {

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <time.h>
+
 #include <event2/event.h>
 #include <openssl/rand.h>
 
@@ -22,14 +24,32 @@ struct cluster {
     struct redis_call *pending;  /* the heartbeat in flight, if any */
     char prefix[128];
     char id[80];                 /* host:pid:random */
+    char load[80];               /* "lambda supply busy" for the next heartbeat */
+    struct cluster_view view;    /* the last answer */
+    uint64_t view_ms;            /* when it came (monotonic), 0 = never */
 };
 
-static void on_count(void *arg, int rc, long long n)
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void on_view(void *arg, int rc, long long n, const char *str)
 {
     struct cluster *c = arg;
+    struct cluster_view v = {0};
+    (void)n;
     c->pending = NULL;
-    if (rc == 0 && n > 0)
-        atomic_store(&c->px->redis_instances, (int)n);
+    if (rc < 0 || !str ||
+        sscanf(str, "%d %lf %d %d %lf %79s", &v.instances, &v.lambda, &v.supply, &v.supply_max,
+               &v.busy, v.leader_id) != 6 || v.instances < 1)
+        return;
+    v.leader = strcmp(v.leader_id, c->id) == 0;
+    c->view = v;
+    c->view_ms = mono_ms();
+    atomic_store(&c->px->redis_instances, v.instances);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -39,7 +59,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (c->pending) /* unanswered for a whole second: count it as timed out */
         redis_cancel(&c->rc, c->pending, 1);
-    c->pending = redis_heartbeat(&c->rc, c->prefix, c->id, on_count, c);
+    c->pending = redis_heartbeat(&c->rc, c->prefix, c->id, c->load, on_view, c);
 }
 
 struct cluster *cluster_new(struct event_base *base, struct proxy *px)
@@ -60,6 +80,7 @@ struct cluster *cluster_new(struct event_base *base, struct proxy *px)
     RAND_bytes(rnd, sizeof rnd);
     snprintf(c->id, sizeof c->id, "%s:%ld:%02x%02x%02x%02x", host, (long)getpid(), rnd[0],
              rnd[1], rnd[2], rnd[3]);
+    snprintf(c->load, sizeof c->load, "0 0 0");
     return c;
 }
 
@@ -81,6 +102,25 @@ void cluster_set(struct cluster *c, const struct runtime *rt)
     }
     struct timeval tv = {HEARTBEAT_MS / 1000, (HEARTBEAT_MS % 1000) * 1000};
     event_add(c->tick, &tv);
+}
+
+void cluster_set_load(struct cluster *c, double lambda, int supply, double busy)
+{
+    if (c)
+        snprintf(c->load, sizeof c->load, "%.3f %d %.3f", lambda, supply, busy);
+}
+
+int cluster_view(const struct cluster *c, struct cluster_view *out)
+{
+    if (!c || !c->view_ms || mono_ms() - c->view_ms > 3000)
+        return 0;
+    *out = c->view;
+    return 1;
+}
+
+const char *cluster_id(const struct cluster *c)
+{
+    return c ? c->id : "";
 }
 
 int cluster_publish(struct cluster *c, const char *json)

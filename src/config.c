@@ -379,6 +379,7 @@ static const struct key_def scale_keys[] = {
     {"gunicorn_pidfile", K_STR, SS(gunicorn_pidfile), NULL, 0, 0},
     {"gunicorn_backend", K_STR, SS(gunicorn_backend), NULL, 0, 0},
     {"redis_publish", K_BOOL, SS(redis_publish), "no", 0, 1},
+    {"shared_backends", K_BOOL, SS(shared_backends), "yes", 0, 1},
 };
 
 #define RD(f) offsetof(struct redis_conf, f)

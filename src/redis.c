@@ -35,14 +35,33 @@ static const char gcra_lua[] =
     "           math.floor((tat - now) / 1000) + 1000)\n"
     "return 0\n";
 
-/* Instances: a sorted set of instance ids scored by their last heartbeat (ms). */
+/* Instances: a sorted set of instance ids scored by their last heartbeat (ms), and a hash
+ * of their loads ("lambda supply busy"). KEYS = instances, loads; ARGV = id, load. */
 static const char heartbeat_lua[] =
     "local t = redis.call('TIME')\n"
     "local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "redis.call('ZADD', KEYS[1], ms, ARGV[1])\n"
     "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms - 5000)\n"
     "redis.call('PEXPIRE', KEYS[1], 60000)\n"
-    "return redis.call('ZCARD', KEYS[1])\n";
+    "redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])\n"
+    "redis.call('PEXPIRE', KEYS[2], 60000)\n"
+    "local ids = redis.call('ZRANGE', KEYS[1], 0, -1)\n"
+    "local lam, sup, smax, busy, leader = 0, 0, 0, 0, nil\n"
+    "for _, id in ipairs(ids) do\n"
+    "  if not leader or id < leader then leader = id end\n"
+    "  local v = redis.call('HGET', KEYS[2], id)\n"
+    "  if v then\n"
+    "    local a, b, c = string.match(v, '^(%S+) (%S+) (%S+)$')\n"
+    "    lam = lam + (tonumber(a) or 0)\n"
+    "    sup = sup + (tonumber(b) or 0)\n"
+    "    smax = math.max(smax, tonumber(b) or 0)\n"
+    "    busy = busy + (tonumber(c) or 0)\n"
+    "  end\n"
+    "end\n"
+    "for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do\n"
+    "  if not redis.call('ZSCORE', KEYS[1], id) then redis.call('HDEL', KEYS[2], id) end\n"
+    "end\n"
+    "return string.format('%d %.3f %d %d %.3f %s', #ids, lam, sup, smax, busy, leader or '-')\n";
 
 enum script { SCRIPT_GCRA, SCRIPT_HEARTBEAT, SCRIPT_MAX };
 
@@ -58,7 +77,9 @@ struct redis_call {
     int retried;          /* sent again with EVAL after NOSCRIPT */
     int nargs;
     char key[192];
-    char a1[80], a2[32];
+    char key2[192];       /* a second key, when nkeys is 2 */
+    int nkeys;
+    char a1[80], a2[80];
 };
 
 static void hash_scripts(void)
@@ -275,11 +296,15 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     }
     int rc = -1;
     long long v = 0;
+    const char *str = NULL;
     if (reply) {
         c->misses = 0;
         if (reply->type == REDIS_REPLY_INTEGER) {
             rc = 0;
             v = reply->integer;
+        } else if (reply->type == REDIS_REPLY_STRING || reply->type == REDIS_REPLY_STATUS) {
+            rc = 0;
+            str = reply->str;
         } else {
             count(c, STAT_redis_errors);
             log_debug(c->who, "redis: unexpected reply: %s",
@@ -288,17 +313,22 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     }
     redis_cb cb = call->cb;
     void *arg = call->arg;
-    free(call);
     if (cb)
-        cb(arg, rc, v);
+        cb(arg, rc, v, str); /* the reply (and str) lives until this callback returns */
+    free(call);
 }
 
 static int send_call(struct redis_call *call, int eval)
 {
-    const char *argv[6] = {eval ? "EVAL" : "EVALSHA",
+    const char *argv[7] = {eval ? "EVAL" : "EVALSHA",
                            eval ? script_body[call->script] : script_sha[call->script],
-                           "1", call->key, call->a1, call->a2};
-    int argc = 4 + call->nargs;
+                           call->nkeys == 2 ? "2" : "1", call->key};
+    int argc = 4;
+    if (call->nkeys == 2)
+        argv[argc++] = call->key2;
+    argv[argc++] = call->a1;
+    if (call->nargs == 2)
+        argv[argc++] = call->a2;
     struct rclient *c = call->c;
     if (!c->ac || redisAsyncCommandArgv(c->ac, on_reply, call, argc, argv, NULL) != REDIS_OK)
         return -1;
@@ -317,6 +347,7 @@ static struct redis_call *start(struct rclient *c, enum script s, const char *pr
     call->cb = cb;
     call->arg = arg;
     call->script = s;
+    call->nkeys = 1;
     snprintf(call->key, sizeof call->key, "%s%s%s", prefix ? prefix : "", kind, name);
     return call;
 }
@@ -344,13 +375,16 @@ struct redis_call *redis_gcra(struct rclient *c, const char *prefix, const char 
 }
 
 struct redis_call *redis_heartbeat(struct rclient *c, const char *prefix, const char *id,
-                                   redis_cb cb, void *arg)
+                                   const char *stats, redis_cb cb, void *arg)
 {
     struct redis_call *call = start(c, SCRIPT_HEARTBEAT, prefix, "instances", "", cb, arg);
     if (!call)
         return NULL;
-    call->nargs = 1;
+    call->nkeys = 2;
+    snprintf(call->key2, sizeof call->key2, "%sloads", prefix ? prefix : "");
+    call->nargs = 2;
     snprintf(call->a1, sizeof call->a1, "%s", id);
+    snprintf(call->a2, sizeof call->a2, "%s", stats);
     return launch(call);
 }
 

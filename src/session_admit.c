@@ -68,8 +68,10 @@ void sess_limiter_fallback(struct session *s)
     }
 }
 
-static void redis_answer(void *arg, int rc, long long wait_us)
+static void redis_answer(void *arg, int rc, long long wait_us, const char *str)
 {
+    if (str)
+        rc = -1; /* the GCRA script answers an integer; anything else is an error */
     struct session *s = arg;
     s->rcall = NULL;
     evtimer_del(s->timer);

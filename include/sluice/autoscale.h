@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <sluice/cluster.h>
 #include <sluice/scale.h>
 
 struct event_base;
@@ -34,6 +35,8 @@ struct autoscale {
     struct scale_out out;      /* the last tick's */
     struct scale_input in;     /* what it was fed */
     int have;                  /* 1 after the first tick */
+    int clustered;             /* the last tick sized the cluster (Redis heartbeat fresh) */
+    struct cluster_view cv;    /* ... as it saw it; only the leader runs the sinks */
     uint64_t decisions;        /* UP/DOWN decisions made */
     /* exec hook */
     pid_t hook_pid;            /* running, or 0 */

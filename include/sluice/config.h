@@ -140,6 +140,8 @@ struct scale_section {
     char *gunicorn_backend;       /* owned: the [backend] that master serves: its capacity
                                    * follows the workers seen; NULL = none */
     int redis_publish;            /* [no] SET + PUBLISH decisions through [redis] */
+    int shared_backends;          /* [yes] instances front the same backends: the cluster's
+                                   * supply is the largest one reported, not the sum */
     int line;                     /* first line of the section */
 };
 

@@ -25,8 +25,9 @@ struct stats;
 
 enum rclient_state { RC_OFF = 0, RC_DOWN, RC_CONNECTING, RC_UP };
 
-/* rc 0: value is the script's answer; rc -1: the call failed (error, connection lost). */
-typedef void (*redis_cb)(void *arg, int rc, long long value);
+/* rc 0: the script answered: an integer in value, or a string in str (else NULL); rc -1:
+ * the call failed (error reply, connection lost). */
+typedef void (*redis_cb)(void *arg, int rc, long long value, const char *str);
 
 struct rclient {
     struct event_base *base;          /* borrowed */
@@ -64,9 +65,12 @@ void rclient_configure(struct rclient *c, const struct redis_conf *rc, const cha
 struct redis_call *redis_gcra(struct rclient *c, const char *prefix, const char *name,
                               uint64_t interval_us, uint64_t tau_us, redis_cb cb, void *arg);
 
-/* Heartbeat of instance id: value = the number of instances seen in the last 5 s. */
+/* Heartbeat of instance id with its load (`stats`: "LAMBDA SUPPLY BUSY", numbers); str =
+ * "INSTANCES LAMBDA SUPPLY_SUM SUPPLY_MAX BUSY LEADER": the instances seen in the last 5 s,
+ * their loads summed (supply also its max), and the lowest live id (the one that decides
+ * for the cluster). */
 struct redis_call *redis_heartbeat(struct rclient *c, const char *prefix, const char *id,
-                                   redis_cb cb, void *arg);
+                                   const char *stats, redis_cb cb, void *arg);
 
 /* A command whose answer nobody waits for (SET, PUBLISH). 0 if sent, -1 if not connected. */
 int redis_send(struct rclient *c, int argc, const char **argv);
