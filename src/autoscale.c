@@ -56,6 +56,14 @@ static int supply_of(const struct runtime *rt, uint64_t now)
     return supply;
 }
 
+static int any_up(const struct runtime *rt, uint64_t now)
+{
+    for (int i = 0; i < rt->up.n; i++)
+        if (up_is_up(&rt->up.b[i], now))
+            return 1;
+    return 0;
+}
+
 static void gather(struct autoscale *a, uint64_t now, struct scale_input *in)
 {
     struct proxy *px = a->px;
@@ -288,11 +296,13 @@ static void actuate(struct autoscale *a, uint64_t now)
     pid_t master = read_pid(sc->gunicorn_pidfile);
     int seen = master ? count_children(master) : -1;
     if (seen < 0) {
-        if (a->gunicorn_workers != -1)
+        if (!a->master_missing)
             log_warn("scale", "gunicorn_pidfile %s: no running master", sc->gunicorn_pidfile);
+        a->master_missing = 1;
         a->gunicorn_workers = -1;
         return;
     }
+    a->master_missing = 0;
     a->gunicorn_master = master;
     a->gunicorn_workers = seen;
     const struct runtime *rt = atomic_load(&a->px->rt);
@@ -375,6 +385,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     actuate(a, now);
     gather(a, now, &a->in);
     scale_tick(&a->sc, &a->in, &a->out);
+    if (a->out.why == SCALE_WHY_NO_SUPPLY && any_up(atomic_load(&px->rt), now))
+        snprintf(a->out.reason, sizeof a->out.reason, "no backend has a known capacity: set "
+                 "workers = N (or auto) on the backends to size the pool");
     a->have = 1;
     if (a->out.decision != SCALE_HOLD && (!a->clustered || a->cv.leader))
         decided(a); /* with several instances, the leader alone acts (the same numbers) */
@@ -389,7 +402,7 @@ struct autoscale *autoscale_new(struct event_base *base, struct proxy *px)
         return NULL;
     a->px = px;
     a->base = base;
-    a->gunicorn_workers = -2; /* never looked: the first miss is logged too */
+    a->gunicorn_workers = -1;
     a->act_expect = -1;
     a->tick = event_new(base, -1, EV_PERSIST, on_tick, a);
     a->web_retry = evtimer_new(base, web_retry_cb, a);

@@ -522,6 +522,8 @@ static void on_header(struct parse *p, const char *line)
         enter_section(p, section, p->line);
         return;
     }
+    if (strcmp(section, "scale") == 0)
+        p->cfg->scale.line = p->line;
     for (size_t i = 0; i < sizeof fixed_sections / sizeof fixed_sections[0]; i++)
         if (strcmp(section, fixed_sections[i]) == 0)
             return;
@@ -545,8 +547,9 @@ static int on_key(void *user, const char *section, const char *name, const char 
         return apply(p, queue_keys, NKEYS(queue_keys), (char *)p->cfg, section, name, value,
                      line);
     if (strcmp(section, "scale") == 0) {
-        if (!p->cfg->scale.line)
-            p->cfg->scale.line = line;
+        for (size_t i = 0; i < NKEYS(scale_keys) && i < 32; i++)
+            if (strcmp(scale_keys[i].name, name) == 0)
+                p->cfg->scale.key_line[i] = line;
         return apply(p, scale_keys, NKEYS(scale_keys), (char *)&p->cfg->scale, section, name,
                      value, line);
     }
@@ -687,6 +690,15 @@ static int redis_url(struct redis_conf *r)
     return r->host ? 0 : -1;
 }
 
+/* The line where [scale] key `name` was set, else the section's. */
+static int scale_line(const struct parse *p, const struct scale_section *s, const char *name)
+{
+    for (size_t i = 0; i < NKEYS(scale_keys) && i < 32; i++)
+        if (strcmp(scale_keys[i].name, name) == 0 && s->key_line[i])
+            return s->key_line[i];
+    return s->line ? s->line : p->line;
+}
+
 /* [scale]: the rules together (scale_conf_check), the window, the sinks' shapes. */
 static int check_scale(struct parse *p, const struct config *c)
 {
@@ -698,31 +710,31 @@ static int check_scale(struct parse *p, const struct config *c)
         return -1;
     }
     if (s->window_ms != 10000 && s->window_ms != 60000 && s->window_ms != 300000) {
-        fail(p, line, "[scale] window: expected 10s, 1m or 5m%s%s", "", "");
+        fail(p, scale_line(p, s, "window"), "[scale] window: expected 10s, 1m or 5m%s%s", "", "");
         return -1;
     }
     if (s->webhook && strncmp(s->webhook, "http://", 7) != 0) {
-        fail(p, line, "[scale] webhook = %s: expected http://host:port/path%s", s->webhook, "");
+        fail(p, scale_line(p, s, "webhook"), "[scale] webhook = %s: expected http://host:port/path%s", s->webhook, "");
         return -1;
     }
     if (s->on_scale && s->on_scale[0] != '/') {
-        fail(p, line, "[scale] on_scale = %s: expected an absolute path%s", s->on_scale, "");
+        fail(p, scale_line(p, s, "on_scale"), "[scale] on_scale = %s: expected an absolute path%s", s->on_scale, "");
         return -1;
     }
     int found = !s->gunicorn_backend;
     for (size_t i = 0; !found && i < c->nbackends; i++)
         found = strcmp(c->backends[i].name, s->gunicorn_backend) == 0;
     if (!found) {
-        fail(p, line, "[scale] gunicorn_backend = %s: no [backend %s]", s->gunicorn_backend,
+        fail(p, scale_line(p, s, "gunicorn_backend"), "[scale] gunicorn_backend = %s: no [backend %s]", s->gunicorn_backend,
              s->gunicorn_backend);
         return -1;
     }
     if (s->gunicorn_backend && !s->gunicorn_pidfile) {
-        fail(p, line, "[scale] gunicorn_backend needs gunicorn_pidfile%s%s", "", "");
+        fail(p, scale_line(p, s, "gunicorn_backend"), "[scale] gunicorn_backend needs gunicorn_pidfile%s%s", "", "");
         return -1;
     }
     if (s->redis_publish && !c->redis.url) {
-        fail(p, line, "[scale] redis_publish = yes needs [redis] url%s%s", "", "");
+        fail(p, scale_line(p, s, "redis_publish"), "[scale] redis_publish = yes needs [redis] url%s%s", "", "");
         return -1;
     }
     return 0;

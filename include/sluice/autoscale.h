@@ -54,6 +54,7 @@ struct autoscale {
     int gunicorn_workers;      /* workers seen under the master, -1 = unknown */
     int gunicorn_target;       /* workers it is moving the master to, 0 = none */
     pid_t gunicorn_master;
+    int master_missing;        /* "no running master" was logged (until one is seen) */
     int act_expect;            /* workers expected after the last signal, -1 = none */
     uint64_t act_deadline;     /* ms: stop waiting for it (a busy worker may take long) */
     /* history for the chart */

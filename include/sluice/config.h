@@ -142,7 +142,8 @@ struct scale_section {
     int redis_publish;            /* [no] SET + PUBLISH decisions through [redis] */
     int shared_backends;          /* [yes] instances front the same backends: the cluster's
                                    * supply is the largest one reported, not the sum */
-    int line;                     /* first line of the section */
+    int line;                     /* the [scale] header (errors about the rules as a whole) */
+    int key_line[32];             /* line of each key, by its place in config.c's table */
 };
 
 struct config {

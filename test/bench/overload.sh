@@ -34,6 +34,8 @@
 #   BENCH_GOOD_MS  [1000] a 2xx within this counts as goodput
 #   BENCH_QUEUE_MAX [C/2] sluice [queue] max = HAProxy's bound on queue(app)
 #   BENCH_QUEUE_TIMEOUT_MS [1000] sluice [queue] timeout = HAProxy timeout queue
+#   BENCH_QUEUE_TARGET_MS [0] sluice [queue] target (CoDel-like shedding; 0 = off, as the
+#                        default config; interval = BENCH_QUEUE_INTERVAL_MS [500])
 #   BENCH_TENANT_QUEUE [QUEUE_MAX/2] sluice max_queue of noisy and quiet (0 = none)
 #   BENCH_NOISY_MAX_INFLIGHT [0] sluice max_inflight of noisy (0 = none; W-1 keeps a
 #                        slot for quiet, which no other proxy here can do)
@@ -65,6 +67,8 @@ SLOW_MS=${BENCH_SLOW_MS:-100}
 CLIENT_TIMEOUT=${BENCH_CLIENT_TIMEOUT:-10}
 GOOD_MS=${BENCH_GOOD_MS:-1000}
 QUEUE_TIMEOUT_MS=${BENCH_QUEUE_TIMEOUT_MS:-1000}
+QUEUE_TARGET_MS=${BENCH_QUEUE_TARGET_MS:-0}
+QUEUE_INTERVAL_MS=${BENCH_QUEUE_INTERVAL_MS:-500}
 SHARE_PCT=${BENCH_SHARE_PCT:-80}
 SCENARIOS=${BENCH_SCENARIOS:-"overload overload-rl quiet-alone noisy"}
 ARRIVALS=${BENCH_ARRIVALS:-poisson}
@@ -179,6 +183,8 @@ $tq
 [queue]
 max = $QUEUE_MAX
 timeout = ${QUEUE_TIMEOUT_MS}ms
+target = ${QUEUE_TARGET_MS}ms
+interval = ${QUEUE_INTERVAL_MS}ms
 EOF
   # Run a copy: a rebuild of build/sluice during the run must not change what is measured.
   SLUICE_BUILT=$(date -r "$SLUICE_BIN" '+%F %T')
