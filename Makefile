@@ -75,11 +75,13 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory integration
 	$(Q)$(MAKE) --no-print-directory sanitize
 
-# ASan+UBSan build in its own directory, then the integration suite against it.
+# ASan+UBSan build in its own directory, then the integration suite against it (without
+# the tests marked slow: long load and timing runs; `make soak` covers those under ASan).
 sanitize:
 	$(Q)$(MAKE) --no-print-directory BUILD=build-san SANITIZER=address,undefined CFLAGS="-O1 -g" build-san/sluice
 	$(Q)ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-		SLUICE_BIN=$(abspath build-san/sluice) SLUICE_SANITIZED=1 $(PYTEST) -q -p no:cacheprovider test/integration
+		SLUICE_BIN=$(abspath build-san/sluice) SLUICE_SANITIZED=1 $(PYTEST) -q -p no:cacheprovider \
+		-m "not slow" test/integration
 
 demo: deps all
 	$(Q)sh test/demo.sh
@@ -109,6 +111,9 @@ install: all
 	install -m 0755 $(BUILD)/sluice $(DESTDIR)$(PREFIX)/sbin/sluice
 	install -m 0644 etc/sluice.ini $(DESTDIR)/etc/sluice/sluice.ini.example
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/sluice/
+	install -d $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
+	install -m 0644 man/sluice.8 $(DESTDIR)$(PREFIX)/share/man/man8/sluice.8
+	install -m 0644 man/sluice.ini.5 $(DESTDIR)$(PREFIX)/share/man/man5/sluice.ini.5
 	sed 's|/usr/sbin/sluice|$(PREFIX)/sbin/sluice|g' contrib/sluice.service \
 		> $(DESTDIR)$(PREFIX)/lib/systemd/system/sluice.service
 

@@ -842,7 +842,7 @@ struct config *config_load(const char *path, char *err, size_t errlen)
     int rc = ini_parse_stream(read_line, &p, on_key, &p);
     fclose(p.fp);
     if (!p.failed && p.long_line)
-        fail(&p, p.long_line, "line too long (the limit is 200 characters)%s%s", "", "");
+        fail(&p, p.long_line, "line too long (the limit is 198 characters)%s%s", "", "");
     if (!p.failed && rc > 0)
         fail(&p, rc, "syntax error: expected [section], key = value or a ; comment%s%s", "", "");
     if (!p.failed)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -38,13 +39,22 @@ int listener_port(const char *spec)
     return atoi(colon ? colon + 1 : spec);
 }
 
+/* An IPv6 listener takes IPv6 only (as NGINX's ipv6only=on): `listen = 80` beside
+ * `listen = [::]:80` is two sockets, not a conflict. 0 or -1. */
+static int v6only(int fd, const struct addrinfo *ai)
+{
+    int one = 1;
+    return ai->ai_family != AF_INET6 ? 0
+                                     : setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+}
+
 /* Bind without SO_REUSEPORT: fails with EADDRINUSE if anyone listens there. */
 static int probe_free(const struct addrinfo *ai)
 {
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1, rc = -1;
     if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
-        bind(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+        v6only(fd, ai) == 0 && bind(fd, ai->ai_addr, ai->ai_addrlen) == 0)
         rc = 0;
     int e = errno;
     if (fd >= 0)
@@ -74,7 +84,7 @@ int listener_socket(const char *spec, int first, char *err, size_t errlen)
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 || v6only(fd, res) < 0 ||
         bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, BACKLOG) < 0) {
         snprintf(err, errlen, "listen %s: %s", spec, strerror(errno));
         if (fd >= 0)

@@ -21,6 +21,12 @@ import helpers
 from helpers import Backend, RawBackend, Sluice
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: long load/timing tests; `make sanitize` skips them (`make soak` runs "
+        "long mixed load under ASan instead)")
+
+
 def pytest_report_header(config):
     return "sluice: %s%s" % (helpers.SLUICE_BIN, " (sanitized)" if helpers.SANITIZED else "")
 

@@ -8,6 +8,10 @@ import time
 
 import http.client
 
+import pytest
+
+pytestmark = pytest.mark.slow  # load and timing: skipped by `make sanitize`
+
 
 def closed_loop(port, path, clients, seconds):
     """`clients` threads, each sending `path` back to back for `seconds`; the statuses."""

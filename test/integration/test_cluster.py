@@ -10,6 +10,10 @@ import http.client
 from test_admin import call
 from test_redis import redis_server  # noqa: F401  (the fixture)
 
+import pytest
+
+pytestmark = pytest.mark.slow  # load and timing: skipped by `make sanitize`
+
 
 def load(ports, clients, seconds, path="/slow?ms=200"):
     deadline = time.monotonic() + seconds

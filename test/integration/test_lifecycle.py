@@ -147,3 +147,38 @@ def test_sigusr1_reopens_the_access_log(backend_factory, sluice_factory):
     old = s.access_lines(rotated)
     assert not any(" /cookie " in l for l in old), old
     assert s.proc.poll() is None, "sluice died on SIGUSR1"
+
+
+def test_ipv4_and_ipv6_listeners_on_the_same_port_both_work(backend_factory, tmp_path):
+    # NGINX's usual pair `listen 80; listen [::]:80;`: the IPv6 socket is IPv6-only
+    import socket
+    import subprocess
+    import helpers
+    b = backend_factory("a")
+    port = helpers.free_port()
+    cfg = tmp_path / "s.ini"
+    cfg.write_text("[proxy]\nlisten = %d\nlisten = [::]:%d\n[backend a]\naddress = 127.0.0.1:%d\n"
+                   % (port, port, b.port))
+    p = subprocess.Popen([helpers.SLUICE_BIN, "-c", str(cfg)], stderr=subprocess.PIPE,
+                         env=helpers.sluice_env())
+    try:
+        helpers.wait_port(port, 15 * helpers.SLOW, p, "sluice")
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            s = socket.create_connection((host, port), timeout=10) if family == socket.AF_INET \
+                else socket.socket(socket.AF_INET6)
+            if family == socket.AF_INET6:
+                s.settimeout(10)
+                s.connect((host, port))
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            s.close()
+            assert data.startswith(b"HTTP/1.1 200"), (host, data[:100])
+    finally:
+        p.terminate()
+        p.wait(20)
+    assert p.returncode == 0, p.stderr.read()

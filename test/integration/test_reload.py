@@ -247,6 +247,7 @@ def test_s_reload_without_a_running_instance_fails(tmp_path):
 
 # ---------------------------------------------------------------- reloads under load
 
+@pytest.mark.slow
 def test_twenty_reloads_under_load_fail_no_request(pool, sluice_factory):
     a = pool["a"]
     b = pool["b"]

@@ -20,6 +20,8 @@ import pytest
 import helpers
 from test_admin import admin_extra, call, parse_metrics
 
+pytestmark = pytest.mark.slow  # load and timing: skipped by `make sanitize`
+
 SLOW = helpers.SLOW
 
 

@@ -6,6 +6,8 @@ import socket
 import subprocess
 import time
 
+import pytest
+
 import helpers
 from helpers import SANITIZED, SLOW, Conn, RssSampler, pattern_sha, pattern_stream
 
@@ -15,6 +17,7 @@ DOWNLOAD = (256 if SANITIZED else 1024) * MiB
 UPLOAD = 200 * MiB
 
 
+@pytest.mark.slow
 def test_large_download_streams_through_curl_with_bounded_rss(backend_factory, sluice_factory):
     a = backend_factory("a", workers=1)
     s = sluice_factory([a])

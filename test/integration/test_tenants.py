@@ -128,6 +128,7 @@ def test_unnamed_tenants_get_their_own_limit(backend_factory, sluice_factory):
 
 @pytest.mark.skipif(os.environ.get("SLUICE_SANITIZED") == "1",
                     reason="ASan's quarantine holds freed memory: RSS says nothing there")
+@pytest.mark.slow
 def test_spraying_tenant_keys_keeps_memory_bounded(backend_factory, sluice_factory):
     import socket
     b = backend_factory("a")
