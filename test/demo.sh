@@ -53,7 +53,7 @@ wait_http() { # url what pid: poll until the URL answers, at most 15 s
 }
 
 [ -x "$SLUICE" ] || { say "no sluice binary at $SLUICE (run make)"; exit 1; }
-for port in 8001 8002 8080; do
+for port in 8001 8002 8080 9901; do
     if port_busy $port; then say "port $port on 127.0.0.1 is in use; stop what uses it first"; exit 1; fi
 done
 mkdir -p "$LOGDIR" || exit 1
@@ -81,13 +81,15 @@ cat <<EOF
   config                  $CONFIG
   logs                    $LOGDIR/access.log, $LOGDIR/error.log
 
+  status page             http://127.0.0.1:9901/status   (also /status.json, /metrics)
+
   Try:
     curl -i http://127.0.0.1:8080/
+    curl -i -H 'X-Tenant: acme' http://127.0.0.1:8080/   (tenant acme: 20 req/s, burst 40)
     curl -s http://127.0.0.1:8080/echo -d 'hello'
     curl -s 'http://127.0.0.1:8080/bytes?n=100000000' -o /dev/null -w '%{size_download} bytes\n'
     tail -f $LOGDIR/access.log
 
-  The status page comes later: the admin listener is not built yet.
   Ctrl-C stops sluice and both backends.
 
 EOF
