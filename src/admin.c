@@ -372,6 +372,8 @@ void admin_metrics(struct admin *a, struct evbuffer *o)
     prom_head(o, "reload_failures_total", "counter", "reloads refused (the old config kept)");
     evbuffer_add_printf(o, "sluice_reload_failures_total %" PRIu64 "\n",
                         (uint64_t)atomic_load(&px->reload_failures));
+    prom_head(o, "access_log_lost_total", "counter", "access-log lines lost to failed writes");
+    evbuffer_add_printf(o, "sluice_access_log_lost_total %" PRIu64 "\n", log_access_lost());
     prom_backends(o, rt, up_now_ms());
     prom_tenants(o, px, rt);
     prom_latency(o, px->meter, rt);

@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <ini.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -12,7 +13,7 @@
 #include <string.h>
 
 enum key_type { K_STR, K_INT, K_DURATION, K_SIZE, K_THREADS, K_LEVEL, K_LIST, K_BOOL, K_DOUBLE,
-                K_FAILURE, K_WORKERS, K_SCALE_MODE };
+                K_FAILURE, K_WORKERS, K_SCALE_MODE, K_RATE };
 
 struct key_def {
     const char *name;
@@ -255,13 +256,19 @@ static int store(const struct key_def *d, char *base, const char *v, const char 
         l->v[l->n++] = strdup(v);
         return 0;
     }
+    case K_RATE: /* a double where 0 means none and anything else is at least 0.001 */
     case K_DOUBLE: {
         char *end;
         *why = "expected a number in range";
         errno = 0;
         double x = strtod(v, &end);
-        if (errno || end == v || *end || x < (double)d->min || x > (double)d->max)
+        if (errno || end == v || *end || !isfinite(x) || x < (double)d->min ||
+            x > (double)d->max)
             return -1;
+        if (d->type == K_RATE && x > 0 && x < 0.001) {
+            *why = "expected 0 (no limit) or at least 0.001 requests per second";
+            return -1;
+        }
         *(double *)(base + d->off) = x;
         return 0;
     }
@@ -319,7 +326,7 @@ struct section_kind {
 #define T(f) offsetof(struct tenant_conf, f)
 
 static const struct key_def tenant_keys[] = {
-    {"rate", K_DOUBLE, T(rate), "0", 0, 1000000},
+    {"rate", K_RATE, T(rate), "0", 0, 1000000},
     {"burst", K_INT, T(burst), "1", 1, 1000000},
     {"weight", K_INT, T(weight), "1", 1, 1000},
     {"max_inflight", K_INT, T(max_inflight), "0", 0, 1000000},
@@ -494,6 +501,7 @@ static int enter_section(struct parse *p, const char *section, int line)
     const struct section_kind *k = kind_of(section);
     const char *sname = section + strlen(k->kind) + 1;
     snprintf(p->last_section, sizeof p->last_section, "%s", section);
+    p->cur = NULL; /* nothing of an earlier section may take this one's keys */
     if (!valid_name(sname)) {
         fail(p, line, "[%s]: the name must be 1-63 of A-Z a-z 0-9 - _ .%s", section, "");
         return -1;
@@ -533,6 +541,8 @@ static void on_header(struct parse *p, const char *line)
 static int on_key(void *user, const char *section, const char *name, const char *value)
 {
     struct parse *p = user;
+    if (p->failed)
+        return 0; /* the first error stands; nothing after it is stored */
     int line = p->line;
     int new_section = strcmp(section, p->last_section) != 0;
     size_t sl = strlen(section);

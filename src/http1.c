@@ -232,7 +232,7 @@ static int parse_status_line(const char *b, size_t n, struct http1_msg *m)
         if (b[i] < '0' || b[i] > '9')
             return -1;
     m->status = (b[9] - '0') * 100 + (b[10] - '0') * 10 + (b[11] - '0');
-    if (m->status < 100)
+    if (m->status < 100 || m->status > 599) /* RFC 9110 15: 100..599 */
         return -1;
     m->reason = b + n;
     m->reason_len = 0;
@@ -455,6 +455,14 @@ static int derive(struct http1_msg *m, int is_request, int *status, int bad)
     return 0;
 }
 
+/* The length of an unterminated line from start: what it has so far, not counting a last CR
+ * (its LF may be in the next read), so that the limit judges the same whole or split. */
+static size_t unterminated(const char *buf, size_t start, size_t len)
+{
+    size_t n = len - start;
+    return n && buf[len - 1] == '\r' ? n - 1 : n;
+}
+
 int http1_parse_request(const char *buf, size_t len, const struct http1_limits *lim,
                         struct http1_header *hdrs, size_t max_hdrs, struct http1_msg *msg,
                         int *status)
@@ -470,7 +478,7 @@ int http1_parse_request(const char *buf, size_t len, const struct http1_limits *
     if (e == -2)
         return err(status, 400);
     if (e == -1) {
-        if (len - pos > max_line)
+        if (unterminated(buf, pos, len) > max_line)
             return err(status, 414);
         return len > max_head ? err(status, 431) : HTTP1_INCOMPLETE;
     }
@@ -498,8 +506,8 @@ int http1_parse_response(const char *buf, size_t len, const struct http1_limits 
     if (e == -2)
         return err(status, 502);
     if (e == -1)
-        return len > max_line ? err(status, 502) : HTTP1_INCOMPLETE;
-    if (parse_status_line(buf, (size_t)e, msg) < 0)
+        return unterminated(buf, 0, len) > max_line ? err(status, 502) : HTTP1_INCOMPLETE;
+    if ((size_t)e > max_line || parse_status_line(buf, (size_t)e, msg) < 0)
         return err(status, 502);
     int n = parse_fields(buf, len, (size_t)e + 2, max_head, nmax, msg, status, 502, 502);
     if (n < 0)

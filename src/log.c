@@ -4,6 +4,8 @@
 #include <sluice/log.h>
 
 #include <errno.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -108,17 +110,40 @@ size_t log_time(char *buf, size_t len)
     return n < len ? n : len - 1;
 }
 
-static void write_all(int fd, const char *buf, size_t len)
+/* 0, or the errno of a failed write (the rest of buf is dropped: a full disk must not stop
+ * the proxy). */
+static int write_all(int fd, const char *buf, size_t len)
 {
     while (len > 0) {
         ssize_t w = write(fd, buf, len);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
-            return; /* a full disk must not stop the proxy; nothing more to do here */
+            return w < 0 ? errno : EIO;
         buf += w;
         len -= (size_t)w;
     }
+    return 0;
+}
+
+static atomic_uint_fast64_t access_lost;   /* access-log lines that could not be written */
+static atomic_uint_fast64_t access_warned; /* the second when that was last reported */
+
+/* A lost access-log line: said in the error log at most once a minute, with the count. */
+static void access_failed(int e)
+{
+    uint64_t lost = atomic_fetch_add(&access_lost, 1) + 1;
+    uint64_t now = (uint64_t)time(NULL), last = atomic_load(&access_warned);
+    if ((last && now < last + 60) || !atomic_compare_exchange_strong(&access_warned, &last, now))
+        return;
+    log_msg(LOG_ERROR, "log", "access_log %s: write failed: %s (%llu lines lost so far; "
+            "requests are served, the log is not)", acc_log.path ? acc_log.path : "-",
+            strerror(e), (unsigned long long)lost);
+}
+
+uint64_t log_access_lost(void)
+{
+    return atomic_load(&access_lost);
 }
 
 void log_msg(int level, const char *module, const char *fmt, ...)
@@ -148,6 +173,7 @@ int log_access_enabled(void)
 
 void log_access(const char *line, size_t len)
 {
-    if (acc_log.fd >= 0)
-        write_all(acc_log.fd, line, len);
+    int e = acc_log.fd >= 0 ? write_all(acc_log.fd, line, len) : 0;
+    if (e)
+        access_failed(e);
 }

@@ -136,9 +136,10 @@ static void log_totals(struct proxy *px)
         if (m > 0)
             n += (size_t)m;
     }
-    log_info("stats", "%s reloads=%llu reload_failures=%llu", line,
+    log_info("stats", "%s reloads=%llu reload_failures=%llu access_log_lost=%llu", line,
              (unsigned long long)atomic_load(&px->reloads),
-             (unsigned long long)atomic_load(&px->reload_failures));
+             (unsigned long long)atomic_load(&px->reload_failures),
+             (unsigned long long)log_access_lost());
     const struct admit *a = &atomic_load(&px->rt)->admit;
     for (int i = 0; i < a->n; i++) {
         const struct tenant_state *st = a->t[i].st;

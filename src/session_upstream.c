@@ -161,8 +161,11 @@ void sess_build_upstream_head(struct session *s, const struct http1_msg *m)
     for (size_t i = 0; i < m->num_headers; i++) {
         const struct http1_header *h = &m->headers[i];
         if (h->hop || h->id == HTTP1_H_X_FORWARDED_PROTO || h->id == HTTP1_H_X_FORWARDED_HOST ||
-            h->id == HTTP1_H_X_REQUEST_ID || (m->authority && h->id == HTTP1_H_HOST))
-            continue;
+            h->id == HTTP1_H_X_REQUEST_ID || (m->authority && h->id == HTTP1_H_HOST) ||
+            memchr(h->name, '_', h->name_len))
+            continue; /* `_` names are dropped, as NGINX does (underscores_in_headers off):
+                       * WSGI servers read X_Forwarded_Host as X-Forwarded-Host, and
+                       * SCRIPT_NAME as the mount point, which would bypass our routing */
         if (h->id == HTTP1_H_X_FORWARDED_FOR) {
             xff = h; /* appended below, all values joined in order */
             continue;
@@ -639,6 +642,15 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         return;
     }
 eof_body:
-    if (s->resp_started && s->state == S_FORWARD)
-        pump_response(s, 1);
+    if (!s->resp_started || s->state != S_FORWARD)
+        return;
+    if ((what & BEV_EVENT_ERROR) && s->resp.kind == HTTP1_BODY_CLOSE && !s->resp.done) {
+        /* a body that ends at close, ended by a reset: forward what came, then make the
+         * client see a cut (no final chunk, no keep-alive), never a clean short answer */
+        pump_response(s, 0);
+        up_fail(s->backend, up_now_ms());
+        sess_abort_session(s, STAT_upstream_truncated);
+        return;
+    }
+    pump_response(s, 1);
 }

@@ -4,6 +4,7 @@
 #define SLUICE_LOG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
@@ -25,6 +26,9 @@ int log_access_enabled(void);
 
 /* Append one complete access-log line (with its newline) in a single write. */
 void log_access(const char *line, size_t len);
+
+/* Access-log lines lost to failed writes (a full disk), since start. */
+uint64_t log_access_lost(void);
 
 /* Format the current wall-clock time as ISO 8601 UTC with milliseconds into buf (>= 32). */
 size_t log_time(char *buf, size_t len);
