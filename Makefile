@@ -32,7 +32,7 @@ UNIT_SRCS := $(wildcard test/unit/test_*.c)
 UNIT_BINS := $(patsubst test/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 PYTEST  = /usr/bin/python3 -m pytest
 
-.PHONY: all deps test unit integration sanitize demo bench install clean fuzz
+.PHONY: all deps test unit integration sanitize demo bench install clean fuzz fuzz-smoke soak soak-valgrind
 
 all: $(BUILD)/sluice
 
@@ -74,6 +74,7 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory all unit
 	$(Q)$(MAKE) --no-print-directory integration
 	$(Q)$(MAKE) --no-print-directory sanitize
+	$(Q)$(MAKE) --no-print-directory fuzz-smoke FUZZ_SMOKE_TIME=5
 
 # ASan+UBSan build in its own directory, then the integration suite against it (without
 # the tests marked slow: long load and timing runs; `make soak` covers those under ASan).
@@ -86,18 +87,46 @@ sanitize:
 demo: deps all
 	$(Q)sh test/demo.sh
 
-# libFuzzer targets (clang), each run for FUZZ_TIME seconds on its corpus in test/fuzz/corpus.
+# libFuzzer targets (clang): `make fuzz` runs each for FUZZ_TIME seconds on its corpus in
+# test/fuzz/corpus; `make fuzz-smoke` (part of `make test`) replays test/fuzz/crashes and
+# runs each FUZZ_SMOKE_TIME seconds. See test/fuzz/README.md.
 FUZZ_TIME ?= 60
+FUZZ_SMOKE_TIME ?= 10
+FUZZ_CC ?= clang
+FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	-fno-sanitize-recover=all -Iinclude $(PKG_CFLAGS)
 FUZZ_TARGETS := $(patsubst test/fuzz/%.c,%,$(wildcard test/fuzz/fuzz_*.c))
-fuzz:
-	$(Q)mkdir -p build/fuzz
-	$(Q)$(MAKE) --no-print-directory build/status_html.c
+FUZZ_BINS := $(patsubst %,$(BUILD)/fuzz/%,$(FUZZ_TARGETS))
+FUZZ_ARGS = -max_len=4096 -timeout=10 $$(test -f test/fuzz/$$t.dict && echo -dict=test/fuzz/$$t.dict)
+
+$(BUILD)/fuzz/%: test/fuzz/%.c $(wildcard test/fuzz/*.h) $(LIBSRC) $(wildcard include/sluice/*.h) $(BUILD)/status_html.c
+	$(E) "  FUZZ $@"
+	$(Q)mkdir -p $(BUILD)/fuzz
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(LIBSRC) $(BUILD)/status_html.c $(LIBS)
+
+fuzz: $(FUZZ_BINS)
 	$(Q)set -e; for t in $(FUZZ_TARGETS); do \
-		clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -o build/fuzz/$$t \
-			$(PKG_CFLAGS) test/fuzz/$$t.c $(LIBSRC) build/status_html.c $(LIBS); \
-		mkdir -p build/fuzz/$$t.corpus; cp test/fuzz/corpus/$${t#fuzz_}/* build/fuzz/$$t.corpus/; \
+		mkdir -p $(BUILD)/fuzz/$$t.corpus; \
 		echo "== $$t for $(FUZZ_TIME)s"; \
-		build/fuzz/$$t -max_total_time=$(FUZZ_TIME) -max_len=4096 build/fuzz/$$t.corpus; \
+		$(BUILD)/fuzz/$$t -max_total_time=$(FUZZ_TIME) $(FUZZ_ARGS) -artifact_prefix=$(BUILD)/fuzz/$$t- \
+			$(BUILD)/fuzz/$$t.corpus test/fuzz/corpus/$${t#fuzz_}; \
+	done
+
+# CI: replay test/fuzz/crashes/NAME-*/crash-*, then each target FUZZ_SMOKE_TIME s on its saved corpus.
+fuzz-smoke: $(FUZZ_BINS)
+	$(Q)set -e; for t in $(FUZZ_TARGETS); do \
+		c=$${t#fuzz_}; log=$(BUILD)/fuzz/$$t.smoke.log; \
+		set -- test/fuzz/crashes/$$c-*/crash-*; \
+		if [ -f "$$1" ]; then \
+			echo "== $$t: $$# saved crash input(s)"; \
+			$(BUILD)/fuzz/$$t "$$@" >$$log 2>&1 || { tail -40 $$log; exit 1; }; \
+		fi; \
+		rm -rf $(BUILD)/fuzz/$$t.smoke; mkdir -p $(BUILD)/fuzz/$$t.smoke; \
+		echo "== $$t for $(FUZZ_SMOKE_TIME)s"; \
+		$(BUILD)/fuzz/$$t -max_total_time=$(FUZZ_SMOKE_TIME) $(FUZZ_ARGS) \
+			-artifact_prefix=$(BUILD)/fuzz/$$t- $(BUILD)/fuzz/$$t.smoke test/fuzz/corpus/$$c \
+			>$$log 2>&1 || { tail -60 $$log; exit 1; }; \
+		grep -E '^#[0-9]+[[:space:]]+DONE' $$log; \
 	done
 
 bench: deps all

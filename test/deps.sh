@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install the Debian packages sluice builds and tests with, only those missing.
 set -e
-PKGS="build-essential pkg-config libevent-dev libssl-dev libhiredis-dev libinih-dev libcmocka-dev
+PKGS="build-essential pkg-config libevent-dev libssl-dev libhiredis-dev libinih-dev libcmocka-dev clang libclang-rt-14-dev
 gunicorn python3-pytest curl openssl redis-server nginx haproxy wrk procps chromium"
 missing=""
 for p in $PKGS; do

@@ -2,6 +2,7 @@
  * crash, read out of bounds or accept inconsistent framing. `make fuzz` runs it. */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +40,41 @@ static void chunked(const uint8_t *data, size_t len)
     }
 }
 
+/* Streaming: an accepted head must be INCOMPLETE (never an error) on every prefix cut at a
+ * line end or at the request-line limit, since a client's bytes arrive split anywhere. */
+static void prefixes(const char *buf, size_t n, const struct http1_limits *lim)
+{
+    struct http1_header hdrs[64];
+    struct http1_msg m;
+    size_t cuts[2 * 48 + 4], nc = 0;
+    for (size_t i = 0; i + 1 < n && nc < 2 * 48; i++)
+        if (buf[i] == '\r') {
+            cuts[nc++] = i;
+            cuts[nc++] = i + 1;
+        }
+    cuts[nc++] = n - 1;
+    cuts[nc++] = lim->max_line;
+    cuts[nc++] = lim->max_line + 1;
+    cuts[nc++] = lim->max_line + 2;
+    for (size_t i = 0; i < nc; i++) {
+        size_t k = cuts[i];
+        if (k == 0 || k >= n)
+            continue;
+        char *p = malloc(k);
+        if (!p)
+            return;
+        memcpy(p, buf, k);
+        int status = 0;
+        int r = http1_parse_request(p, k, lim, hdrs, 64, &m, &status);
+        free(p);
+        if (r != HTTP1_INCOMPLETE) {
+            fprintf(stderr, "prefix of %zu bytes of an accepted %zu-byte head gives %d (%d)\n",
+                    k, n, r, status);
+            abort();
+        }
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 {
     struct http1_header hdrs[64];
@@ -51,9 +87,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
         return 0;
     memcpy(buf, data, len);
     int n = http1_parse_request(buf, len, &lim, hdrs, 64, &m, &status);
-    if (n > 0)
+    if (n > 0) {
         check_msg(&m, (size_t)n, len);
-    else if (n == HTTP1_ERROR && status != 400 && status != 414 && status != 431 && status != 501)
+        prefixes(buf, (size_t)n, &lim);
+    } else if (n == HTTP1_ERROR && status != 400 && status != 414 && status != 431 && status != 501)
         abort();
     n = http1_parse_response(buf, len, &lim, hdrs, 64, HTTP1_M_GET, &m, &status);
     if (n > 0)
