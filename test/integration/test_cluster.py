@@ -45,16 +45,20 @@ def test_two_instances_size_the_pool_once_from_their_summed_load(
                          extra="[admin]\nlisten = 127.0.0.1:%d\n[scale]\nwindow = 10s\n"
                                "[redis]\nurl = %s\n" % (admins[i], redis_server.url))
           for i in range(2)]
-    # two clients on instance 0, four on instance 1: about 10 and 20 req/s
-    load([ss[0].port, ss[1].port, ss[1].port], 6, 12)
+    # two clients on instance 0, four on instance 1: about 10 and 20 req/s; read while the
+    # load is steady (after one full 10 s window), not as it ends
+    t = threading.Thread(target=load, args=([ss[0].port, ss[1].port, ss[1].port], 6, 16))
+    t.start()
+    time.sleep(12)
     docs = [scale_doc(p) for p in admins]
     local = [json.loads(call(p, "GET", "/status.json")[1])["pool"]["admitted_rate"]["10s"]
              for p in admins]
+    t.join(60)
     for d in docs:
         c = d["cluster"]
         assert c and c["instances"] == 2, d
         # the cluster's rate is the sum of both instances' (heartbeats lag up to a second)
-        assert abs(c["lambda"] - sum(local)) <= 0.15 * sum(local), (c, local)
+        assert abs(c["lambda"] - sum(local)) <= 0.2 * sum(local), (c, local)
         assert d["lambda"] == c["lambda"]
         assert d["supply"] == 8  # the same backend behind both: not counted twice
     assert sorted(d["cluster"]["leader"] for d in docs) == [False, True]

@@ -482,7 +482,7 @@ def test_converter_key_table_agrees_with_src_config_c():
     spec.loader.exec_module(mod)
     types = {"K_DURATION": "dur", "K_SIZE": "size", "K_INT": "int", "K_DOUBLE": "double",
              "K_BOOL": "bool", "K_STR": "str", "K_LIST": "list", "K_THREADS": "threads",
-             "K_LEVEL": "level", "K_WORKERS": "workers"}
+             "K_LEVEL": "level", "K_WORKERS": "workers", "K_RATE": "double"}
     c = _c_tables()
     for table, section in (("proxy", "proxy"), ("backend", "backend"), ("tenant", "tenant"),
                            ("route", "route"), ("queue", "queue"), ("admin", "admin")):
