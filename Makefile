@@ -129,6 +129,14 @@ fuzz-smoke: $(FUZZ_BINS)
 		grep -E '^#[0-9]+[[:space:]]+DONE' $$log; \
 	done
 
+# Long mixed load under ASan+UBSan+LSan (~12 min), or valgrind (~8 min): docs/soak.md.
+# Not part of make test.
+soak: deps
+	$(Q)bash test/soak/soak.sh
+
+soak-valgrind: deps
+	$(Q)bash test/soak/soak.sh --valgrind
+
 bench: deps all
 	$(Q)sh test/bench/run.sh
 	$(Q)if [ -f test/bench/tls.sh ]; then sh test/bench/tls.sh; fi
