@@ -216,8 +216,19 @@ static void session_free(struct session *s)
     worker_session_gone(w);
 }
 
+/* Closed when the shutdown grace ran out: say which request was cut, so that it is not
+ * lost silently (an idle keep-alive connection is not worth a line). */
 void session_kill(struct session *s)
 {
+    static const char *const names[] = {"read-head", "admit", "read-body", "queued",
+                                        "connecting", "forward", "tunnel", "closing",
+                                        "linger"};
+    if (s->t_start != 0 && s->state != S_LINGER)
+        log_warn("session", "closed at shutdown state=%s client=%s method=%s target=%s "
+                 "backend=%s status=%d sent=%" PRIu64 " rid=%s",
+                 names[s->state], s->peer, s->method[0] ? s->method : "-",
+                 s->target ? s->target : "-", s->backend ? s->backend->conf->name : "-",
+                 s->status, s->bytes_out, s->rid[0] ? s->rid : "-");
     session_free(s);
 }
 
@@ -890,7 +901,10 @@ static void cli_event_cb(struct bufferevent *bev, short what, void *arg)
         sess_abort_session(s, STAT_client_aborts);
         return;
     }
-    if ((what & BEV_EVENT_EOF) &&
+    /* A half-close after a complete request is still answered over plain TCP. Not under
+     * TLS: libevent's TLS bufferevent stops writing (and its write timeout) on the peer's
+     * EOF, so an answer could never leave and the session would hold its slot forever. */
+    if ((what & BEV_EVENT_EOF) && !s->tls &&
         (s->state == S_QUEUED || s->state == S_CONNECTING || s->state == S_FORWARD) &&
         s->req.done && !(what & BEV_EVENT_ERROR)) {
         s->cli_eof = 1; /* half-close after a complete request: still answer it */

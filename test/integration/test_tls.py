@@ -366,3 +366,50 @@ def test_reload_with_a_mismatched_key_fails_and_keeps_serving_the_old_certificat
     assert "%s:%d:" % (s.config, line_of(s.config, "tls_key")) in err, err
     p = curl(tls_port, ["/"])
     assert p.stdout == b"hello from a\n", p
+
+
+# ---------------------------------------------------------------- clients that go away
+
+def tls_download_then(port, how):
+    """Ask for a 64 MiB body over TLS, take 64 KiB of it, then end our side by `how`
+    ("fin": TCP FIN without close_notify; "close_notify": a TLS close_notify) and keep the
+    socket open without reading. Returns the raw socket (the caller closes it)."""
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW)
+    c = ctx.wrap_socket(raw, server_hostname="alpha.test")
+    c.sendall(b"GET /bytes?n=67108864 HTTP/1.1\r\nHost: alpha.test\r\n\r\n")
+    got = 0
+    while got < 65536:
+        got += len(c.recv(16384))
+    if how == "fin":
+        c.shutdown(socket.SHUT_WR)  # drops the TLS state, sends a bare FIN
+    else:
+        c.settimeout(0.5)
+        try:
+            c.unwrap()  # sends close_notify, then waits for the server's: gives up
+        except (OSError, ValueError):
+            pass
+    return c
+
+
+@pytest.mark.parametrize("how", ["fin", "close_notify"])
+def test_tls_client_ending_its_side_mid_download_is_aborted_not_held(site, how):
+    """libevent's TLS bufferevent stops writing (and its write timeout) when the client's
+    side ends, so a download whose client half-closed could never finish: it must be
+    aborted at once (logged with the bytes sent, backend slot back), not held until shutdown."""
+    before = len(site.s.access_lines())
+    c = tls_download_then(site.tls_port, how)
+    try:
+        lines = wait_for(lambda: [l for l in site.s.access_lines()[before:]
+                                  if "/bytes?n=67108864" in l],
+                         timeout=10 * SLOW, msg="the download's access-log line")
+        f = lines[0].split()
+        assert f[5] == "200" and int(f[7]) < 67108864, lines  # as NGINX: status sent, bytes cut
+    finally:
+        c.close()
+    # the proxy still serves over TLS afterwards
+    p = curl(site.tls_port, ["/"], "-o", "/dev/null", "-w", "%{http_code}")
+    assert p.stdout.decode().endswith("200")

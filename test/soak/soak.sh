@@ -385,7 +385,18 @@ else
   # otherwise fill for minutes and read as RSS growth. allocator_release_to_os_interval_ms:
   # freed pages go back to the OS, so RSS follows live memory rather than the high-water
   # mark of the allocator.
-  OUT=$W/sluice/stderr.log start sluice env \
+  # Live heap from ASan's allocator every 10 s (test/soak/heapstat.c): under ASan, RSS
+  # follows the allocator's mapped memory, which creeps even when nothing is retained.
+  PRELOAD=
+  LIBASAN=$(ldd "$SLUICE_BIN" 2>/dev/null | awk '/libasan/ {print $3; exit}')
+  if [ -n "$LIBASAN" ] && cc -shared -fPIC -O1 -o "$W/heapstat.so" "$SOAK_DIR/heapstat.c" \
+       -lasan -lpthread >"$W/heapstat-build.out" 2>&1; then
+    PRELOAD="$LIBASAN:$W/heapstat.so"
+  else
+    log "heapstat.so not built (see heapstat-build.out): judging RSS only"
+  fi
+  OUT=$W/sluice/stderr.log start sluice env ${PRELOAD:+LD_PRELOAD="$PRELOAD"} \
+    SOAK_HEAPSTAT_FILE="$W/heap.tsv" SOAK_HEAPSTAT_EVERY=10 \
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:quarantine_size_mb=16:allocator_release_to_os_interval_ms=5000:malloc_context_size=30:print_summary=1${SOAK_ASAN_OPTIONS:+:$SOAK_ASAN_OPTIONS} \
     LSAN_OPTIONS=report_objects=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=0:report_error_type=1 \
@@ -434,6 +445,7 @@ log "baseline: rss ${RSS_BASE} kB, fds $FD_BASE (least of 12 samples)"
 
 # ---------------------------------------------------------------- load
 LOAD_T0=$(elapsed)
+LOAD_EPOCH=$(date +%s)
 wrk_start() {  # wrk_start NAME CONNS URL [close]
   start "wrk-$1" timeout -k 10 $((LOAD + 60)) "$WRK" -t1 -c"$2" -d"${LOAD}s" --timeout 10s \
     --latency -s "$SOAK_DIR/mixed.lua" "$3" ${4:+-- "$4"}
@@ -557,7 +569,7 @@ for n in ws gthread sync redis; do alive "$n" && stop_pid "${PID[$n]}" 10; done
 [ -f "$W/sluice/access.log" ] && gzip -f "$W/sluice/access.log"
 
 "$PY" "$SOAK_DIR/analyze.py" --dir "$W" --mode "$MODE" --load "$LOAD" --warmup "$WARMUP" \
-  --load-t0 "$LOAD_T0" --rss-max-pct "$RSS_MAX_PCT" --fd-base "$FD_BASE" \
+  --load-t0 "$LOAD_T0" --load-epoch "$LOAD_EPOCH" --rss-max-pct "$RSS_MAX_PCT" --fd-base "$FD_BASE" \
   --fd-after "$FD_AFTER" --fd-after-s "$FD_AFTER_S" --fd-slack "$FD_SLACK" \
   --reloads "$RELOADS" --died "$DIED" --stop-rc "$STOP_RC" --stop-s "$STOP_S" \
   --strict "${SOAK_STRICT:-0}"
