@@ -47,6 +47,9 @@ $(BUILD)/%.o: src/%.c $(wildcard include/sluice/*.h) | $(BUILD)
 	$(E) "  CC  $<"
 	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
+# where `sluice --from-nginx` finds the installed converter
+$(BUILD)/main.o: ALL_CFLAGS += -DSLUICE_DATADIR='"$(PREFIX)/share/sluice"'
+
 $(BUILD):
 	$(Q)mkdir -p $(BUILD)/unit
 
@@ -147,6 +150,8 @@ install: all
 		$(DESTDIR)$(PREFIX)/lib/systemd/system
 	install -m 0755 $(BUILD)/sluice $(DESTDIR)$(PREFIX)/sbin/sluice
 	install -m 0644 etc/sluice.ini $(DESTDIR)/etc/sluice/sluice.ini.example
+	install -d $(DESTDIR)$(PREFIX)/share/sluice
+	install -m 0755 contrib/nginx2sluice.py $(DESTDIR)$(PREFIX)/share/sluice/nginx2sluice.py
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/sluice/
 	install -d $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 0644 man/sluice.8 $(DESTDIR)$(PREFIX)/share/man/man8/sluice.8

@@ -2,6 +2,7 @@
  * Every number comes from the shared state the workers already keep; nothing here is
  * computed on a worker's behalf. */
 #include <sluice/admin.h>
+#include <sluice/version.h>
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -27,7 +28,6 @@
 #include <sluice/stats.h>
 #include <sluice/worker.h>
 
-#define SLUICE_VERSION_STR "0.3.0"
 
 extern const char status_html[];      /* src/status.html, embedded by the Makefile */
 extern const size_t status_html_len;
@@ -239,7 +239,7 @@ void admin_status_json(struct admin *a, struct evbuffer *o)
     json_str(o, a->instance);
     evbuffer_add_printf(o, ",\"version\":\"%s\",\"generation\":%u,\"uptime_s\":%" PRIu64
                            ",\"threads\":%d,\"time\":%lld,",
-                        SLUICE_VERSION_STR, rt->generation,
+                        SLUICE_VERSION, rt->generation,
                         mono_s() - a->started, px->nworkers,
                         (long long)time(NULL));
     json_queue(o, px, rt->cfg);

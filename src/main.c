@@ -18,18 +18,20 @@
 #include <sluice/log.h>
 #include <sluice/meter.h>
 #include <sluice/runtime.h>
+#include <sluice/version.h>
 #include <sluice/worker.h>
-
-#define SLUICE_VERSION "0.2.0"
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: sluice [-t] -c FILE | sluice -c FILE -s reload|stop\n"
+               "       sluice --from-nginx [-o OUT] [--workers N|auto] NGINX_CONF\n"
                "  -c FILE    configuration file (INI; see docs/configuration.md)\n"
                "  -t         check the configuration and exit (0 ok, 1 with file:line: errors)\n"
                "  -s SIGNAL  send reload (SIGHUP) or stop (SIGTERM) to the instance whose\n"
                "             pid_file the configuration names\n"
-               "  -v         print the version\n");
+               "  -v         print the version\n"
+               "  --from-nginx  write a sluice.ini for an nginx.conf (contrib/nginx2sluice.py;\n"
+               "             every line it cannot map becomes a note)\n");
 }
 
 /* Wait (briefly) until every worker has adopted generation gen. */
@@ -281,8 +283,50 @@ static int send_signal(const struct config *cfg, const char *what)
     return 0;
 }
 
+#ifndef SLUICE_DATADIR
+#define SLUICE_DATADIR "/usr/local/share/sluice"
+#endif
+
+/* sluice --from-nginx ARGS: run the converter (a Python script: nginx.conf's grammar and
+ * its many directives are easier to keep right there). Found through SLUICE_NGINX2SLUICE,
+ * ../contrib/ next to a binary in a build tree, or the installed copy. */
+static int from_nginx(int argc, char **argv)
+{
+    char here[4096], path[4200];
+    const char *script = getenv("SLUICE_NGINX2SLUICE");
+    if (!script || !*script) {
+        ssize_t n = readlink("/proc/self/exe", here, sizeof here - 1);
+        char *slash = n > 0 ? (here[n] = '\0', strrchr(here, '/')) : NULL;
+        if (slash)
+            *slash = '\0';
+        snprintf(path, sizeof path, "%s/../contrib/nginx2sluice.py", slash ? here : ".");
+        if (!slash || access(path, R_OK) != 0)
+            snprintf(path, sizeof path, "%s/nginx2sluice.py", SLUICE_DATADIR);
+        script = path;
+    }
+    if (access(script, R_OK) != 0) {
+        fprintf(stderr, "sluice: --from-nginx: no converter at %s (%s); set SLUICE_NGINX2SLUICE "
+                "to contrib/nginx2sluice.py\n", script, strerror(errno));
+        return 2;
+    }
+    char **args = calloc((size_t)argc + 3, sizeof *args);
+    if (!args)
+        return 1;
+    args[0] = "python3";
+    args[1] = (char *)script;
+    for (int i = 0; i < argc; i++)
+        args[i + 2] = argv[i];
+    execv("/usr/bin/python3", args);
+    fprintf(stderr, "sluice: --from-nginx: cannot run /usr/bin/python3 %s: %s\n", script,
+            strerror(errno));
+    free(args);
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "--from-nginx") == 0)
+        return from_nginx(argc - 2, argv + 2);
     const char *path = NULL, *sig = NULL;
     int test_only = 0, opt;
     while ((opt = getopt(argc, argv, "c:s:tvh")) != -1) {

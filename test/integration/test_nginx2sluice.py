@@ -195,6 +195,25 @@ def test_output_is_deterministic_and_dash_o_writes_the_same(tmp_path):
     assert all(len(l) <= 198 for l in a.splitlines())
 
 
+def test_sluice_from_nginx_runs_the_converter(tmp_path):
+    """`sluice --from-nginx` (the binary's own flag) writes what the script writes, passes
+    its options on, and says where it looked when the converter is missing."""
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(SIZING_NGINX)
+    want = convert_ok(conf).stdout
+    run = lambda *a, env=None: subprocess.run(
+        [SLUICE_BIN, "--from-nginx"] + list(a), capture_output=True, text=True,
+        timeout=60 * helpers.SLOW, env=env or helpers.sluice_env())
+    p = run(str(conf))
+    assert p.returncode == 0 and p.stdout == want, (p.returncode, p.stderr)
+    out = tmp_path / "o.ini"
+    p = run("-o", str(out), "--workers", "7", str(conf))
+    assert p.returncode == 0 and "workers = 7" in out.read_text(), p.stderr
+    env = dict(helpers.sluice_env(), SLUICE_NGINX2SLUICE=str(tmp_path / "missing.py"))
+    p = run(str(conf), env=env)
+    assert p.returncode == 2 and "missing.py" in p.stderr and p.stdout == "", p.stderr
+
+
 def test_workers_option_sets_every_backends_capacity(tmp_path):
     conf = tmp_path / "nginx.conf"
     conf.write_text(SIZING_NGINX)

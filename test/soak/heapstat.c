@@ -11,7 +11,9 @@
  *
  * Built by soak.sh: cc -shared -fPIC -O1 -o heapstat.so heapstat.c -lasan -lpthread
  * Loaded with LD_PRELOAD="<libasan.so> heapstat.so" (the ASan runtime must come first).
- * Without SOAK_HEAPSTAT_FILE in the environment it does nothing. */
+ * Without SOAK_HEAPSTAT_FILE in the environment it does nothing. SOAK_HEAPSTAT_PROFILE=1
+ * also prints ASan's heap profile (live bytes by allocation stack) to stderr each time:
+ * compare the first and the last to see what a growing live heap holds. */
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -21,9 +23,11 @@
 
 size_t __sanitizer_get_current_allocated_bytes(void);
 size_t __sanitizer_get_heap_size(void);
+void __sanitizer_print_memory_profile(size_t top_percent, size_t max_contexts);
 
 static const char *path;
 static unsigned every = 10;
+static int profile; /* SOAK_HEAPSTAT_PROFILE=1: ASan's heap profile to stderr at each sample */
 
 static void *run(void *arg)
 {
@@ -34,6 +38,10 @@ static void *run(void *arg)
             fprintf(f, "%ld\t%zu\t%zu\n", (long)time(NULL),
                     __sanitizer_get_current_allocated_bytes(), __sanitizer_get_heap_size());
             fclose(f);
+        }
+        if (profile) {
+            fprintf(stderr, "heapstat: profile at %ld\n", (long)time(NULL));
+            __sanitizer_print_memory_profile(95, 25);
         }
         sleep(every);
     }
@@ -48,6 +56,8 @@ __attribute__((constructor)) static void heapstat_start(void)
     const char *e = getenv("SOAK_HEAPSTAT_EVERY");
     if (e && atoi(e) > 0)
         every = (unsigned)atoi(e);
+    const char *pr = getenv("SOAK_HEAPSTAT_PROFILE");
+    profile = pr && *pr == '1';
     pthread_t t;
     if (pthread_create(&t, NULL, run, NULL) == 0)
         pthread_detach(t);
