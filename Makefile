@@ -5,6 +5,7 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 SANITIZER ?=
 V ?= 0
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 PKGS      := libevent libevent_pthreads libevent_openssl openssl inih hiredis
 WARN      := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
@@ -74,15 +75,17 @@ integration: $(BUILD)/sluice
 
 # make test: install what is missing, build, run every test.
 test: deps
-	$(Q)$(MAKE) --no-print-directory all unit
+	$(Q)$(MAKE) --no-print-directory -j$(JOBS) all $(UNIT_BINS)
+	$(Q)$(MAKE) --no-print-directory unit
 	$(Q)$(MAKE) --no-print-directory integration
 	$(Q)$(MAKE) --no-print-directory sanitize
+	$(Q)$(MAKE) --no-print-directory -j$(JOBS) $(FUZZ_BINS)
 	$(Q)$(MAKE) --no-print-directory fuzz-smoke FUZZ_SMOKE_TIME=5
 
 # ASan+UBSan build in its own directory, then the integration suite against it (without
 # the tests marked slow: long load and timing runs; `make soak` covers those under ASan).
 sanitize:
-	$(Q)$(MAKE) --no-print-directory BUILD=build-san SANITIZER=address,undefined CFLAGS="-O1 -g" build-san/sluice
+	$(Q)$(MAKE) --no-print-directory -j$(JOBS) BUILD=build-san SANITIZER=address,undefined CFLAGS="-O1 -g" build-san/sluice
 	$(Q)ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		SLUICE_BIN=$(abspath build-san/sluice) SLUICE_SANITIZED=1 $(PYTEST) -q -p no:cacheprovider \
 		-m "not slow" test/integration
@@ -98,14 +101,27 @@ FUZZ_SMOKE_TIME ?= 10
 FUZZ_CC ?= clang
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=all -Iinclude $(PKG_CFLAGS)
+, := ,
 FUZZ_TARGETS := $(patsubst test/fuzz/%.c,%,$(wildcard test/fuzz/fuzz_*.c))
 FUZZ_BINS := $(patsubst %,$(BUILD)/fuzz/%,$(FUZZ_TARGETS))
 FUZZ_ARGS = -max_len=4096 -timeout=10 $$(test -f test/fuzz/$$t.dict && echo -dict=test/fuzz/$$t.dict)
 
-$(BUILD)/fuzz/%: test/fuzz/%.c $(wildcard test/fuzz/*.h) $(LIBSRC) $(wildcard include/sluice/*.h) $(BUILD)/status_html.c
+# the library is compiled once (coverage-instrumented, without libFuzzer's main) and each
+# target links it
+FUZZ_LIBOBJ := $(patsubst src/%.c,$(BUILD)/fuzz/obj/%.o,$(LIBSRC)) $(BUILD)/fuzz/obj/status_html.o
+
+$(BUILD)/fuzz/obj/%.o: src/%.c $(wildcard include/sluice/*.h)
+	$(E) "  FUZZCC $<"
+	$(Q)mkdir -p $(BUILD)/fuzz/obj
+	$(Q)$(FUZZ_CC) $(subst fuzzer$(,),fuzzer-no-link$(,),$(FUZZ_CFLAGS)) -c -o $@ $<
+
+$(BUILD)/fuzz/obj/status_html.o: $(BUILD)/status_html.c
+	$(Q)mkdir -p $(BUILD)/fuzz/obj
+	$(Q)$(FUZZ_CC) $(subst fuzzer$(,),fuzzer-no-link$(,),$(FUZZ_CFLAGS)) -c -o $@ $<
+
+$(BUILD)/fuzz/%: test/fuzz/%.c $(wildcard test/fuzz/*.h) $(FUZZ_LIBOBJ)
 	$(E) "  FUZZ $@"
-	$(Q)mkdir -p $(BUILD)/fuzz
-	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(LIBSRC) $(BUILD)/status_html.c $(LIBS)
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIBOBJ) $(LIBS)
 
 fuzz: $(FUZZ_BINS)
 	$(Q)set -e; for t in $(FUZZ_TARGETS); do \

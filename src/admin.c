@@ -374,6 +374,9 @@ void admin_metrics(struct admin *a, struct evbuffer *o)
                         (uint64_t)atomic_load(&px->reload_failures));
     prom_head(o, "access_log_lost_total", "counter", "access-log lines lost to failed writes");
     evbuffer_add_printf(o, "sluice_access_log_lost_total %" PRIu64 "\n", log_access_lost());
+    prom_head(o, "meter_series", "gauge",
+              "latency series kept (one per backend, tenant and route name ever configured)");
+    evbuffer_add_printf(o, "sluice_meter_series %d\n", meter_series_count(px->meter));
     prom_backends(o, rt, up_now_ms());
     prom_tenants(o, px, rt);
     prom_latency(o, px->meter, rt);

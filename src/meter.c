@@ -57,13 +57,27 @@ void meter_free(struct meter *m)
     free(m);
 }
 
-/* Give *slot a series if it has none. 0 or -1. */
+static struct series *find(struct meter *m, enum series_kind kind, const char *name)
+{
+    char as_kept[sizeof m->all->name]; /* names are kept truncated */
+    snprintf(as_kept, sizeof as_kept, "%s", name);
+    for (struct series *s = m->all; s; s = s->next)
+        if (s->kind == kind && strcmp(s->name, as_kept) == 0)
+            return s;
+    return NULL;
+}
+
+/* Give *slot a series if it has none: the one this name already has (a backend, tenant or
+ * route removed by a reload and added back by a later one keeps its history, and
+ * alternating configurations do not pile up series), else a new one. 0 or -1. */
 static int attach(struct meter *m, struct series *_Atomic *slot, enum series_kind kind,
                   const char *name)
 {
     if (atomic_load_explicit(slot, memory_order_acquire))
         return 0;
-    struct series *s = series_new(m, kind, name);
+    struct series *s = find(m, kind, name);
+    if (!s)
+        s = series_new(m, kind, name);
     if (!s)
         return -1;
     atomic_store_explicit(slot, s, memory_order_release);
@@ -80,6 +94,14 @@ int meter_attach(struct meter *m, const struct runtime *rt)
     for (int i = 0; i < rt->admit.nr; i++)
         rc |= attach(m, &rt->admit.rs[i]->ser, SER_ROUTE, rt->admit.rs[i]->name);
     return rc ? -1 : 0;
+}
+
+int meter_series_count(const struct meter *m)
+{
+    int n = 0;
+    for (const struct series *s = m->all; s; s = s->next)
+        n++;
+    return n;
 }
 
 void meter_record(struct series *s, int thread, uint64_t us, int status)

@@ -74,6 +74,9 @@ void meter_free(struct meter *m);
  * have one keep it). 0, or -1 when out of memory (those without stay unmeasured). */
 int meter_attach(struct meter *m, const struct runtime *rt);
 
+/* Series kept (each ~280 KB): one per name ever configured, reused when a name returns. */
+int meter_series_count(const struct meter *m);
+
 /* Main thread, once a second: now_s monotonic seconds; admitted: the running total of
  * requests admitted (all threads). */
 void meter_tick(struct meter *m, uint64_t now_s, uint64_t admitted);
