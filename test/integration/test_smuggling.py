@@ -854,10 +854,10 @@ def test_10k_idle_keepalive_connections_do_not_slow_others_and_close_at_keepaliv
     by sluice about keepalive_timeout after its response; sluice's fd count returns to its
     baseline. The test process and sluice each hold one end of every connection, each under
     its own RLIMIT_NOFILE (raised here to the hard limit, which sluice inherits). With a
-    hard limit under ~21,000 the count is scaled down to (hard - 1000) / 2 (9,500 with the
-    common 20,000) and the test says so in its output."""
+    hard limit under 11,000 the count is scaled down to hard - 1000 and the test says so in
+    its output."""
     hard = raised_nofile
-    n = min(10000, (hard - 1000) // 2)
+    n = min(10000, hard - 1000)
     if n < 10000:
         print("RLIMIT_NOFILE hard limit is %d: using %d idle connections instead of 10000"
               % (hard, n))
