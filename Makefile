@@ -71,7 +71,7 @@ unit: $(UNIT_BINS)
 	$(Q)set -e; for t in $(UNIT_BINS); do echo "== $$t"; ./$$t; done
 
 integration: $(BUILD)/sluice
-	$(Q)SLUICE_BIN=$(abspath $(BUILD)/sluice) $(PYTEST) -q -p no:cacheprovider test/integration
+	$(Q)SLUICE_BIN=$(abspath $(BUILD)/sluice) $(PYTEST) -q -p no:cacheprovider --durations=15 test/integration
 
 # make test: install what is missing, build, run every test.
 test: deps
@@ -85,9 +85,9 @@ test: deps
 # ASan+UBSan build in its own directory, then the integration suite against it (without
 # the tests marked slow: long load and timing runs; `make soak` covers those under ASan).
 sanitize:
-	$(Q)$(MAKE) --no-print-directory -j$(JOBS) BUILD=build-san SANITIZER=address,undefined CFLAGS="-O1 -g" build-san/sluice
+	$(Q)$(MAKE) --no-print-directory -j$(JOBS) BUILD=build-san SANITIZER=address,undefined CFLAGS="-O1 -g -DSLUICE_QUEUE_CHECK" build-san/sluice
 	$(Q)ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-		SLUICE_BIN=$(abspath build-san/sluice) SLUICE_SANITIZED=1 $(PYTEST) -q -p no:cacheprovider \
+		SLUICE_BIN=$(abspath build-san/sluice) SLUICE_SANITIZED=1 $(PYTEST) -q -p no:cacheprovider --durations=15 \
 		-m "not slow" test/integration
 
 demo: deps all

@@ -8,6 +8,57 @@
 
 #include <sluice/admit.h>
 
+#ifdef SLUICE_QUEUE_CHECK
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Soak builds (-DSLUICE_QUEUE_CHECK): verify the invariants of queue.h under the lock after
+ * every change, and stop with a report at the first broken one. O(waiters). */
+static void broken(const char *where, const char *what, const void *p)
+{
+    fprintf(stderr, "queue invariant broken in %s: %s (%p)\n", where, what, p);
+    abort();
+}
+
+static void check(const struct queue *q, const char *where, const struct waiter *not_in)
+{
+    int total = 0;
+    const struct tenant_state *t = q->cur;
+    if (t) {
+        do {
+            int n = 0;
+            const struct waiter *last = NULL;
+            if (!t->q_head)
+                broken(where, "a tenant in the ring has no waiter", t);
+            for (const struct waiter *w = t->q_head; w; w = w->next) {
+                if (w->state != W_QUEUED)
+                    broken(where, "a linked waiter is not W_QUEUED", w);
+                if (w->ts != t)
+                    broken(where, "a waiter is linked under another tenant", w);
+                if (w == not_in)
+                    broken(where, "a waiter being queued is already linked", w);
+                if (++n > 1000000)
+                    broken(where, "a tenant's FIFO loops", t);
+                last = w;
+            }
+            if (last != t->q_tail)
+                broken(where, "q_tail is not the last waiter", t);
+            if (n != t->queued)
+                broken(where, "queued differs from the FIFO's length", t);
+            if (t->ring_next->ring_prev != t)
+                broken(where, "the ring's links disagree", t);
+            total += n;
+            t = t->ring_next;
+        } while (t != q->cur);
+    }
+    if (total != atomic_load(&q->len))
+        broken(where, "len differs from the waiters linked", q);
+}
+#define CHECK(q, where, w) check(q, where, w)
+#else
+#define CHECK(q, where, w) ((void)0)
+#endif
+
 void queue_init(struct queue *q)
 {
     pthread_mutex_init(&q->lock, NULL);
@@ -67,6 +118,11 @@ int queue_push(struct queue *q, struct waiter *w, int front, int max)
 {
     struct tenant_state *t = w->ts;
     pthread_mutex_lock(&q->lock);
+    CHECK(q, "push (before)", w);
+#ifdef SLUICE_QUEUE_CHECK
+    if (w->state == W_QUEUED)
+        broken("push", "the waiter is W_QUEUED already", w);
+#endif
     if (!front && atomic_load(&q->len) >= max) {
         pthread_mutex_unlock(&q->lock);
         return -1;
@@ -94,6 +150,7 @@ int queue_push(struct queue *q, struct waiter *w, int front, int max)
         ring_add(q, t);
     w->state = W_QUEUED;
     atomic_fetch_add(&q->len, 1);
+    CHECK(q, "push", NULL);
     pthread_mutex_unlock(&q->lock);
     return 0;
 }
@@ -203,14 +260,14 @@ static void shed_heaviest(struct queue *q, uint64_t now, uint32_t target)
     }
 }
 
-/* CoDel-like: w (may be NULL) is being served after waiting since w->since_ms. */
-static void codel(struct queue *q, const struct waiter *w)
+/* CoDel-like: a waiter (served: 1) is being served after waiting since `since`. */
+static void codel(struct queue *q, int served, uint64_t since)
 {
     uint32_t target = atomic_load_explicit(&q->target_ms, memory_order_relaxed);
     if (!target)
         return;
     uint64_t now = now_ms();
-    if (!w || now - w->since_ms <= target || !q->cur) {
+    if (!served || now - since <= target || !q->cur) {
         q->above_since = 0; /* a quick one, or an empty queue: no standing queue */
         return;
     }
@@ -226,11 +283,14 @@ void queue_kick(struct queue *q)
         return;
     pthread_mutex_lock(&q->lock);
     struct waiter *w = pop(q);
+    codel(q, w != NULL, w ? w->since_ms : 0);
     if (w) {
+        /* the last touch: once woken, its own thread may use and free it at once, without
+         * taking the lock (queue_leave of a W_IDLE waiter does not) */
         w->state = W_WOKEN;
-        event_active(w->wake, EV_READ, 0); /* under the lock: w cannot be freed meanwhile */
+        event_active(w->wake, EV_READ, 0);
     }
-    codel(q, w);
+    CHECK(q, "kick", NULL);
     pthread_mutex_unlock(&q->lock);
 }
 
@@ -256,9 +316,14 @@ enum waiter_state queue_leave(struct queue *q, struct waiter *w)
                 ring_remove(q, t);
             atomic_fetch_sub(&q->len, 1);
         }
+#ifdef SLUICE_QUEUE_CHECK
+        else
+            broken("leave", "a W_QUEUED waiter is not in its tenant's FIFO", w);
+#endif
     }
     w->state = W_IDLE;
     w->next = NULL;
+    CHECK(q, "leave", w);
     pthread_mutex_unlock(&q->lock);
     if (was == W_WOKEN)
         queue_kick(q); /* the wake-up it will not use goes to the next waiter */

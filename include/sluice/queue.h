@@ -5,7 +5,9 @@
  *
  * Invariants (all under `lock`): a waiter is in at most one tenant FIFO and is in one iff
  * its state is W_QUEUED; a tenant is in the ring iff its FIFO is non-empty; `len` counts
- * W_QUEUED waiters. Only the waiter's own thread frees it, after queue_leave(). A popped
+ * W_QUEUED waiters. Only the waiter's own thread frees it, after queue_leave(). Another
+ * thread never touches a waiter after waking it (event_active): the owner may be running
+ * and may free it at once, and queue_leave() of a W_IDLE waiter takes no lock. A popped
  * waiter (W_WOKEN) has been sent one wake-up; if it goes away without using it, it must
  * pass it on with queue_kick() (queue_leave does). A shed waiter (W_SHED) was taken out
  * and woken to be refused: it holds nothing to pass on.

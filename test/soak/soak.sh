@@ -165,7 +165,7 @@ if [ $BUILD_IT = 1 ]; then
   if [ $MODE = valgrind ]; then
     make --no-print-directory BUILD=$BUILD CFLAGS="-O1 -g" "$BUILD/sluice" >"$W/build.out" 2>&1
   else
-    make --no-print-directory BUILD=$BUILD SANITIZER=address,undefined CFLAGS="-O1 -g" \
+    make --no-print-directory BUILD=$BUILD SANITIZER=address,undefined CFLAGS="-O1 -g -DSLUICE_QUEUE_CHECK" \
       "$BUILD/sluice" >"$W/build.out" 2>&1
   fi || { tail -n 30 "$W/build.out" >&2; die "build failed (see $W/build.out)"; }
   SLUICE_BIN=$ROOT/$BUILD/sluice
