@@ -627,7 +627,9 @@ def misc():
 def hog_burst():
     """n concurrent slow requests of tenant hog: with every slot busy they queue, the queue
     stands, and sluice sheds them (503 shed) or times them out (503 queue-timeout)."""
-    n = random.randint(5, 25) if not ARGS.light else random.randint(3, 8)
+    # more than the pool's 15 slots by far, so that the waits stand over [queue] target
+    # for a whole interval even with other tenants' quick requests served in between
+    n = random.randint(20, 50) if not ARGS.light else random.randint(3, 8)
     results = collections.Counter()
 
     def one():
