@@ -33,7 +33,7 @@ UNIT_SRCS := $(wildcard test/unit/test_*.c)
 UNIT_BINS := $(patsubst test/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 PYTEST  = /usr/bin/python3 -m pytest
 
-.PHONY: all deps test unit integration sanitize demo bench install clean fuzz fuzz-smoke soak soak-valgrind
+.PHONY: all deps test unit integration sanitize demo bench install clean fuzz fuzz-smoke soak soak-valgrind soak-plain
 
 all: $(BUILD)/sluice
 
@@ -70,8 +70,16 @@ $(BUILD)/unit/%: test/unit/%.c $(LIBOBJ) | $(BUILD)
 unit: $(UNIT_BINS)
 	$(Q)set -e; for t in $(UNIT_BINS); do echo "== $$t"; ./$$t; done
 
+# The integration tests mostly wait (on sockets, timers, Gunicorn): the ones not marked slow
+# run in PYTEST_WORKERS processes (pytest-xdist, a module's tests in one process); those
+# marked slow (load, timing, long runs) run alone after them.
+PYTEST_WORKERS ?= 2
+PYTEST_PAR = $(PYTEST) -q -p no:cacheprovider --durations=15 -n $(PYTEST_WORKERS) --dist loadfile
+
 integration: $(BUILD)/sluice
-	$(Q)SLUICE_BIN=$(abspath $(BUILD)/sluice) $(PYTEST) -q -p no:cacheprovider --durations=15 test/integration
+	$(Q)SLUICE_BIN=$(abspath $(BUILD)/sluice) $(PYTEST_PAR) -m "not slow" test/integration
+	$(Q)SLUICE_BIN=$(abspath $(BUILD)/sluice) $(PYTEST) -q -p no:cacheprovider --durations=15 \
+		-m slow test/integration
 
 # make test: install what is missing, build, run every test.
 test: deps
@@ -87,7 +95,7 @@ test: deps
 sanitize:
 	$(Q)$(MAKE) --no-print-directory -j$(JOBS) BUILD=build-san SANITIZER=address,undefined CFLAGS="-O1 -g -DSLUICE_QUEUE_CHECK" build-san/sluice
 	$(Q)ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-		SLUICE_BIN=$(abspath build-san/sluice) SLUICE_SANITIZED=1 $(PYTEST) -q -p no:cacheprovider --durations=15 \
+		SLUICE_BIN=$(abspath build-san/sluice) SLUICE_SANITIZED=1 $(PYTEST_PAR) \
 		-m "not slow" test/integration
 
 demo: deps all
@@ -155,6 +163,9 @@ soak: deps
 
 soak-valgrind: deps
 	$(Q)bash test/soak/soak.sh --valgrind
+
+soak-plain: deps
+	$(Q)bash test/soak/soak.sh --plain
 
 bench: deps all
 	$(Q)sh test/bench/run.sh

@@ -4,10 +4,12 @@
 # file-descriptor growth, and a clean exit. docs/soak.md explains what runs and how to read
 # the result.
 #
-#   test/soak/soak.sh [--minutes N] [--valgrind] [--no-build]
+#   test/soak/soak.sh [--minutes N] [--valgrind | --plain] [--no-build]
 #
 #   --minutes N   length of the load phase (default 10; 3 with --valgrind)
 #   --valgrind    a non-sanitized build (build-soak-vg) under valgrind memcheck, lighter load
+#   --plain       the release build (-O2, glibc malloc; build-soak-plain): RSS is the figure
+#                 there, as in production (no leak check: ASan's and valgrind's runs do that)
 #   --no-build    use the existing binary (SLUICE_BIN, or build-soak[-vg]/sluice)
 #
 # Environment: SLUICE_BIN (binary to use with --no-build), SOAK_RSS_MAX_PCT (default 10),
@@ -44,6 +46,7 @@ while [ $# -gt 0 ]; do
     --minutes) MINUTES=${2:?--minutes needs a number}; shift 2 ;;
     --minutes=*) MINUTES=${1#*=}; shift ;;
     --valgrind) MODE=valgrind; shift ;;
+    --plain) MODE=plain; shift ;;
     --no-build) BUILD_IT=0; shift ;;
     -h|--help) sed -n '2,/^set -u/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "soak: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -68,6 +71,7 @@ if [ $MODE = valgrind ]; then
   DRIVER_LIGHT=--light
 else
   BUILD=build-soak
+  [ $MODE = plain ] && BUILD=build-soak-plain
   START_WAIT=60; STOP_WAIT=240; SETTLE=5; FD_WAIT=90
   WRK_C_KA=16; WRK_C_TLS=8; WRK_C_CLOSE=4; WRK_C_TLS_CLOSE=2
   DRIVER_LIGHT=
@@ -164,6 +168,8 @@ if [ $BUILD_IT = 1 ]; then
   log "building $BUILD ($MODE)"
   if [ $MODE = valgrind ]; then
     make --no-print-directory BUILD=$BUILD CFLAGS="-O1 -g" "$BUILD/sluice" >"$W/build.out" 2>&1
+  elif [ $MODE = plain ]; then
+    make --no-print-directory BUILD=$BUILD "$BUILD/sluice" >"$W/build.out" 2>&1
   else
     make --no-print-directory BUILD=$BUILD SANITIZER=address,undefined CFLAGS="-O1 -g -DSLUICE_QUEUE_CHECK" \
       "$BUILD/sluice" >"$W/build.out" 2>&1
@@ -379,6 +385,9 @@ if [ $MODE = valgrind ]; then
     --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
     --num-callers=30 --fair-sched=yes --log-file="$W/sluice/valgrind.log" \
     "$SLUICE_BIN" -c "$W/sluice/sluice.ini"
+elif [ $MODE = plain ]; then
+  log "starting sluice, release build ($SLUICE_BIN)"
+  OUT=$W/sluice/stderr.log start sluice "$SLUICE_BIN" -c "$W/sluice/sluice.ini"
 else
   log "starting sluice with ASan+UBSan+LSan ($SLUICE_BIN)"
   # quarantine_size_mb=16: ASan's quarantine of freed memory (256 MiB by default) would
