@@ -96,6 +96,26 @@ def pattern_sha(n):
 
 # ---------------------------------------------------------------- processes
 
+def fd_count(pid):
+    """Open file descriptors of a process."""
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def cpu_seconds(pid):
+    """CPU time (user + system) a process has used, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def exit_totals(s):
+    """The counters of sluice's exit totals line (after it stopped) as a dict."""
+    for line in reversed(s.errors().splitlines()):
+        if " stats: " in line and "connections=" in line:
+            return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+    raise AssertionError("no exit totals line in the error log:\n%s" % s.errors()[-3000:])
+
+
 def child_pids(pid):
     """Direct children of pid (from /proc)."""
     kids = set()

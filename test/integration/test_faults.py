@@ -32,8 +32,8 @@ import time
 
 import pytest
 
-from helpers import (SLOW, Conn, ConnectionClosed, child_pids, pattern_sha, request,
-                     wait_for)
+from helpers import (SLOW, Conn, ConnectionClosed, child_pids, cpu_seconds, exit_totals,
+                     fd_count, pattern_sha, request, wait_for)
 
 LOAD_SECONDS = 3.0
 THREADS = 4
@@ -41,23 +41,6 @@ N_GOOD = 256 * 1024
 
 
 # ---------------------------------------------------------------- observation helpers
-
-def fd_count(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
-
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def exit_totals(s):
-    for line in reversed(s.errors().splitlines()):
-        if " stats: " in line and "connections=" in line:
-            return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
-    raise AssertionError("no exit totals line in the error log:\n%s" % s.errors()[-3000:])
-
 
 class Bad(Exception):
     pass

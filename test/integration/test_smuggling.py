@@ -25,8 +25,6 @@ Already covered elsewhere, and not repeated here:
   test_keepalive.py  one idle keep-alive connection closed at keepalive_timeout.
 """
 import json
-import os
-import re
 import resource
 import select
 import socket
@@ -37,7 +35,8 @@ import time
 import pytest
 
 import helpers
-from helpers import SLOW, Conn, is_sluice_error, wait_for, wait_port
+from helpers import (SLOW, Conn, cpu_seconds, exit_totals, fd_count, is_sluice_error, wait_for,
+                     wait_port)
 
 H = "Host: example.test\r\n"
 SMUGGLED = "GET /smuggled HTTP/1.1\r\nHost: example.test\r\n\r\n"
@@ -216,24 +215,6 @@ def rec_factory():
 
 
 # ---------------------------------------------------------------- sluice helpers
-
-def fd_count(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
-
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def exit_totals(s):
-    """The counters of sluice's exit totals line (after it stopped) as a dict."""
-    for line in reversed(s.errors().splitlines()):
-        if " stats: " in line and "connections=" in line:
-            return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
-    raise AssertionError("no exit totals line in the error log:\n%s" % s.errors()[-3000:])
-
 
 def send_bad(port, data, timeout=5):
     """Send data, read sluice's answer, then wait for the close. (response, closed, extra)"""
