@@ -517,8 +517,11 @@ int http1_parse_response(const char *buf, size_t len, const struct http1_limits 
     if (msg->body == HTTP1_BODY_NONE && !http1_find(msg, HTTP1_H_CONTENT_LENGTH))
         msg->body = HTTP1_BODY_CLOSE;
     if (req_meth == HTTP1_M_HEAD || msg->status < 200 || msg->status == 204 ||
-        msg->status == 304 || (req_meth == HTTP1_M_CONNECT && msg->status < 300))
+        msg->status == 304 || (req_meth == HTTP1_M_CONNECT && msg->status < 300)) {
+        msg->unsent_body = (msg->body == HTTP1_BODY_LENGTH && msg->content_length > 0) ||
+                           http1_find(msg, HTTP1_H_TRANSFER_ENCODING) != NULL;
         msg->body = HTTP1_BODY_NONE;
+    }
     if (msg->body == HTTP1_BODY_CLOSE)
         msg->keep_alive = 0;
     return n;

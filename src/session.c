@@ -621,6 +621,7 @@ static void reset_request(struct session *s)
     s->status = 0;
     s->attempts = 0;
     s->resp_started = 0;
+    s->up_tainted = 0;
     s->last_failed = NULL;
     s->bytes_in = s->bytes_out = 0;
     s->t_up_start = s->t_up_end = s->t_sent_us = 0;

@@ -473,6 +473,7 @@ static int read_response_head(struct session *s)
             sess_send_error(s, 502, "bad-response", "the backend sent a malformed response");
             return -1;
         }
+        s->up_tainted |= m.unsent_body;
         if (m.status >= 100 && m.status < 200 && !(m.status == 101 && s->upgrade)) {
             evbuffer_drain(in, (size_t)n); /* interim answers: sluice sent its own 100 */
             continue;
@@ -501,8 +502,12 @@ static void pump_response(struct session *s, int eof)
         return;
     }
     if (s->resp.done) {
+        /* reused only when nothing beyond this response's framing can come on it */
+        int extra = evbuffer_get_length(in) > 0;
+        if (extra)
+            stats_add(&s->w->stats, STAT_upstream_dirty, 1);
         int reusable = !eof && s->resp.kind != HTTP1_BODY_CLOSE && s->req.done && s->up_keep &&
-                       evbuffer_get_length(in) == 0;
+                       !s->up_tainted && !extra;
         finish_response(s, reusable);
         return;
     }

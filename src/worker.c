@@ -20,6 +20,7 @@
 #include <sluice/listener.h>
 #include <sluice/log.h>
 #include <sluice/session.h>
+#include <sluice/upstream.h>
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
@@ -373,20 +374,57 @@ static void idle_event_cb(struct bufferevent *bev, short what, void *arg)
     upconn_free(u);
 }
 
+/* A backend that talks on an idle connection sent more than its last response's framing:
+ * those bytes would be read as the next request's answer (another client's). Close it. */
 static void idle_read_cb(struct bufferevent *bev, void *arg)
 {
-    idle_event_cb(bev, 0, arg); /* an idle backend must not talk: drop the connection */
+    struct upconn *u = arg;
+    stats_add(&u->w->stats, STAT_upstream_dirty, 1);
+    log_warn("upstream", "backend=%s sent %zu bytes on an idle connection; closed it",
+             u->b->conf->name, evbuffer_get_length(bufferevent_get_input(bev)));
+    idle_event_cb(bev, 0, arg);
 }
 
+/* What has arrived on idle u since its last response (and the loop has not read yet):
+ * 0 nothing, 1 bytes, -1 the backend closed it. Under TLS only decrypted bytes count (a
+ * TLS 1.3 server may send session tickets at any time). */
+static int idle_arrived(struct upconn *u)
+{
+    if (evbuffer_get_length(bufferevent_get_input(u->bev)) > 0)
+        return 1;
+    if (u->b->tls)
+        return 0;
+    char c;
+    ssize_t n = recv(bufferevent_getfd(u->bev), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0)
+        return 1;
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
+}
+
+/* An idle connection to b that is safe to send a request on, or NULL. Connections that
+ * hold bytes nobody asked for are closed and counted; ones the backend closed, dropped. */
 struct upconn *worker_pool_get(struct worker *w, struct backend *b)
 {
     struct pool *p = &w->pools[b->index];
-    struct upconn *u = p->head;
-    if (!u)
-        return NULL;
-    worker_pool_unlink(w, u);
-    bufferevent_set_timeouts(u->bev, NULL, NULL);
-    return u;
+    struct upconn *u;
+    while ((u = p->head) != NULL) {
+        worker_pool_unlink(w, u);
+        /* one whose idle time is up is not taken, even if its idle timeout has not been
+         * run yet: that timeout may already be due in this loop turn */
+        int got = up_now_ms() - u->idle_since_ms >= u->b->conf->idle_timeout_ms ? -1
+                                                                                : idle_arrived(u);
+        if (got == 0) {
+            /* off the loop entirely (a read or timeout already due is dropped with it): the
+             * session enables reading, with its own timeouts, when it sends */
+            bufferevent_disable(u->bev, EV_READ);
+            bufferevent_set_timeouts(u->bev, NULL, NULL);
+            return u;
+        }
+        if (got > 0)
+            stats_add(&w->stats, STAT_upstream_dirty, 1);
+        upconn_free(u);
+    }
+    return NULL;
 }
 
 void worker_pool_put(struct worker *w, struct upconn *u)
@@ -397,6 +435,7 @@ void worker_pool_put(struct worker *w, struct upconn *u)
         return;
     }
     u->reused = 0;
+    u->idle_since_ms = up_now_ms();
     u->prev = NULL;
     u->next = p->head;
     if (p->head)

@@ -27,6 +27,8 @@ Endpoints:
                     piece, a slow reader); JSON with its length and sha256
   /conn             JSON: worker pid and the peer (proxy-side) port of this connection
   /health           "ok" (503 "unhealthy" while APP_HEALTH_FILE exists)
+  /headbody?body=B  B as the body with its Content-Length, for every method: a naive app
+                    that sends a body for HEAD too (Gunicorn passes it on)
 """
 import hashlib
 import http
@@ -203,6 +205,9 @@ def app(environ, start_response):
             start_response(_status_line(code), headers)
             return [b""]
         return _reply(start_response, code, "status %d\n" % code, head=head)
+
+    if path == "/headbody":  # the body even for HEAD, as many plain WSGI apps do
+        return _reply(start_response, 200, q("body", ""))
 
     if path == "/redirect":
         return _reply(start_response, 302, "see /echo\n",

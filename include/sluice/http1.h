@@ -78,6 +78,10 @@ struct http1_msg {
     int expect_continue;       /* request had "Expect: 100-continue" */
     int upgrade;               /* Upgrade present and Connection lists "upgrade" */
     int host;                  /* index of the Host header, -1 if absent */
+    int unsent_body;           /* response: its head announces a body (Content-Length > 0 or
+                                * Transfer-Encoding) that it must not carry (an answer to
+                                * HEAD, 1xx, 204, 304); a server may send it anyway, so the
+                                * connection cannot be trusted for another request */
 };
 
 /* Parse a request head from buf[0..len). Returns the head length, HTTP1_INCOMPLETE, or

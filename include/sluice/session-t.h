@@ -63,6 +63,8 @@ struct session {
     int cli_eof;                  /* client half-closed after sending its request */
     int resp_started;             /* response head sent to the client */
     int up_keep;                  /* the backend allows reuse of its connection */
+    int up_tainted;               /* a head on it announced a body it must not carry: the
+                                   * backend may still send one, so never pool it */
     int status;
     struct backend *backend;      /* the one picked (inflight held) */
     struct tenant *tenant;        /* of the current request, from rt->admit */

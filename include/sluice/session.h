@@ -3,6 +3,7 @@
 #ifndef SLUICE_SESSION_H
 #define SLUICE_SESSION_H
 
+#include <stdint.h>
 #include <sys/socket.h>
 
 struct worker;
@@ -18,6 +19,7 @@ struct upconn {
     struct worker *w;        /* borrowed */
     struct upconn *prev, *next; /* pool links while idle */
     int reused;              /* taken from the pool for the current request */
+    uint64_t idle_since_ms;  /* when it went into the pool */
 };
 
 /* Accepted client socket fd from peer: create its session (it owns fd from now on).

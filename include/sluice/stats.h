@@ -27,6 +27,7 @@
     X(upstream_truncated, "responses cut short by the backend after headers were sent")  \
     X(upstream_connects, "new backend connections opened")                               \
     X(upstream_reuses, "requests sent on a pooled backend connection")                   \
+    X(upstream_dirty, "backend connections closed for bytes beyond a response's framing")  \
     X(retries, "requests retried on another backend or a fresh connection")             \
     X(accept_errors, "accept() failures (e.g. out of file descriptors)")                 \
     X(tls_handshake_errors, "TLS handshakes that failed (protocol, cipher, or a closed peer)") \

@@ -332,6 +332,21 @@ class RawBackend:
             t.join(2)
 
 
+def keepalive_loop(c, head, rest, respond):
+    """A RawBackend handler's body for a keep-alive backend: respond(conn, head) for the
+    first request and every one after it on the connection, until the peer closes."""
+    buf = rest
+    while True:
+        respond(c, head)
+        while b"\r\n\r\n" not in buf:
+            d = c.recv(65536)
+            if not d:
+                return
+            buf += d
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        head += b"\r\n\r\n"
+
+
 SLUICE_PROXY_DEFAULTS = {
     "threads": "2",
     "client_header_timeout": "10s",

@@ -1056,6 +1056,34 @@ static void run_resp_case(void **state)
         fail_msg("%s: want upgrade %d, got %d", c->name, c->upgrade, p.msg.upgrade);
 }
 
+/* A head that announces a body it must not carry (the connection cannot be reused). */
+static void test_resp_unsent_body(void **state)
+{
+    static const struct {
+        const char *raw;
+        enum http1_method meth;
+        int unsent;
+    } cases[] = {
+        {"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", HTTP1_M_HEAD, 1},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", HTTP1_M_HEAD, 0},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", HTTP1_M_HEAD, 1},
+        {"HTTP/1.1 200 OK\r\n\r\n", HTTP1_M_HEAD, 0},
+        {"HTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n", HTTP1_M_GET, 1},
+        {"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", HTTP1_M_GET, 0},
+        {"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n", HTTP1_M_GET, 1},
+        {"HTTP/1.1 100 Continue\r\nContent-Length: 5\r\n\r\n", HTTP1_M_POST, 1},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", HTTP1_M_GET, 0},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct parsed p;
+        resp_ok(&p, cases[i].raw, strlen(cases[i].raw), cases[i].meth);
+        if (p.msg.unsent_body != cases[i].unsent)
+            fail_msg("case %zu \"%s\": want unsent_body %d, got %d", i,
+                     esc(cases[i].raw, strlen(cases[i].raw)), cases[i].unsent, p.msg.unsent_body);
+    }
+}
+
 static const struct bad_case bad_responses[] = {
     { "bad resp: 2-digit status", RAW("HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n"), 502 },
     { "bad resp: 4-digit status", RAW("HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n"), 502 },
@@ -1399,6 +1427,7 @@ int main(void)
         cmocka_unit_test(test_chunked_big_size_value),
         cmocka_unit_test(test_chunked_line_too_long),
         cmocka_unit_test(test_chunked_trailer_limit),
+        cmocka_unit_test(test_resp_unsent_body),
     };
     static struct CMUnitTest tests[NELEM(fixed) + NELEM(ka_cases) + NELEM(bad_requests) +
                                    NELEM(resp_cases) + NELEM(bad_responses) +
