@@ -47,6 +47,10 @@ struct session {
     struct evbuffer *bodybuf;     /* owned: request body read before a backend is chosen;
                                    * made for a request with a body, freed after it */
     enum sess_state state;
+    unsigned busy;                /* serve_heads() frames on the stack: freeing waits */
+    unsigned dead : 1;            /* freed while busy: serve_heads() frees it on the way out */
+    unsigned again : 1;           /* a request was answered while serving heads: next one */
+    unsigned resume : 1;          /* the timer is armed to serve heads on the next loop turn */
     char peer[64];
     int tls;                      /* accepted on an HTTPS listener */
     int nreq;                     /* requests served on this connection */
