@@ -192,18 +192,34 @@ static int run(struct proxy *px)
 {
     struct runtime *rt = atomic_load(&px->rt);
     int rc = 0;
-    if (start_workers(px) < 0) {
-        for (int i = 0; px->workers && i < px->nworkers; i++)
-            if (px->workers[i].base)
-                worker_free(&px->workers[i]);
-        return 1;
-    }
     struct event_base *base = event_base_new();
+    if (!base)
+        return 1;
+    /* signals and the admin listener before the proxy's listeners: once a proxy port
+     * accepts, a stop is graceful and the admin port answers (readiness checks look at
+     * either) */
     int sigs[] = {SIGTERM, SIGINT, SIGUSR1, SIGHUP};
     struct event *sev[4];
     for (int i = 0; i < 4; i++) {
         sev[i] = evsignal_new(base, sigs[i], on_signal, px);
         evsignal_add(sev[i], NULL);
+    }
+    char err[512];
+    admin = admin_new(base, px, rt, err, sizeof err);
+    if (!admin || start_workers(px) < 0) {
+        if (!admin) {
+            log_error("main", "%s", err);
+            fprintf(stderr, "sluice: %s\n", err);
+        }
+        for (int i = 0; px->workers && i < px->nworkers; i++)
+            if (px->workers[i].base)
+                worker_free(&px->workers[i]);
+        admin_free(admin);
+        admin = NULL;
+        for (int i = 0; i < 4; i++)
+            event_free(sev[i]);
+        event_base_free(base);
+        return 1;
     }
     checker = health_new(base);
     health_set(checker, rt);
@@ -211,15 +227,6 @@ static int run(struct proxy *px)
     cluster_set(heartbeat, rt);
     px->cluster = heartbeat;
     px->scaler = autoscale_new(base, px);
-    char err[512];
-    admin = admin_new(base, px, rt, err, sizeof err);
-    if (!admin) {
-        log_error("main", "%s", err);
-        atomic_store(&px->stopping, 1); /* cannot serve what was asked: stop, exit 1 */
-        for (int i = 0; i < px->nworkers; i++)
-            worker_stop(&px->workers[i]);
-        rc = 1;
-    }
     char *pid_file = rt->cfg->proxy.pid_file ? strdup(rt->cfg->proxy.pid_file) : NULL;
     if (pid_file && write_pid(pid_file) < 0)
         log_warn("main", "cannot write pid_file=%s: %s", pid_file, strerror(errno));

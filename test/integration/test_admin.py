@@ -5,6 +5,7 @@ import http.client
 import json
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -212,3 +213,22 @@ def test_reloads_alternating_tenants_reuse_their_series(admin_sluice):
         return next(t for t in doc["tenants"] if t["name"] == "acme")["windows"]["5m"]["requests"]
     helpers.wait_for(lambda: acme_requests() == 2, timeout=5 * helpers.SLOW,
                      msg="acme's two requests in its 5-minute window (once a second)")
+
+
+def test_admin_port_accepts_as_soon_as_the_proxy_port_does(backend_factory, sluice_factory,
+                                                           free_port):
+    """The admin listener is bound before the proxy's: a readiness check that saw the proxy
+    port open can read /status.json at once (test_status_page_is_served_self_contained was
+    refused once: the admin port opened after the proxy's)."""
+    a = backend_factory("a")
+    for _ in range(10):
+        port = free_port()
+        s = sluice_factory([a], extra=admin_extra(port), start=False)
+        s.proc = subprocess.Popen([helpers.SLUICE_BIN, "-c", s.config], env=helpers.sluice_env(),
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15 * helpers.SLOW
+        while not helpers.port_open(s.port, 0.05):  # as fast as connect() is refused
+            assert time.monotonic() < deadline and s.proc.poll() is None, "sluice did not start"
+        assert helpers.port_open(port), "the proxy port accepted before the admin port"
+        s.stop()
