@@ -73,7 +73,7 @@ SLUICE_KEYS = {
     "queue": {"max": ("int", 0, 1000000), "timeout": ("dur", 1, 3600000),
               "target": ("dur", 0, 600000), "interval": ("dur", 10, 600000)},
     "tenants": {"key": ("str",), "max_tracked": ("int", 0, 1000000), "hmac_key": ("str",)},
-    "admin": {"listen": ("str",), "token": ("str",)},
+    "admin": {"listen": ("str",), "token": ("str",), "hosts": ("str",)},
 }
 
 SLUICE_DEFAULT_CIPHERS = (

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <sys/queue.h>
 #include <unistd.h>
@@ -38,6 +39,8 @@ struct admin {
     char listen[128];                 /* what it is bound to */
     char token[256];                  /* the current generation's; "" = actions refused */
     int reads_need_token;             /* bound beyond loopback: every request needs it */
+    char listen_host[80];             /* the host it is bound to, as a Host field names it */
+    char hosts[512];                  /* [admin] hosts of the current generation */
     char instance[96];
     uint64_t started;                 /* monotonic s */
 };
@@ -406,6 +409,34 @@ static void reply_text(struct evhttp_request *req, int code, const char *reason,
         evbuffer_free(b);
 }
 
+/* 1 if word[0..n) is one of the space- or comma-separated names of list (any case). */
+static int in_list(const char *list, const char *word, size_t n)
+{
+    const char *p = list;
+    while (*p) {
+        p += strspn(p, " ,\t");
+        size_t l = strcspn(p, " ,\t");
+        if (l == n && l > 0 && strncasecmp(p, word, n) == 0)
+            return 1;
+        p += l;
+    }
+    return 0;
+}
+
+/* Without the token, only a Host that names this address (its listen host, a loopback name,
+ * or one of [admin] hosts) may read: a page in a browser on this machine that reaches a
+ * loopback admin port through DNS rebinding sends its own name as Host, and is refused.
+ * The port is not compared (port forwarding changes it; rebinding does not need it). */
+static int host_allowed(const struct admin *a, struct evhttp_request *req)
+{
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Host");
+    if (!h)
+        return 1; /* HTTP/1.0 without Host: not a browser */
+    size_t n = h[0] == '[' ? strcspn(h, "]") + (strchr(h, ']') != NULL) : strcspn(h, ":");
+    return in_list("localhost 127.0.0.1 [::1]", h, n) || in_list(a->listen_host, h, n) ||
+           in_list(a->hosts, h, n);
+}
+
 /* 1 if the request carries the token (Authorization: Bearer TOKEN), constant time. */
 static int authorized(const struct admin *a, struct evhttp_request *req)
 {
@@ -484,6 +515,11 @@ static void on_request(struct evhttp_request *req, void *arg)
         evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
         reply_text(req, 401, "Unauthorized", "this admin address needs Authorization: Bearer "
                    "<[admin] token>");
+        return;
+    }
+    if (!is_action && !host_allowed(a, req) && !authorized(a, req)) {
+        reply_text(req, 403, "Forbidden", "this Host does not name the admin address: add it "
+                   "to [admin] hosts, or send Authorization: Bearer <[admin] token>");
         return;
     }
     if (cmd == EVHTTP_REQ_POST && is_action) {
@@ -567,6 +603,7 @@ struct admin *admin_new(struct event_base *base, struct proxy *px, const struct 
     evhttp_set_timeout(a->http, 10);
     evhttp_set_gencb(a->http, on_request, a);
     snprintf(a->listen, sizeof a->listen, "%s", ac->listen);
+    snprintf(a->listen_host, sizeof a->listen_host, strchr(host, ':') ? "[%s]" : "%s", host);
     a->reads_need_token = strncmp(host, "127.", 4) != 0 && strcmp(host, "::1") != 0 &&
                           strcmp(host, "localhost") != 0;
     log_info("admin", "listening on %s:%d (status page /status, /status.json, /metrics)", host,
@@ -580,6 +617,7 @@ void admin_set(struct admin *a, const struct runtime *rt)
         return;
     const struct admin_conf *ac = &rt->cfg->admin;
     snprintf(a->token, sizeof a->token, "%s", ac->token ? ac->token : "");
+    snprintf(a->hosts, sizeof a->hosts, "%s", ac->hosts ? ac->hosts : "");
     if (a->http && (!ac->listen || strcmp(ac->listen, a->listen) != 0))
         log_warn("admin", "[admin] listen changed to %s: takes effect on restart (still on %s)",
                  ac->listen ? ac->listen : "(none)", a->listen);

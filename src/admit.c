@@ -3,6 +3,7 @@
  * tat - now <= tau; it then moves tat to max(tat, now) + interval. One compare-and-swap,
  * no lock, exact for any number of threads. */
 #include <sluice/admit.h>
+#include <sluice/uri.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -190,7 +191,8 @@ static const char *key_of(const struct tenants_conf *tc, const struct http1_msg 
         *len = strlen(peer);
         return peer;
     case TK_PATH_PREFIX: {
-        const char *p = m->target, *end = m->target + m->target_len;
+        const char *p = m->path ? m->path : m->target;
+        const char *end = p + (m->path ? m->path_len : m->target_len);
         int seg = 0;
         const char *q = p;
         while (q < end && *q != '?') {
@@ -401,14 +403,14 @@ void admit_give(struct tenant *t)
     atomic_fetch_sub_explicit(&t->st->inflight, 1, memory_order_relaxed);
 }
 
-const struct route_conf *admit_route(const struct config *cfg, const char *target, size_t len)
+const struct route_conf *admit_route(const struct config *cfg, const char *path, size_t len)
 {
     const struct route_conf *best = NULL;
     size_t best_len = 0;
     for (size_t i = 0; i < cfg->nroutes; i++) {
         const struct route_conf *r = &cfg->routes[i];
         size_t pl = strlen(r->prefix);
-        if (pl <= len && pl >= best_len && memcmp(target, r->prefix, pl) == 0) {
+        if (pl >= best_len && uri_prefix_match(path, len, r->prefix, pl)) {
             best = r;
             best_len = pl;
         }

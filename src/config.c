@@ -2,6 +2,7 @@
  * tables below with its type, default and bounds; errors name file:line, key and value.
  * It does not resolve addresses (upstream.c does) nor open sockets. */
 #include <sluice/config.h>
+#include <sluice/uri.h>
 
 #include <ctype.h>
 #include <errno.h>
@@ -156,6 +157,23 @@ static int fail(struct parse *p, int line, const char *fmt, const char *a, const
         snprintf(p->err + n, p->errlen - (size_t)n, fmt, a, b);
         p->failed = 1;
     }
+    return 0;
+}
+
+/* A route's prefix is matched against normalized paths (uri.h): it is normalized the same
+ * way here, without a trailing "/" ("/static/" is "/static"; "/" stays). */
+static int check_route_prefix(struct parse *p, struct route_conf *r)
+{
+    if (!r->prefix || r->prefix[0] != '/' || strpbrk(r->prefix, "?#"))
+        return fail(p, r->line, "[route %s]: prefix = /path is required (no ? or #)%s",
+                    r->name, ""), -1;
+    size_t n = strlen(r->prefix);
+    long len = uri_normalize_path(r->prefix, n, r->prefix); /* never longer: in place */
+    if (len < 0)
+        return fail(p, r->line, "[route %s]: prefix has %s", r->name, uri_strerror(len)), -1;
+    while (len > 1 && r->prefix[len - 1] == '/')
+        len--;
+    r->prefix[len] = '\0';
     return 0;
 }
 
@@ -355,6 +373,7 @@ static const struct key_def queue_keys[] = {
 static const struct key_def admin_keys[] = {
     {"listen", K_STR, AD(listen), NULL, 0, 0},
     {"token", K_STR, AD(token), NULL, 0, 0},
+    {"hosts", K_STR, AD(hosts), NULL, 0, 0},
 };
 
 #define SC(f) offsetof(struct scale_section, c.f)
@@ -796,9 +815,8 @@ static int validate(struct parse *p)
     if (pc->redirect_http && pc->tls_listen.n == 0)
         return fail(p, p->line, "[proxy] redirect_http = yes needs a tls_listen%s%s", "", "");
     for (size_t i = 0; i < c->nroutes; i++)
-        if (!c->routes[i].prefix || c->routes[i].prefix[0] != '/')
-            return fail(p, c->routes[i].line, "[route %s]: prefix = /path is required%s",
-                        c->routes[i].name, "");
+        if (check_route_prefix(p, &c->routes[i]) < 0)
+            return 0;
     if (c->tenants.hmac_key && c->tenants.key != TK_HEADER && c->tenants.key != TK_COOKIE)
         return fail(p, c->tenants.hmac_line, "[tenants] hmac_key: signed keys need key = "
                     "header:NAME or cookie:NAME%s%s", "", "");
@@ -901,6 +919,7 @@ void config_free(struct config *cfg)
     free(cfg->scale.gunicorn_backend);
     free(cfg->admin.listen);
     free(cfg->admin.token);
+    free(cfg->admin.hosts);
     free(cfg->redis.url);
     free(cfg->redis.host);
     free(cfg->redis.password);

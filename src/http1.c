@@ -185,17 +185,22 @@ static int parse_absolute(struct http1_msg *m)
         skip = 8;
     else
         return -1;
-    const char *a = t + skip, *end = t + n;
-    const char *slash = memchr(a, '/', (size_t)(end - a));
-    const char *q = memchr(a, '?', (size_t)(end - a));
-    if (!slash || (q && q < slash))
-        return -1; /* sluice needs a path to forward: "http://h" alone is refused */
-    if (slash == a || memchr(a, '@', (size_t)(slash - a)) || !valid_host(a, (size_t)(slash - a)))
+    const char *a = t + skip, *end = t + n, *p = a;
+    while (p < end && *p != '/' && *p != '?')
+        p++; /* the authority ends at the path, the query or the end */
+    size_t alen = (size_t)(p - a); /* RFC 9110 4.2.1: an empty host is invalid */
+    if (alen == 0 || a[0] == ':' || memchr(a, '@', alen) || !valid_host(a, alen))
         return -1;
     m->authority = a;
-    m->authority_len = (size_t)(slash - a);
-    m->target = slash;
-    m->target_len = (size_t)(end - slash);
+    m->authority_len = (size_t)(p - a);
+    m->target = p;
+    m->target_len = (size_t)(end - p);
+    if (p == end && m->meth == HTTP1_M_OPTIONS) {
+        m->target = "*"; /* RFC 9112 3.2.4: OPTIONS of the server as a whole */
+        m->target_len = 1;
+    } else if (p == end || *p == '?') {
+        m->slash_missing = 1; /* RFC 9112 3.2.2: an empty path is sent as "/" */
+    }
     return 0;
 }
 
@@ -217,6 +222,8 @@ static int parse_request_line(const char *b, size_t n, struct http1_msg *m)
         return -1;
     m->target = b + t;
     m->target_len = i - t;
+    if (memchr(m->target, '#', m->target_len))
+        return -1; /* a fragment is the client's own business, never sent (RFC 9112 3.2) */
     if (m->target[0] != '/' && !(m->target_len == 1 && m->target[0] == '*' &&
                                  m->meth == HTTP1_M_OPTIONS) &&
         parse_absolute(m) < 0)

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -161,6 +162,23 @@ static void log_totals(struct proxy *px)
     }
 }
 
+/* Every connection is a descriptor: take the hard RLIMIT_NOFILE (at most 2^20) rather than
+ * a soft 1024, as HAProxy does; the workers share what it allows (worker_fd_check). */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > (1u << 20) ? (1u << 20)
+                                                                           : rl.rlim_max;
+    if (want > rl.rlim_cur) {
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            log_warn("main", "cannot raise RLIMIT_NOFILE to %lu: %s", (unsigned long)want,
+                     strerror(errno));
+    }
+}
+
 static int start_workers(struct proxy *px)
 {
     struct runtime *rt = atomic_load(&px->rt);
@@ -168,6 +186,7 @@ static int start_workers(struct proxy *px)
     int n = rt->cfg->proxy.threads > 0 ? rt->cfg->proxy.threads
                                        : (int)sysconf(_SC_NPROCESSORS_ONLN);
     px->nworkers = n < 1 ? 1 : n;
+    raise_nofile(); /* before the workers take their shares */
     px->workers = calloc((size_t)px->nworkers, sizeof *px->workers);
     px->meter = meter_new(px->nworkers); /* before any worker records into it */
     if (!px->workers || !px->meter || meter_attach(px->meter, rt) < 0)

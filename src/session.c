@@ -57,6 +57,7 @@
 #include <sluice/stats.h>
 #include <sluice/tls.h>
 #include <sluice/upstream.h>
+#include <sluice/uri.h>
 #include <sluice/worker.h>
 
 #define LINGER_MS 2000
@@ -256,9 +257,12 @@ struct session *session_next(struct session *s)
 
 void upconn_free(struct upconn *u)
 {
+    struct worker *w = u->w;
     if (u->bev)
         bufferevent_free(u->bev);
     free(u);
+    w->nupconns--;
+    worker_fd_check(w);
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg);
@@ -572,14 +576,28 @@ void sess_abort_session(struct session *s, enum stat_id why)
 
 /* ---- request head ---- */
 
-/* How many bytes of in to make contiguous for the head parser: through the blank line if
- * it is there (so a body behind the head is not copied), else all of it up to cap (the
- * parser then finds bare LFs and over-long heads without waiting). */
-size_t sess_head_span(struct evbuffer *in, size_t len, size_t cap)
+/* How many bytes of in to give the head parser now, 0 to wait for more: through the blank
+ * line when it is there (a body behind the head is not copied); otherwise all of it up to
+ * cap, so that bare LFs and over-long heads are found before the head ends, but only once
+ * the input has doubled since the last try. Each byte is searched once and parsing costs
+ * O(n) in all, however the head is cut into reads (one byte per write was O(n^2)). */
+size_t sess_head_span(struct evbuffer *in, size_t cap, struct head_scan *hs)
 {
-    struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
-    size_t take = end.pos >= 0 ? (size_t)end.pos + 4 : len;
-    return take < cap ? take : cap;
+    size_t len = evbuffer_get_length(in);
+    if (len == 0)
+        return 0;
+    if (hs->searched > len) /* not this input's (a new connection): start over */
+        *hs = (struct head_scan){0, 0};
+    struct evbuffer_ptr from;
+    evbuffer_ptr_set(in, &from, hs->searched > 3 ? hs->searched - 3 : 0, EVBUFFER_PTR_SET);
+    struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, &from);
+    if (end.pos >= 0)
+        return (size_t)end.pos + 4 < cap ? (size_t)end.pos + 4 : cap;
+    hs->searched = len;
+    if (len < cap && hs->parsed && len < 2 * hs->parsed)
+        return 0;
+    hs->parsed = len;
+    return len < cap ? len : cap;
 }
 
 static void copy_field(char *dst, size_t cap, const char *src, size_t n)
@@ -609,9 +627,12 @@ static void note_request(struct session *s, const struct http1_msg *m)
     copy_field(s->method, sizeof s->method, m->method, m->method_len);
     free(s->target);
     size_t tl = m->target_len < MAX_LOG_TARGET ? m->target_len : MAX_LOG_TARGET;
-    s->target = malloc(tl + 1);
-    if (s->target)
-        copy_field(s->target, tl + 1, m->target, tl);
+    size_t slash = m->slash_missing ? 1 : 0; /* "http://h?q" is "/?q" */
+    s->target = malloc(tl + slash + 1);
+    if (s->target) {
+        s->target[0] = '/';
+        copy_field(s->target + slash, tl + 1, m->target, tl);
+    }
     if (rid && valid_request_id(rid))
         copy_field(s->rid, sizeof s->rid, rid->value, rid->value_len);
     else
@@ -650,6 +671,8 @@ static void reset_request(struct session *s)
     s->route = NULL;
     s->bypass = 0;
     s->answer_keep = 0;
+    s->head_scan = (struct head_scan){0, 0};
+    s->resp_scan = (struct head_scan){0, 0};
 }
 
 /* Parse the head at the front of the client's input: its length, HTTP1_INCOMPLETE or
@@ -657,7 +680,9 @@ static void reset_request(struct session *s)
 static int parse_head(struct session *s, struct http1_msg *m, int *status, size_t *take)
 {
     struct evbuffer *in = bufferevent_get_input(s->cli);
-    *take = sess_head_span(in, evbuffer_get_length(in), s->rt->lim.max_head + 2);
+    *take = sess_head_span(in, s->rt->lim.max_head + 2, &s->head_scan);
+    if (*take == 0)
+        return HTTP1_INCOMPLETE;
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)*take);
     return http1_parse_request(p, *take, &s->rt->lim, s->w->hdrs, s->w->nhdrs, m, status);
 }
@@ -711,8 +736,18 @@ static void read_head(struct session *s)
         sess_send_error(s, 413, "body-too-large", "the request body is over max_body_size");
         return;
     }
+    long pl = uri_normalize_path(m.target, m.target_len, w->path);
+    if (pl < 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the request path has %s; it was not forwarded",
+                 uri_strerror(pl));
+        sess_send_error(s, 400, "bad-path", msg);
+        return;
+    }
+    m.path = w->path; /* what routes, bypass and path_prefix keys see */
+    m.path_len = (size_t)pl;
     s->tenant = admit_classify(&s->rt->admit, &m, s->peer);
-    s->route = admit_route(sess_cfg_of(s), m.target, m.target_len);
+    s->route = admit_route(sess_cfg_of(s), m.path, m.path_len);
     s->bypass = s->route && s->route->bypass;
     if (!s->bypass && s->tenant->interval_ns && sess_cfg_of(s)->redis.url) {
         sess_ask_redis(s); /* the head stays in the input buffer meanwhile */
@@ -950,13 +985,14 @@ static void cli_event_cb(struct bufferevent *bev, short what, void *arg)
         sess_abort_session(s, STAT_client_aborts);
         return;
     }
-    /* A half-close after a complete request is still answered over plain TCP. Not under
-     * TLS: libevent's TLS bufferevent stops writing (and its write timeout) on the peer's
-     * EOF, so an answer could never leave and the session would hold its slot forever. */
-    if ((what & BEV_EVENT_EOF) && !s->tls &&
-        (s->state == S_QUEUED || s->state == S_CONNECTING || s->state == S_FORWARD) &&
+    /* A client that ends its side once the response has begun (a download read to the
+     * end after a half-close) is still sent the rest over plain TCP. Before that, EOF is a
+     * client that gave up: 499, its slot and queue place freed at once, as NGINX does
+     * (proxy_ignore_client_abort off). Not under TLS: libevent's TLS bufferevent stops
+     * writing (and its write timeout) on the peer's EOF, so nothing more could leave. */
+    if ((what & BEV_EVENT_EOF) && !s->tls && s->state == S_FORWARD && s->resp_started &&
         s->req.done && !(what & BEV_EVENT_ERROR)) {
-        s->cli_eof = 1; /* half-close after a complete request: still answer it */
+        s->cli_eof = 1;
         s->keep_alive = 0;
         return;
     }

@@ -144,7 +144,7 @@ void sess_build_upstream_head(struct session *s, const struct http1_msg *m)
     const struct http1_header *xff = NULL, *host = m->host >= 0 ? &m->headers[m->host] : NULL;
     evbuffer_drain(o, evbuffer_get_length(o));
     evbuffer_add(o, m->method, m->method_len);
-    evbuffer_add(o, " ", 1);
+    evbuffer_add(o, m->slash_missing ? " /" : " ", m->slash_missing ? 2 : 1);
     evbuffer_add(o, m->target, m->target_len);
     evbuffer_add(o, " HTTP/1.1\r\n", 11);
     if (m->authority) { /* absolute-form: its authority replaces Host (RFC 9112 3.2.2) */
@@ -224,6 +224,7 @@ static void send_request_head(struct session *s)
     if (s->bodybuf)
         evbuffer_add_buffer(out, s->bodybuf);
     s->state = S_FORWARD;
+    s->resp_scan = (struct head_scan){0, 0};
     s->t_up_start = up_now_ms();
     s->t_sent_us = admit_now_ns() / 1000;
     s->inflight_at_send = up_inflight(s->backend);
@@ -254,6 +255,7 @@ static int new_upconn(struct session *s, struct backend *b)
         free(u);
         return -1;
     }
+    s->w->nupconns++;
     s->up = u;
     bufferevent_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, s);
     bufferevent_setwatermark(u->bev, EV_WRITE, LOW_WM, 0);
@@ -263,14 +265,23 @@ static int new_upconn(struct session *s, struct backend *b)
     sess_ms_tv(&ct, b->conf->connect_timeout_ms);
     bufferevent_set_timeouts(u->bev, NULL, &ct);
     stats_add(&s->w->stats, STAT_upstream_connects, 1);
-    if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&b->addr, (int)b->addrlen) < 0)
-        return -2;
+    if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&b->addr, (int)b->addrlen) < 0) {
+        int e = EVUTIL_SOCKET_ERROR();
+        if (e != EMFILE && e != ENFILE && e != ENOBUFS && e != ENOMEM)
+            return -2; /* the backend's */
+        /* out of descriptors here, not the backend's fault: an idle pooled connection
+         * gives its descriptor, once */
+        if (!worker_pool_evict(s->w) ||
+            bufferevent_socket_connect(u->bev, (struct sockaddr *)&b->addr, (int)b->addrlen) < 0)
+            return -3;
+    }
     int one = 1;
     setsockopt(bufferevent_getfd(u->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return 0;
 }
 
 static void connect_failed(struct session *s);
+static void upconn_failed(struct session *s, int rc);
 
 void sess_connect_upstream(struct session *s)
 {
@@ -318,12 +329,24 @@ void sess_pick_and_connect(struct session *s, int from_queue)
         return;
     }
     int rc = new_upconn(s, b);
-    if (rc == -1) {
-        sess_release_backend(s);
-        sess_send_error(s, 502, "no-memory", "out of memory connecting to the backend");
-    } else if (rc == -2) {
+    if (rc < 0)
+        upconn_failed(s, rc);
+}
+
+/* new_upconn() failed with rc: the backend's failure (-2: try another), or sluice's own. */
+static void upconn_failed(struct session *s, int rc)
+{
+    if (rc == -2) {
         connect_failed(s);
+        return;
     }
+    sess_drop_upstream(s);
+    sess_release_backend(s);
+    if (rc == -3)
+        sess_send_answer(s, 503, "no-descriptors", "sluice is out of file descriptors; "
+                         "retry later", "Retry-After: 1\r\n");
+    else
+        sess_send_error(s, 503, "no-memory", "out of memory connecting to the backend");
 }
 
 /* A connect to s->backend failed or timed out: mark it and try another once. */
@@ -360,12 +383,8 @@ static int retry_fresh(struct session *s)
     stats_add(&s->w->stats, STAT_retries, 1);
     s->state = S_CONNECTING;
     int rc = new_upconn(s, b);
-    if (rc == -2) {
-        connect_failed(s);
-    } else if (rc == -1) {
-        sess_release_backend(s);
-        sess_send_error(s, 502, "no-memory", "out of memory connecting to the backend");
-    }
+    if (rc < 0)
+        upconn_failed(s, rc);
     return 1;
 }
 
@@ -457,10 +476,9 @@ static int read_response_head(struct session *s)
     struct worker *w = s->w;
     struct evbuffer *in = bufferevent_get_input(s->up->bev);
     for (;;) {
-        size_t len = evbuffer_get_length(in);
-        if (len == 0)
+        size_t take = sess_head_span(in, s->rt->lim.max_head + 2, &s->resp_scan);
+        if (take == 0)
             return 0;
-        size_t take = sess_head_span(in, len, s->rt->lim.max_head + 2);
         const char *p = (const char *)evbuffer_pullup(in, (ssize_t)take);
         struct http1_msg m;
         int status = 0;
@@ -476,6 +494,7 @@ static int read_response_head(struct session *s)
         s->up_tainted |= m.unsent_body;
         if (m.status >= 100 && m.status < 200 && !(m.status == 101 && s->upgrade)) {
             evbuffer_drain(in, (size_t)n); /* interim answers: sluice sent its own 100 */
+            s->resp_scan = (struct head_scan){0, 0};
             continue;
         }
         s->t_up_end = up_now_ms();

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
@@ -28,6 +29,39 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     struct wlistener *wl = arg;
     (void)l;
     session_accept(wl->w, fd, sa, salen, wl->tls);
+    worker_fd_check(wl->w);
+}
+
+static void listeners_enable(struct worker *w, int on)
+{
+    for (int i = 0; i < w->nlst; i++) {
+        if (on)
+            evconnlistener_enable(w->lst[i].lev);
+        else
+            evconnlistener_disable(w->lst[i].lev);
+    }
+}
+
+/* Accepting pauses while sessions and backend connections use three quarters of the
+ * worker's share of RLIMIT_NOFILE: the sessions it holds must still find descriptors for
+ * their backend connections (an accept that took the last one turned a request into a 502
+ * and marked a healthy backend down). HAProxy derives maxconn from the same limit. */
+void worker_fd_check(struct worker *w)
+{
+    int used = w->nsessions + w->nupconns, high = w->fd_share - w->fd_share / 4;
+    if (!w->fd_paused && used >= high) {
+        w->fd_paused = 1;
+        listeners_enable(w, 0);
+        stats_add(&w->stats, STAT_accept_pauses, 1);
+        log_warn("listener", "thread=%d: %d client and %d backend connections, near its %d "
+                 "descriptors (RLIMIT_NOFILE): accepting paused", w->id, w->nsessions,
+                 w->nupconns, w->fd_share);
+    } else if (w->fd_paused && used < high - high / 8) {
+        w->fd_paused = 0;
+        if (!w->draining && !evtimer_pending(w->accept_retry, NULL))
+            listeners_enable(w, 1);
+        log_info("listener", "thread=%d: accepting again", w->id);
+    }
 }
 
 static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
@@ -35,10 +69,9 @@ static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
     struct worker *w = arg;
     (void)fd;
     (void)what;
-    if (w->draining)
+    if (w->draining || w->fd_paused)
         return;
-    for (int i = 0; i < w->nlst; i++)
-        evconnlistener_enable(w->lst[i].lev);
+    listeners_enable(w, 1);
 }
 
 /* accept() failed, most often EMFILE: stop accepting for 100 ms instead of spinning. */
@@ -50,8 +83,7 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
     (void)l;
     stats_add(&w->stats, STAT_accept_errors, 1);
     log_warn("listener", "accept failed: %s; pausing accept for 100ms", strerror(e));
-    for (int i = 0; i < w->nlst; i++)
-        evconnlistener_disable(w->lst[i].lev);
+    listeners_enable(w, 0);
     struct timeval tv = {0, 100000};
     evtimer_add(w->accept_retry, &tv);
 }
@@ -59,6 +91,20 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
 static void ctl_cb(evutil_socket_t fd, short what, void *arg);
 static void grace_cb(evutil_socket_t fd, short what, void *arg);
 static void reload_cb(evutil_socket_t fd, short what, void *arg);
+
+/* The descriptors one worker's connections may use: RLIMIT_NOFILE (main raised it to the
+ * hard limit) less what the process keeps for itself (logs, epoll, listeners, Redis, health
+ * checks, the admin listener), shared by the workers. */
+static int fd_share(int nworkers)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
+        rl.rlim_cur > (1u << 30))
+        return 1 << 30;
+    long spare = (long)rl.rlim_cur - 24 - 8L * nworkers;
+    long share = spare / (nworkers > 0 ? nworkers : 1);
+    return share < 8 ? 8 : (int)share;
+}
 
 int worker_init(struct worker *w, struct proxy *px, int id, char *err, size_t errlen)
 {
@@ -84,6 +130,7 @@ int worker_init(struct worker *w, struct proxy *px, int id, char *err, size_t er
     w->rng[1] |= 1;
     for (int i = 0; i < WORKER_MAX_LISTEN; i++)
         w->pending_fd[i] = -1;
+    w->fd_share = fd_share(px->nworkers);
     snprintf(w->name, sizeof w->name, "worker %d", id);
     if (!w->ctl || !w->reload_ev || !w->grace || !w->accept_retry ||
         rclient_init(&w->redis, w->base, &w->stats, w->name) < 0) {
@@ -189,7 +236,7 @@ static void adopt_listeners(struct worker *w, const struct runtime *rt)
     for (int i = 0; i < nn; i++) {
         evconnlistener_set_cb(w->lst[i].lev, accept_cb, &w->lst[i]);
         evconnlistener_set_error_cb(w->lst[i].lev, accept_error_cb);
-        if (w->draining)
+        if (w->draining || w->fd_paused)
             evconnlistener_disable(w->lst[i].lev);
     }
 }
@@ -200,9 +247,11 @@ int worker_adopt(struct worker *w)
     size_t nh = (size_t)rt->cfg->proxy.max_headers;
     struct http1_header *hdrs = calloc(nh, sizeof *hdrs);
     struct pool *pools = calloc((size_t)(rt->up.n > 0 ? rt->up.n : 1), sizeof *pools);
-    if (!hdrs || !pools) {
+    char *path = malloc(rt->cfg->proxy.max_line_size + 2); /* a target is shorter */
+    if (!hdrs || !pools || !path) {
         free(hdrs);
         free(pools);
+        free(path);
         worker_unprepare(w);
         return -1;
     }
@@ -212,8 +261,10 @@ int worker_adopt(struct worker *w)
         pools_free(w); /* idle connections belong to the old backend table */
     free(w->pools);
     free(w->hdrs);
+    free(w->path);
     w->pools = pools;
     w->hdrs = hdrs;
+    w->path = path;
     w->nhdrs = nh;
     struct runtime *old = w->rt;
     w->rt = rt;
@@ -314,6 +365,7 @@ void worker_stop(struct worker *w)
 
 void worker_session_gone(struct worker *w)
 {
+    worker_fd_check(w);
     if (w->draining && w->nsessions == 0)
         event_base_loopbreak(w->base);
 }
@@ -342,6 +394,7 @@ void worker_free(struct worker *w)
     if (w->accept_retry)
         event_free(w->accept_retry);
     free(w->hdrs);
+    free(w->path);
     free(w->pools);
     if (w->base)
         event_base_free(w->base);
@@ -399,6 +452,19 @@ static int idle_arrived(struct upconn *u)
     if (n > 0)
         return 1;
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
+}
+
+int worker_pool_evict(struct worker *w)
+{
+    for (int i = 0; w->rt && i < w->rt->up.n; i++) {
+        struct upconn *u = w->pools[i].head;
+        if (u) {
+            worker_pool_unlink(w, u);
+            upconn_free(u);
+            return 1;
+        }
+    }
+    return 0;
 }
 
 /* An idle connection to b that is safe to send a request on, or NULL. Connections that

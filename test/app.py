@@ -27,6 +27,8 @@ Endpoints:
                     piece, a slow reader); JSON with its length and sha256
   /conn             JSON: worker pid and the peer (proxy-side) port of this connection
   /health           "ok" (503 "unhealthy" while APP_HEALTH_FILE exists)
+  .../sqllab/...    any path with a "sqllab" segment, however written: like /concurrent (the
+                    route-cap tests write it every way a client can)
   /headbody?body=B  B as the body with its Content-Length, for every method: a naive app
                     that sends a body for HEAD too (Gunicorn passes it on)
 """
@@ -162,7 +164,7 @@ def app(environ, start_response):
         return _json(start_response, {"name": NAME, "length": length, "sha256": digest},
                      head=head)
 
-    if path == "/concurrent":
+    if path == "/concurrent" or "sqllab" in path.split("/"):
         with _conc_lock:
             _conc["now"] += 1
             _conc["peak"] = max(_conc["peak"], _conc["now"])

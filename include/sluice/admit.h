@@ -145,8 +145,9 @@ int admit_take(struct tenant *t);
 /* Give it back. */
 void admit_give(struct tenant *t);
 
-/* The [route NAME] whose prefix is the longest match of target, or NULL. */
-const struct route_conf *admit_route(const struct config *cfg, const char *target, size_t len);
+/* The [route NAME] whose prefix is the longest whole-segment match of the normalized path
+ * (uri.h: "/health" takes "/health/x", not "/healthX"), or NULL. */
+const struct route_conf *admit_route(const struct config *cfg, const char *path, size_t len);
 
 /* The state of route r (one of cfg's routes); NULL for NULL. */
 struct route_state *admit_route_state(const struct admit *a, const struct config *cfg,

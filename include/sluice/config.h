@@ -125,6 +125,8 @@ struct redis_conf {
 struct admin_conf {
     char *listen;                /* owned: "port" or "host:port" (host 127.0.0.1); NULL = off */
     char *token;                 /* owned: needed for actions, and for a non-loopback listen */
+    char *hosts;                 /* owned: more Host names that may read without the token
+                                  * (space or comma separated); NULL = loopback names only */
     int line;                    /* of listen */
 };
 

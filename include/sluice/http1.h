@@ -61,6 +61,10 @@ struct http1_msg {
     enum http1_method meth;
     const char *target;        /* origin-form path (for absolute-form, its path part) */
     size_t target_len;
+    int slash_missing;         /* absolute-form with an empty path: the origin-form target
+                                * is "/" followed by `target` (empty, or "?query") */
+    const char *path;          /* its normalized path (uri.h), set by the caller; NULL: none */
+    size_t path_len;
     const char *authority;     /* absolute-form only: the authority, which replaces Host */
     size_t authority_len;
     /* status line (responses) */
@@ -86,8 +90,9 @@ struct http1_msg {
 
 /* Parse a request head from buf[0..len). Returns the head length, HTTP1_INCOMPLETE, or
  * HTTP1_ERROR with *status set to 400, 414, 431 or 501. Accepts origin-form, absolute-form
- * (http/https; RFC 9112 3.2.2: its authority wins over Host) and "*" for OPTIONS; rejects
- * authority-form. Rejects (RFC 9112): bare LF, a Host that is not uri-host[:port],
+ * (http/https; RFC 9112 3.2.2: its authority wins over Host; an empty path is "/", or "*"
+ * for OPTIONS) and "*" for OPTIONS; rejects authority-form and a target with a fragment
+ * ("#", as HAProxy does). Rejects (RFC 9112): bare LF, a Host that is not uri-host[:port],
  * obs-fold, bad method/target/version, bad header-name bytes, NUL/CR/LF/CTL in values,
  * both Content-Length and Transfer-Encoding, differing or malformed Content-Length,
  * Transfer-Encoding whose last coding is not chunked (400) or with other codings (501),

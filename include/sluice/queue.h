@@ -39,7 +39,8 @@ struct waiter {
     atomic_int *route_inflight; /* its route's count when the route has a cap, else NULL */
     int route_max;
     struct event *wake;         /* owned by the session: activated when popped */
-    enum waiter_state state;
+    _Atomic(enum waiter_state) state; /* read without the lock by its owner (queue_leave
+                                * of an idle waiter, wake_cb): written under it */
     uint64_t since_ms;          /* when it queued */
 };
 

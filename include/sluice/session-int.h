@@ -41,8 +41,9 @@ void sess_read_more(struct bufferevent *bev, int tls);
 void sess_flush_cli(struct session *s);
 /* Client socket timeouts: read_ms for reading (0 = none), send_timeout for writing. */
 void sess_cli_timeouts(struct session *s, uint32_t read_ms);
-/* Bytes of in to make contiguous for the head parser (through the blank line, at most cap). */
-size_t sess_head_span(struct evbuffer *in, size_t len, size_t cap);
+/* Bytes of in to give the head parser now (through the blank line, at most cap), or 0 to
+ * wait: a head cut into many reads is searched and parsed in O(n) overall (hs: its state). */
+size_t sess_head_span(struct evbuffer *in, size_t cap, struct head_scan *hs);
 
 /* ---- session.c: ending a request ---- */
 

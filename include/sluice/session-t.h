@@ -26,6 +26,13 @@ struct tenant;
 enum sess_state { S_READ_HEAD, S_ADMIT, S_READ_BODY, S_QUEUED, S_CONNECTING, S_FORWARD,
                   S_TUNNEL, S_CLOSING, S_LINGER };
 
+/* How far a head being read was looked at (sess_head_span): bytes searched for its end,
+ * and the input's length when it was last parsed. Zero for a new head. */
+struct head_scan {
+    size_t searched;
+    size_t parsed;
+};
+
 /* A message body being moved from one buffer to another, re-framed if needed. */
 struct body {
     enum http1_body kind; /* framing on the source side */
@@ -81,6 +88,8 @@ struct session {
     int answer_keep;              /* a refusal may keep the connection (body fully read) */
     struct backend *last_failed;
     struct body req, resp;
+    struct head_scan head_scan;   /* the client's request head being read */
+    struct head_scan resp_scan;   /* the backend's response head being read */
     uint64_t bytes_in, bytes_out;
     uint64_t t_start, t_up_start, t_up_end;
     uint64_t t_sent_us;           /* when the request went upstream (latency samples) */

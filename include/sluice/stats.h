@@ -19,7 +19,7 @@
     X(err_431, "request heads over max_header_size or max_headers (431)")                \
     X(err_501, "requests with an unsupported transfer coding or method (501)")           \
     X(err_502, "backend connect failures or bad backend responses answered 502")         \
-    X(err_503, "requests refused for lack of memory (503)")                               \
+    X(err_503, "requests refused for lack of memory or file descriptors (503)")                               \
     X(err_504, "backend read timeouts answered 504")                                      \
     X(rejected_rate, "requests refused by a tenant's rate limit (429)")                   \
     X(rejected_tenant_queue, "requests refused over a tenant's max_queue (429)")          \
@@ -30,6 +30,7 @@
     X(upstream_dirty, "backend connections closed for bytes beyond a response's framing")  \
     X(retries, "requests retried on another backend or a fresh connection")             \
     X(accept_errors, "accept() failures (e.g. out of file descriptors)")                 \
+    X(accept_pauses, "times accepting paused near the descriptor limit (RLIMIT_NOFILE)")  \
     X(tls_handshake_errors, "TLS handshakes that failed (protocol, cipher, or a closed peer)") \
     X(redirects, "plain-HTTP requests redirected to https (redirect_http)")                \
     X(rejected_shed, "requests shed from a standing queue (503)")                            \

@@ -71,7 +71,12 @@ struct worker {
     struct pool *pools;                /* owned array, one per backend of rt */
     struct http1_header *hdrs;         /* owned scratch for parsing, max_headers entries */
     size_t nhdrs;
+    char *path;                        /* owned scratch: a request's normalized path
+                                        * (max_line_size + 2 bytes) */
     int draining;
+    int nupconns;                      /* backend connections, in use and pooled */
+    int fd_share;                      /* descriptors its connections may use */
+    int fd_paused;                     /* accepting paused: too near fd_share */
     uint64_t rng[2];                   /* xorshift128+ state for request ids */
     struct rclient redis;              /* this thread's Redis client (off without [redis]) */
     char name[16];                     /* "worker N", for log lines */
@@ -109,6 +114,13 @@ void worker_request_id(struct worker *w, char out[33]);
 
 /* A session ended (already unlinked); exits the loop when draining and none are left. */
 void worker_session_gone(struct worker *w);
+
+/* Its connections (sessions, backend connections) changed: pause accepting when they come
+ * near its share of RLIMIT_NOFILE, resume once they are well below it. */
+void worker_fd_check(struct worker *w);
+
+/* Close one idle pooled connection (any backend) to free a descriptor; 0 if there was none. */
+int worker_pool_evict(struct worker *w);
 
 /* Take an idle pooled connection to backend b, or NULL. */
 struct upconn *worker_pool_get(struct worker *w, struct backend *b);

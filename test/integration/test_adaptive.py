@@ -2,6 +2,7 @@
 its latency (a gradient controller, src/adaptive.c) and keeps the rest in its own queue.
 Against real sync workers (one request each) the learned limit settles near the worker
 count: the knee beyond which latency only grows."""
+import json
 import re
 import threading
 import time
@@ -58,9 +59,20 @@ def test_learned_limit_converges_near_the_worker_count(backend_factory, sluice_f
 
 
 def test_an_app_limited_backend_is_not_given_a_limit_it_never_used(backend_factory,
-                                                                   sluice_factory):
+                                                                   sluice_factory, free_port):
+    """One client at a time: the controller measures (min_rtt near the 20 ms the app takes)
+    but never had more than one request in flight, so it has no evidence for a higher
+    limit and must not grant one."""
     b = backend_factory("a", workers=4)
-    s = sluice_factory([b], backend_opts={"workers": "auto", "workers_max": "32"})
-    closed_loop(s.port, "/slow?ms=20", clients=1, seconds=4)
-    limits = learned(s)
-    assert not limits or max(limits) <= 3, limits
+    admin = free_port()
+    s = sluice_factory([b], backend_opts={"workers": "auto", "workers_max": "32"},
+                       extra="[admin]\nlisten = 127.0.0.1:%d\n" % admin)
+    statuses = closed_loop(s.port, "/slow?ms=20", clients=1, seconds=4)
+    assert len(statuses) > 50 and set(statuses) == {200}, (len(statuses), set(statuses))
+    c = http.client.HTTPConnection("127.0.0.1", admin, timeout=10)
+    c.request("GET", "/status.json")
+    (a,) = json.loads(c.getresponse().read())["backends"]
+    c.close()
+    assert a["capacity_mode"] == "auto", a
+    assert 15 <= a["learned_min_rtt_ms"] <= 200, "it did not measure the backend: %r" % a
+    assert 1 <= a["capacity"] <= 3, "a limit it never used: %r (log: %s)" % (a, learned(s))

@@ -232,3 +232,26 @@ def test_admin_port_accepts_as_soon_as_the_proxy_port_does(backend_factory, slui
             assert time.monotonic() < deadline and s.proc.poll() is None, "sluice did not start"
         assert helpers.port_open(port), "the proxy port accepted before the admin port"
         s.stop()
+
+
+def test_loopback_admin_answers_only_hosts_that_name_it(backend_factory, sluice_factory,
+                                                        free_port):
+    """DNS rebinding: a page in a browser on this machine whose name now resolves to
+    127.0.0.1 sends its own name as Host; without the token it must not read the admin
+    documents. Loopback names, the listen address and [admin] hosts may (any port)."""
+    port = free_port()
+    s = sluice_factory([backend_factory("a")],
+                       extra=admin_extra(port) + "hosts = status.internal, ops.example\n")
+    for host in ("127.0.0.1:%d" % port, "localhost", "LOCALHOST:1", "status.internal:8080",
+                 "ops.example", "[::1]:%d" % port):
+        r, body = call(port, "GET", "/status.json", {"Host": host})
+        assert r.status == 200, (host, r.status, body)
+    for host in ("evil.example", "evil.example:%d" % port, "127.0.0.1.evil.example",
+                 "status.internal.evil", "localhost.", "[::2]"):
+        for path in ("/status.json", "/metrics", "/status"):
+            r, body = call(port, "GET", path, {"Host": host})
+            assert r.status == 403 and "[admin] hosts" in body, (host, path, r.status, body)
+    # the token is enough whatever the Host
+    r, _ = call(port, "GET", "/status.json", {"Host": "evil.example",
+                                              "Authorization": "Bearer " + TOKEN})
+    assert r.status == 200

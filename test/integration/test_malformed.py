@@ -1,6 +1,5 @@
 """Request smuggling and malformed requests (RFC 9112): each gets sluice's own error response,
 the connection is closed, and the backend never sees the request. Limits: 413/414/431."""
-import time
 
 import pytest
 
@@ -217,7 +216,7 @@ def test_http10_request_with_transfer_encoding_cannot_smuggle_a_second_request(p
         c.send(data)
         r = c.read_response()
         closed, extra = c.wait_closed(3 * SLOW)
-    assert r.status in (400, 501) or r.status == 200, r
+    # sluice answers itself (the framing is refused: nothing of it is forwarded) and closes
+    assert is_sluice_error(r, 400), r
     assert closed and b"HTTP/1." not in extra, "a second response came back: %r" % extra[:200]
-    time.sleep(0.3)
-    assert not any("/smuggled" in l for l in a.log_lines()[before:]), a.log_lines()[before:]
+    assert a.log_lines()[before:] == [], "it reached the backend: %r" % a.log_lines()[before:]

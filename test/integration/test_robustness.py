@@ -1,11 +1,14 @@
 """Robustness: clients that go away, concurrent clients, stale pooled connections, and
 backends that send hop-by-hop headers or cut a Content-Length body short."""
 import hashlib
+import json
 import socket
 import threading
 import time
+import urllib.request
 
-from helpers import SANITIZED, SLOW, Conn, RssSampler, parse_status, pattern_sha, raw, request
+from helpers import (SANITIZED, SLOW, Conn, RssSampler, free_port, parse_status, pattern_sha,
+                     raw, request)
 
 
 def still_healthy(s, n=3):
@@ -15,15 +18,40 @@ def still_healthy(s, n=3):
     assert s.proc.poll() is None, "sluice died"
 
 
-def test_client_disconnect_while_waiting_for_backend_is_harmless(backend_factory, sluice_factory):
+def test_client_disconnect_while_waiting_for_backend_is_logged_499_and_frees_its_slot(
+        backend_factory, sluice_factory):
+    """A client that closes before its response begins gave up (NGINX's 499): the access
+    log says so at once and its backend slot is free for the next request. One slot
+    (workers = 1): a slot held by an abandoned request would queue the next ones."""
     a = backend_factory("a", workers=1, worker_class="gthread", threads=4)
-    s = sluice_factory([a])
+    admin = free_port()
+    s = sluice_factory([a], backend_opts={"workers": "1"},
+                       extra="[queue]\ntimeout = 5s\n[admin]\nlisten = 127.0.0.1:%d\n" % admin)
+
+    def inflight():
+        with urllib.request.urlopen("http://127.0.0.1:%d/status.json" % admin, timeout=10) as f:
+            return json.load(f)["backends"][0]["inflight"]
+
     for i in range(5):
         c = Conn(s.port)
-        c.request("GET", "/slow?ms=400&i=%d" % i)
-        a.wait_log("/slow?ms=400&i=%d" % i, 5 * SLOW)
+        c.request("GET", "/slow?ms=2000&i=%d" % i)
+        a.wait_log("/slow?ms=2000&i=%d" % i, 5 * SLOW)
+        assert inflight() == 1
         c.close()
-    time.sleep(0.6)  # let the abandoned responses arrive at sluice
+        (line,) = s.wait_access_lines(i + 1)[i:]
+        assert " /slow?ms=2000&i=%d 499 " % i in line, line
+        assert inflight() == 0, "the abandoned request still holds its slot"
+    # a client that gives up while queued leaves the queue (499) without taking a slot
+    with Conn(s.port) as busy:
+        busy.request("GET", "/slow?ms=1500&busy=1")
+        a.wait_log("/slow?ms=1500&busy=1", 5 * SLOW)
+        c = Conn(s.port)
+        c.request("GET", "/?queued=1")
+        c.close()
+        line = s.wait_access_lines(6)[5]  # logged at once, while /slow still runs
+        assert " /?queued=1 499 " in line, line
+        assert busy.read_response().status == 200
+    assert not any("queued=1" in l for l in a.log_lines()), "the abandoned request ran"
     still_healthy(s)
 
 

@@ -411,7 +411,10 @@ REFUSED = [
     ("absolute_form_without_host_http11", "GET http://a.test/ HTTP/1.1\r\n\r\n", 400),
     ("absolute_form_with_userinfo",
      "GET http://evil@a.test/ HTTP/1.1\r\n" + H + "\r\n", 400),
-    ("absolute_form_without_path", "GET http://a.test HTTP/1.1\r\n" + H + "\r\n", 400),
+    ("absolute_form_fragment", "GET http://a.test/x#f HTTP/1.1\r\n" + H + "\r\n", 400),
+    ("fragment_in_target", "GET /x#f HTTP/1.1\r\n" + H + "\r\n", 400),
+    ("encoded_slash_in_path", "GET /a%2Fb HTTP/1.1\r\n" + H + "\r\n", 400),
+    ("dot_segment_above_root", "GET /a/../../b HTTP/1.1\r\n" + H + "\r\n", 400),
     ("absolute_form_other_scheme", "GET ftp://a.test/ HTTP/1.1\r\n" + H + "\r\n", 400),
     ("absolute_form_empty_authority", "GET http:///x HTTP/1.1\r\n" + H + "\r\n", 400),
     ("absolute_form_bad_host_chars", "GET http://a<b/x HTTP/1.1\r\n" + H + "\r\n", 400),
@@ -942,8 +945,11 @@ def test_10k_idle_keepalive_connections_do_not_slow_others_and_close_at_keepaliv
 def test_out_of_file_descriptors_sluice_survives_counts_accept_errors_and_recovers(
         rec_factory, sluice_factory):
     """sluice runs with RLIMIT_NOFILE 64 and 300 connections are opened at it: it keeps
-    running, pauses accepting instead of spinning (CPU stays low), counts accept errors
-    (exit totals accept_errors=) and, once the flood is closed, serves normally again."""
+    running, stops accepting while its connections are near the limit (so that those it
+    holds still find descriptors for their backend connections), uses no CPU meanwhile,
+    counts the pauses (exit totals accept_pauses=) and, once the flood is closed, serves
+    normally again: no request gets a 502 and the backend is never marked down (one
+    accept that took the last descriptor used to do both)."""
     be = rec_factory(record=False)
     s = sluice_factory([("rec", be.address, 4)], proxy={"client_header_timeout": "30s"},
                        start=False)
@@ -975,7 +981,7 @@ def test_out_of_file_descriptors_sluice_survives_counts_accept_errors_and_recove
             s.diagnostics()
         assert fd_count(s.pid) <= limit
         assert cpu < 0.3, "sluice used %.0f%% CPU while out of file descriptors" % (cpu * 100)
-        assert "accept failed" in s.errors(), s.errors()[-2000:]
+        assert "accepting paused" in s.errors(), s.errors()[-2000:]
     finally:
         for k in flood:
             k.close()
@@ -992,5 +998,6 @@ def test_out_of_file_descriptors_sluice_survives_counts_accept_errors_and_recove
     assert s.proc.poll() is None
     assert s.stop() == 0, s.diagnostics()
     totals = exit_totals(s)
-    assert totals["accept_errors"] > 0, totals
-    assert totals["connections"] >= limit, totals
+    assert totals["accept_pauses"] > 0, totals
+    assert totals["err_502"] == 0 and totals["err_503"] == 0, totals
+    assert "connect failed" not in s.errors(), s.errors()[-2000:]  # what marks a backend down

@@ -546,6 +546,25 @@ static void test_req_absolute_form(void **state)
     req_ok(&p, RAW("GET http://example.com:8080/a/b?c=d HTTP/1.1\r\nHost: example.com:8080\r\n\r\n"));
     span_eq("target", p.msg.target, p.msg.target_len, "/a/b?c=d");
     span_eq("authority", p.msg.authority, p.msg.authority_len, "example.com:8080");
+    assert_int_equal(p.msg.slash_missing, 0);
+}
+
+/* RFC 9112 3.2.2 and 3.2.4: an empty path is "/" ("/?q" with a query), "*" for OPTIONS. */
+static void test_req_absolute_form_empty_path(void **state)
+{
+    struct parsed p;
+    (void)state;
+    req_ok(&p, RAW("GET http://h.test HTTP/1.1\r\nHost: h.test\r\n\r\n"));
+    span_eq("authority", p.msg.authority, p.msg.authority_len, "h.test");
+    assert_int_equal(p.msg.target_len, 0);
+    assert_int_equal(p.msg.slash_missing, 1);
+    req_ok(&p, RAW("GET http://h.test:1234?x=1 HTTP/1.1\r\nHost: h.test:1234\r\n\r\n"));
+    span_eq("authority", p.msg.authority, p.msg.authority_len, "h.test:1234");
+    span_eq("target", p.msg.target, p.msg.target_len, "?x=1");
+    assert_int_equal(p.msg.slash_missing, 1);
+    req_ok(&p, RAW("OPTIONS http://h.test HTTP/1.1\r\nHost: h.test\r\n\r\n"));
+    span_eq("target", p.msg.target, p.msg.target_len, "*");
+    assert_int_equal(p.msg.slash_missing, 0);
 }
 
 static void test_req_absolute_form_bad(void **state)
@@ -557,6 +576,10 @@ static void test_req_absolute_form_bad(void **state)
         "GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n",
         "GET http://exa mple/ HTTP/1.1\r\nHost: a\r\n\r\n",
         "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        "GET http://example.com/x#frag HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET /x#frag HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET /x?a#frag HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET http://:80/x HTTP/1.1\r\nHost: a\r\n\r\n",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct http1_header hdrs[16];
@@ -1403,6 +1426,7 @@ int main(void)
         cmocka_unit_test(test_req_methods),
         cmocka_unit_test(test_req_absolute_form),
         cmocka_unit_test(test_req_absolute_form_bad),
+        cmocka_unit_test(test_req_absolute_form_empty_path),
         cmocka_unit_test(test_req_header_ids),
         cmocka_unit_test(test_req_pipelined),
         cmocka_unit_test(test_name_is_and_find),
