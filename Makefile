@@ -33,7 +33,7 @@ UNIT_SRCS := $(wildcard test/unit/test_*.c)
 UNIT_BINS := $(patsubst test/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 PYTEST  = /usr/bin/python3 -m pytest
 
-.PHONY: all deps test unit integration sanitize demo bench install clean fuzz fuzz-smoke soak soak-valgrind soak-plain
+.PHONY: all deps test unit integration sanitize tsan demo bench install clean fuzz fuzz-smoke soak soak-valgrind soak-plain
 
 all: $(BUILD)/sluice
 
@@ -87,6 +87,7 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory unit
 	$(Q)$(MAKE) --no-print-directory integration
 	$(Q)$(MAKE) --no-print-directory sanitize
+	$(Q)$(MAKE) --no-print-directory tsan
 	$(Q)$(MAKE) --no-print-directory -j$(JOBS) $(FUZZ_BINS)
 	$(Q)$(MAKE) --no-print-directory fuzz-smoke FUZZ_SMOKE_TIME=5
 
@@ -97,6 +98,17 @@ sanitize:
 	$(Q)ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		SLUICE_BIN=$(abspath build-san/sluice) SLUICE_SANITIZED=1 $(PYTEST_PAR) \
 		-m "not slow" test/integration
+
+# ThreadSanitizer build in its own directory, then the integration tests where several
+# threads share state (the queue and its wake-ups across threads, tenants, reloads, the
+# admin and scale readers, floods, pools). Part of make test.
+TSAN_TESTS = test_queue.py test_tenants.py test_reload.py test_admin.py test_pipeline_flood.py \
+	test_pool_safety.py test_balancing.py test_robustness.py
+tsan:
+	$(Q)$(MAKE) --no-print-directory -j$(JOBS) BUILD=build-tsan SANITIZER=thread CFLAGS="-O1 -g -DSLUICE_QUEUE_CHECK" build-tsan/sluice
+	$(Q)TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 suppressions=$(abspath test/tsan.supp)" \
+		SLUICE_BIN=$(abspath build-tsan/sluice) SLUICE_SANITIZED=1 $(PYTEST_PAR) -m "not slow" \
+		$(addprefix test/integration/,$(TSAN_TESTS))
 
 demo: deps all
 	$(Q)sh test/demo.sh
@@ -187,4 +199,4 @@ install: all
 		> $(DESTDIR)$(PREFIX)/lib/systemd/system/sluice.service
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-tsan

@@ -147,6 +147,9 @@ void sess_wait_for_slot(struct session *s, int front)
     struct route_state *rs = route_state_of(s);
     s->wt.route_max = rs ? s->route->max_inflight : 0;
     s->wt.route_inflight = rs && s->wt.route_max > 0 ? &rs->inflight : NULL;
+    uint64_t now = up_now_ms();
+    if (!front)
+        s->wt.since_ms = now; /* before queue_push: from then on other threads read it */
     int rc = c->queue_max == 0 ? -1 : queue_push(q, &s->wt, front, c->queue_max);
     if (rc == -2) {
         s->answer_keep = s->req.done;
@@ -159,9 +162,6 @@ void sess_wait_for_slot(struct session *s, int front)
         sess_send_queue_reject(s, "queue-full");
         return;
     }
-    uint64_t now = up_now_ms();
-    if (!front)
-        s->wt.since_ms = now;
     uint64_t waited = now - s->wt.since_ms;
     s->state = S_QUEUED;
     sess_timer_ms(s, waited < c->queue_timeout_ms ? (uint32_t)(c->queue_timeout_ms - waited) : 0);

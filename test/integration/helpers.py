@@ -30,7 +30,8 @@ CURL = "/usr/bin/curl"
 # Slower everything under ASan/UBSan.
 SLOW = 3.0 if SANITIZED else 1.0
 
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "WARNING: ThreadSanitizer")
 
 
 
