@@ -886,7 +886,10 @@ def test_10k_idle_keepalive_connections_do_not_slow_others_and_close_at_keepaliv
                         del pending[k]
                         ep.unregister(k.fileno())
             ep.close()
-            assert not pending, "%d requests unanswered in wave %d" % (len(pending), w0)
+            # (once a pooled backend connection whose idle timeout was due in the loop turn
+            # that reused it: its response was never read; test_pool_safety covers that)
+            assert not pending, "%d requests unanswered in wave %d\n%s" % (
+                len(pending), w0, s.diagnostics())
         setup = time.monotonic() - t_start
         print("opened %d keep-alive connections in %.1fs" % (n, setup))
         assert setup < ka - 2, "opening %d connections took %.1fs, keepalive_timeout %.0fs" % (
