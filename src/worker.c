@@ -469,8 +469,17 @@ int worker_pool_evict(struct worker *w)
 
 /* An idle connection to b that is safe to send a request on, or NULL. Connections that
  * hold bytes nobody asked for are closed and counted; ones the backend closed, dropped. */
+/* The worker's pools are those of its generation: a backend of another one (a request
+ * admitted before a reload) has none here. Its index means nothing in this table. */
+static int pooled_here(const struct worker *w, const struct backend *b)
+{
+    return w->rt && b->index >= 0 && b->index < w->rt->up.n && &w->rt->up.b[b->index] == b;
+}
+
 struct upconn *worker_pool_get(struct worker *w, struct backend *b)
 {
+    if (!pooled_here(w, b))
+        return NULL;
     struct pool *p = &w->pools[b->index];
     struct upconn *u;
     while ((u = p->head) != NULL) {
@@ -495,6 +504,10 @@ struct upconn *worker_pool_get(struct worker *w, struct backend *b)
 
 void worker_pool_put(struct worker *w, struct upconn *u)
 {
+    if (!pooled_here(w, u->b)) {
+        upconn_free(u);
+        return;
+    }
     struct pool *p = &w->pools[u->b->index];
     if (p->count >= u->b->conf->keepalive) {
         upconn_free(u);

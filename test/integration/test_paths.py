@@ -126,8 +126,9 @@ def test_the_target_is_forwarded_as_the_client_wrote_it(raw_backend_factory, slu
             r = c.read_response("OPTIONS" if req.startswith("OPTIONS") else "GET")
             assert r.status == 200, (req, r)
         assert seen[-1] == line, (req, seen[-1])
+    # the access log names the target as forwarded (lines from two threads, in any order)
     lines = s.wait_access_lines(len(cases))
-    assert " GET /?x=1 " in lines[2], lines[2]
+    assert any(" GET /?x=1 " in l for l in lines), lines
 
 
 def test_a_route_prefix_that_is_not_a_clean_path_is_refused_at_load(tmp_path):

@@ -2,6 +2,7 @@
 re-weighted; listeners added and removed, unchanged ones untouched); a broken config keeps
 the old one serving; `-s stop` stops. Plus reloads under a bounded load with zero failures."""
 import http.client
+import json
 import os
 import signal
 import subprocess
@@ -339,3 +340,65 @@ def test_twenty_reloads_under_load_fail_no_request(pool, sluice_factory):
     assert total >= 100, counts
     assert counts["a"] and counts["b"] and counts["c"], counts
     assert events(s) == (15, 5), s.errors()[-3000:]
+
+
+def test_requests_queued_across_a_reload_that_reorders_and_removes_backends(pool,
+                                                                           sluice_factory):
+    """Requests admitted under the old generation and woken after a reload that removed,
+    added and reordered backends: each is sent to a backend of its own generation, the one
+    whose slot it holds (a woken request indexed the new pool table with its old backend
+    index: a heap overflow when the table shrank, a request sent to another server when it
+    did not); every slot comes back."""
+    a, b, c = pool["a"], pool["b"], pool["c"]
+    admin = helpers.free_port()
+    opts = {"workers": "1", "idle_timeout": "30s"}
+    extra = "[admin]\nlisten = 127.0.0.1:%d\n" % admin
+    s = sluice_factory([a, b], backend_opts=opts, extra=extra)
+    assert set(names_seen(s.port, 8)) == {"a", "b"}  # pooled connections to both now
+    results = {}
+
+    def one(tag, ms):
+        results[tag] = request(s.port, "GET", "/slow?ms=%d&tag=%s" % (ms, tag), timeout=30)
+
+    def queued():
+        c_ = http.client.HTTPConnection("127.0.0.1", admin, timeout=10)
+        c_.request("GET", "/status.json")
+        n = json.loads(c_.getresponse().read())["queue"]["depth"]
+        c_.close()
+        return n
+
+    threads = []
+    for gen, backends in enumerate(([c, b], [c])):  # reorder and add, then shrink
+        tags = ["g%dhold%d" % (gen, i) for i in range(2)] + ["g%dq%d" % (gen, i) for i in range(4)]
+        ts = [threading.Thread(target=one, args=(t, 1500 if "hold" in t else 50)) for t in tags]
+        for t in ts[:2]:
+            t.start()
+        wait_for(lambda: sum(any("tag=%s" % t in l for l in a.log_lines() + b.log_lines() +
+                                 c.log_lines()) for t in tags[:2]) == 2,
+                 5 * SLOW, msg="both slots taken")
+        for t in ts[2:]:
+            t.start()
+        wait_for(lambda: queued() == 4, 5 * SLOW, msg="4 requests queued")
+        before = {"a", "b"} if gen == 0 else {"c", "b"}
+        rewrite(s, backends, backend_opts=opts, extra=None)
+        with open(s.config, "a") as f:
+            f.write(extra)
+        reload(s)
+        for t in ts:
+            t.join(30 * SLOW)
+        for tag in tags:
+            r = results[tag]
+            assert r.status == 200, (tag, r)
+            assert r.header("X-App-Name") in before, \
+                "%s, admitted before the reload, was answered by %s" % (
+                    tag, r.header("X-App-Name"))
+        threads += ts
+        if gen == 0:  # the new generation pools connections before the next reload
+            assert set(names_seen(s.port, 8)) == {"b", "c"}
+    assert set(names_seen(s.port, 4)) == {"c"}
+    c_ = http.client.HTTPConnection("127.0.0.1", admin, timeout=10)
+    c_.request("GET", "/status.json")
+    doc = json.loads(c_.getresponse().read())
+    c_.close()
+    assert [x["inflight"] for x in doc["backends"]] == [0] and doc["queue"]["depth"] == 0, doc
+    assert s.stop() == 0, s.diagnostics()
