@@ -1,5 +1,6 @@
 /* session-int: the functions the parts of a session call across files (session.c, the
- * client side; session_admit.c, admission; session_upstream.c, the backend side). Internal:
+ * client side; session_admit.c, admission; session_upstream.c, the backend side;
+ * session_answer.c, what sluice answers by itself). Internal:
  * included only by src/session*.c; everything else in those files is static. */
 #ifndef SLUICE_SESSION_INT_H
 #define SLUICE_SESSION_INT_H
@@ -55,11 +56,19 @@ void sess_drop_upstream(struct session *s);
 void sess_release_backend(struct session *s);
 /* Close after what is queued for the client has been written (then linger). */
 void sess_close_after_flush(struct session *s);
+/* ---- session_answer.c ---- */
+
 /* Answer a status the proxy produced (extra: more header lines, or NULL); keep or close. */
 void sess_send_answer(struct session *s, int status, const char *code, const char *msg,
                       const char *extra);
 /* sess_send_answer() without extra header lines. */
 void sess_send_error(struct session *s, int status, const char *code, const char *msg);
+
+/* redirect_http: 308 to the same host and target over https. */
+void sess_send_redirect(struct session *s, const struct http1_msg *m);
+/* 429 from the tenant's rate limit, with Retry-After and the RateLimit fields. */
+void sess_send_rate_limited(struct session *s, uint64_t wait_ns);
+
 /* The response had started when things went wrong: count why, log and free the session. */
 void sess_abort_session(struct session *s, enum stat_id why);
 /* Keep-alive: wait for (or parse the already pipelined) next request. */

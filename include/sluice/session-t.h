@@ -22,6 +22,7 @@ struct tenant;
 #define HIGH_WM (256 * 1024)
 #define LOW_WM (64 * 1024)
 #define MAX_IO (128 * 1024) /* per read/write call; libevent's default is 16 KiB */
+#define MAX_LOG_TARGET 1024 /* the request target as kept for logs and redirects */
 
 enum sess_state { S_READ_HEAD, S_ADMIT, S_READ_BODY, S_QUEUED, S_CONNECTING, S_FORWARD,
                   S_TUNNEL, S_CLOSING, S_LINGER };
