@@ -540,7 +540,7 @@ static void finish_response(struct session *s, int upstream_reusable)
 {
     struct worker *w = s->w;
     if (s->up) {
-        if (upstream_reusable && !w->draining && s->rt == w->rt) {
+        if (upstream_reusable && !w->draining) { /* worker_pool_put keeps only its generation's */
             bufferevent_setcb(s->up->bev, NULL, NULL, NULL, NULL);
             worker_pool_put(w, s->up);
         } else {

@@ -11,7 +11,6 @@
  * never passes a backend's bytes through unframed); every session and backend connection
  * is gone once the client has closed and sluice was stopped (session_kill). */
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdint.h>
@@ -27,7 +26,6 @@
 #include <event2/listener.h>
 #include <event2/thread.h>
 
-#include <sluice/http1.h>
 #include <sluice/log.h>
 #include <sluice/meter.h>
 #include <sluice/queue.h>
