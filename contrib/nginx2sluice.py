@@ -49,6 +49,7 @@ SLUICE_KEYS = {
         "max_headers": ("int", 1, 1000),
         "max_body_size": ("size", 0, 1 << 50),
         "request_buffer": ("size", 0, 1 << 30),
+        "buffer_memory": ("size", 1 << 20, 1 << 40),
         "retries": ("int", 0, 5),
         "log_level": ("level",),
     },

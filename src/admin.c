@@ -206,6 +206,12 @@ static void json_queue(struct evbuffer *o, struct proxy *px, const struct config
                         (uint64_t)atomic_load(&q->full));
 }
 
+static void json_buffers(struct evbuffer *o, struct proxy *px, const struct config *c)
+{
+    evbuffer_add_printf(o, "\"buffers\":{\"used\":%zu,\"limit\":%zu,\"trims\":%zu}",
+                        bufmem_used(&px->bufmem), c->proxy.buffer_memory, px->bufmem.trims);
+}
+
 static void json_pool(struct evbuffer *o, const struct meter *m, const struct runtime *rt)
 {
     int inflight = 0, cap = 0;
@@ -246,6 +252,8 @@ void admin_status_json(struct admin *a, struct evbuffer *o)
                         mono_s() - a->started, px->nworkers,
                         (long long)time(NULL));
     json_queue(o, px, rt->cfg);
+    evbuffer_add_printf(o, ",");
+    json_buffers(o, px, rt->cfg);
     evbuffer_add(o, ",", 1);
     json_pool(o, px->meter, rt);
     evbuffer_add(o, ",", 1);
@@ -369,6 +377,12 @@ void admin_metrics(struct admin *a, struct evbuffer *o)
     }
     prom_head(o, "queue_depth", "gauge", "requests waiting for a backend slot now");
     evbuffer_add_printf(o, "sluice_queue_depth %d\n", queue_len(&px->queue));
+    prom_head(o, "buffer_memory_bytes", "gauge",
+              "memory reserved by request bodies buffered before a backend is chosen");
+    evbuffer_add_printf(o, "sluice_buffer_memory_bytes %zu\n", bufmem_used(&px->bufmem));
+    prom_head(o, "buffer_memory_limit_bytes", "gauge", "[proxy] buffer_memory");
+    evbuffer_add_printf(o, "sluice_buffer_memory_limit_bytes %zu\n",
+                        rt->cfg->proxy.buffer_memory);
     prom_head(o, "reloads_total", "counter", "successful configuration reloads");
     evbuffer_add_printf(o, "sluice_reloads_total %" PRIu64 "\n",
                         (uint64_t)atomic_load(&px->reloads));

@@ -51,6 +51,7 @@ static const struct key_def proxy_keys[] = {
     {"max_headers", K_INT, P(max_headers), "100", 1, 1000},
     {"max_body_size", K_SIZE, P(max_body_size), "1g", 0, 1LL << 50},
     {"request_buffer", K_SIZE, P(request_buffer), "1m", 0, 1LL << 30},
+    {"buffer_memory", K_SIZE, P(buffer_memory), "128m", 1LL << 20, 1LL << 40},
     {"retries", K_INT, P(retries), "1", 0, 5},
     {"log_level", K_LEVEL, P(log_level), "info", 0, 3},
 };

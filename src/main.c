@@ -98,6 +98,18 @@ static void reload(struct proxy *px)
     log_info("main", "reloaded generation=%u backends=%d", next->generation, next->up.n);
 }
 
+/* Every second: return memory freed by request bodies to the kernel (bufmem.h). */
+static void on_trim(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct proxy *px = arg;
+    size_t used = bufmem_used(&px->bufmem);
+    if (bufmem_tick(&px->bufmem))
+        log_debug("main", "returned freed body memory to the kernel (%zu bytes still held)",
+                  used);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct proxy *px = arg;
@@ -246,6 +258,10 @@ static int run(struct proxy *px)
     cluster_set(heartbeat, rt);
     px->cluster = heartbeat;
     px->scaler = autoscale_new(base, px);
+    struct event *trim = event_new(base, -1, EV_PERSIST, on_trim, px);
+    struct timeval second = {1, 0};
+    if (trim)
+        event_add(trim, &second);
     char *pid_file = rt->cfg->proxy.pid_file ? strdup(rt->cfg->proxy.pid_file) : NULL;
     if (pid_file && write_pid(pid_file) < 0)
         log_warn("main", "cannot write pid_file=%s: %s", pid_file, strerror(errno));
@@ -255,6 +271,8 @@ static int run(struct proxy *px)
              rt->up.n);
     while (!atomic_load(&px->stopping))
         event_base_loop(base, EVLOOP_ONCE);
+    if (trim)
+        event_free(trim);
     health_free(checker);
     checker = NULL;
     autoscale_free(px->scaler);

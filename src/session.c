@@ -71,6 +71,7 @@ static void cli_write_cb(struct bufferevent *bev, void *arg);
 static void cli_event_cb(struct bufferevent *bev, short what, void *arg);
 static void start_request(struct session *s);
 static void buffer_body(struct session *s);
+static void release_body(struct session *s);
 static void serve_heads(struct session *s);
 
 void sess_timer_ms(struct session *s, uint32_t ms)
@@ -191,8 +192,7 @@ static void session_destroy(struct session *s)
         event_free(s->timer);
     if (s->reqhead)
         evbuffer_free(s->reqhead);
-    if (s->bodybuf)
-        evbuffer_free(s->bodybuf);
+    release_body(s);
     admit_done(s->tenant); /* before the generation that owns it may go */
     runtime_unref(s->rt);
     free(s->target);
@@ -293,7 +293,10 @@ void session_accept(struct worker *w, int fd, const struct sockaddr *peer, int p
     }
     bufferevent_setcb(s->cli, sess_cli_read_cb, cli_write_cb, cli_event_cb, s);
     bufferevent_setwatermark(s->cli, EV_WRITE, LOW_WM, 0);
-    bufferevent_setwatermark(s->cli, EV_READ, 0, HIGH_WM);
+    /* input held per connection: enough for the largest head allowed, no more than
+     * that (a pipelining client waits in its socket, not in sluice's memory) */
+    size_t head = s->rt->lim.max_head + 4096;
+    bufferevent_setwatermark(s->cli, EV_READ, 0, head > CLI_READ_WM ? head : CLI_READ_WM);
     bufferevent_set_max_single_read(s->cli, MAX_IO);
     bufferevent_set_max_single_write(s->cli, MAX_IO);
     sess_cli_timeouts(s, 0);
@@ -499,10 +502,7 @@ static void reset_request(struct session *s)
     s->target = NULL;
     /* an idle keep-alive connection keeps no buffers: memory per idle client is the point */
     evbuffer_drain(s->reqhead, evbuffer_get_length(s->reqhead));
-    if (s->bodybuf) {
-        evbuffer_free(s->bodybuf);
-        s->bodybuf = NULL;
-    }
+    release_body(s);
     s->status = 0;
     s->attempts = 0;
     s->resp_started = 0;
@@ -603,6 +603,53 @@ static void read_head(struct session *s)
     admitted_head(s, &m, n, s->bypass ? 0 : admit_rate(s->tenant, admit_now_ns()));
 }
 
+/* ---- request bodies held in memory ([proxy] buffer_memory, bufmem.h) ---- */
+
+#define BODY_STEP (64 * 1024) /* a chunked body's reservation grows by this much */
+
+/* The most of a body buffered before a backend is chosen. */
+static size_t body_limit(struct session *s)
+{
+    const struct proxy_conf *p = &sess_cfg_of(s)->proxy;
+    return p->request_buffer < p->buffer_memory ? p->request_buffer : p->buffer_memory;
+}
+
+/* Grow s's reservation to `want` bytes. here: the bytes are already read in (held whatever
+ * is decided), so they are counted even past the limit. 0, or -1: no room. */
+static int reserve_body(struct session *s, size_t want, int here)
+{
+    if (want <= s->body_charge)
+        return 0;
+    if (bufmem_reserve(&s->w->px->bufmem, want - s->body_charge,
+                       sess_cfg_of(s)->proxy.buffer_memory, here) < 0)
+        return -1;
+    s->body_charge = want;
+    return 0;
+}
+
+/* The body held and its reservation go (the request ended, or the session). */
+static void release_body(struct session *s)
+{
+    if (s->bodybuf) {
+        evbuffer_free(s->bodybuf);
+        s->bodybuf = NULL;
+    }
+    if (s->body_charge) {
+        bufmem_release(&s->w->px->bufmem, s->body_charge);
+        s->body_charge = 0;
+    }
+}
+
+/* No room for the body: refused before any of it is read on, the connection closed after
+ * the answer (the unread body is drained while lingering). */
+static void refuse_body(struct session *s)
+{
+    s->answer_keep = 0;
+    sess_send_answer(s, 503, "buffers-full",
+                     "request bodies in memory are at buffer_memory; retry later",
+                     "Retry-After: 1\r\nX-Sluice-Reject: buffers-full\r\n");
+}
+
 /* The rate limit has spoken (wait_ns 0: go on; else 429): prepare the upstream head and
  * read the body or go. */
 static void admitted_head(struct session *s, const struct http1_msg *m, int n, uint64_t wait_ns)
@@ -615,11 +662,27 @@ static void admitted_head(struct session *s, const struct http1_msg *m, int n, u
         sess_send_rate_limited(s, wait_ns);
         return;
     }
+    int has_body = m->body != HTTP1_BODY_NONE &&
+                   !(m->body == HTTP1_BODY_LENGTH && m->content_length == 0);
+    size_t limit = body_limit(s);
+    if (has_body && limit) {
+        /* room for the part of the body buffered here, before anything else is done */
+        size_t need = m->body == HTTP1_BODY_LENGTH && m->content_length < limit
+                          ? (size_t)m->content_length : limit;
+        if (m->body == HTTP1_BODY_CHUNKED && need > BODY_STEP)
+            need = BODY_STEP;
+        int here = m->body == HTTP1_BODY_LENGTH && evbuffer_get_length(in) - (size_t)n >= need;
+        if (reserve_body(s, need, here) < 0) {
+            evbuffer_drain(in, (size_t)n);
+            refuse_body(s);
+            return;
+        }
+    }
     stats_add(&s->w->stats, STAT_admitted, 1);
     sess_build_upstream_head(s, m);
     sess_body_init(&s->req, m->body, m->content_length, m->body == HTTP1_BODY_CHUNKED);
     evbuffer_drain(in, (size_t)n);
-    if (s->req.done || sess_cfg_of(s)->proxy.request_buffer == 0) {
+    if (s->req.done || limit == 0) {
         start_request(s);
         return;
     }
@@ -627,6 +690,9 @@ static void admitted_head(struct session *s, const struct http1_msg *m, int n, u
         sess_send_error(s, 503, "no-memory", "out of memory buffering the request body");
         return;
     }
+    if (m->body == HTTP1_BODY_LENGTH)
+        evbuffer_expand(s->bodybuf, s->body_charge); /* one allocation for all of it */
+    s->req.copy = 1;
     s->state = S_READ_BODY;
     evtimer_del(s->timer);
     if (s->expect) {
@@ -682,21 +748,38 @@ int sess_body_checks(struct session *s, int rc, int eof)
     return 0;
 }
 
-/* READ_BODY: collect the body; go upstream when it is complete or the buffer is full. */
+/* READ_BODY: collect the body within its reservation; go upstream when it is complete or
+ * the buffer is full. A chunked body (its size unknown) reserves BODY_STEP at a time. */
 static void buffer_body(struct session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->cli);
-    size_t before = evbuffer_get_length(in);
-    int rc = sess_body_pump(&s->req, in, s->bodybuf, 0);
-    s->bytes_in += before - evbuffer_get_length(in);
-    if (sess_body_checks(s, rc, 0) < 0)
-        return;
-    if (s->req.done || evbuffer_get_length(s->bodybuf) >= sess_cfg_of(s)->proxy.request_buffer)
-        start_request(s);
+    size_t limit = body_limit(s);
+    for (;;) {
+        size_t before = evbuffer_get_length(in);
+        s->req.cap = s->body_charge;
+        int rc = sess_body_pump(&s->req, in, s->bodybuf, 0);
+        s->bytes_in += before - evbuffer_get_length(in);
+        if (sess_body_checks(s, rc, 0) < 0)
+            return;
+        size_t held = evbuffer_get_length(s->bodybuf);
+        if (s->req.done || held >= limit) {
+            start_request(s);
+            return;
+        }
+        if (held < s->body_charge || evbuffer_get_length(in) == 0)
+            return; /* more is to come */
+        size_t want = s->body_charge + BODY_STEP < limit ? s->body_charge + BODY_STEP : limit;
+        if (reserve_body(s, want, 0) < 0) {
+            refuse_body(s);
+            return;
+        }
+    }
 }
 
 static void start_request(struct session *s)
 {
+    s->req.cap = 0; /* the rest of the body, if any, streams under backpressure */
+    s->req.copy = 0;
     s->t_ready_us = admit_now_ns() / 1000;
     evtimer_del(s->timer);
     s->state = S_CONNECTING;

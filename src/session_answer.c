@@ -70,7 +70,7 @@ static enum stat_id answer_stat(struct session *s, int status, const char *code)
     };
     int r = admit_reason_of(code);
     if (r < 0)
-        return error_stat(status);
+        return strcmp(code, "buffers-full") == 0 ? STAT_rejected_buffers : error_stat(status);
     if (s->tenant)
         admit_rejected(s->tenant, (enum reject_reason)r);
     return by_reason[r];

@@ -69,6 +69,7 @@ struct proxy_conf {
     int max_headers;                   /* [100] -> 431 */
     uint64_t max_body_size;            /* [1g] -> 413; 0 = unlimited */
     size_t request_buffer;             /* [1m] body read before a backend is chosen; 0 = none */
+    size_t buffer_memory;              /* [128m] all such bodies together, whole process */
     int retries;                       /* [1] connect-failure retries on another backend */
     int log_level;                     /* [info] 0 error, 1 warn, 2 info, 3 debug */
 };

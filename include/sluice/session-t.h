@@ -21,6 +21,7 @@ struct tenant;
 /* Backpressure watermarks (the rule is stated at the top of session.c). */
 #define HIGH_WM (256 * 1024)
 #define LOW_WM (64 * 1024)
+#define CLI_READ_WM (64 * 1024) /* a client's input held at most (more for larger heads) */
 #define MAX_IO (128 * 1024) /* per read/write call; libevent's default is 16 KiB */
 #define MAX_LOG_TARGET 1024 /* the request target as kept for logs and redirects */
 
@@ -42,6 +43,8 @@ struct body {
     int out_chunked;      /* write chunked framing on the destination side */
     int done;
     uint64_t total;       /* payload bytes moved */
+    size_t cap;           /* stop once the destination holds this much (0: no cap) */
+    int copy;             /* copy into the destination's own space (see move_data) */
 };
 
 struct session {
@@ -52,6 +55,7 @@ struct session {
     struct upconn *up;            /* owned while a request is forwarded */
     struct event *timer;          /* owned: header deadline, keep-alive idle, linger */
     struct evbuffer *reqhead;     /* owned: the head sent upstream, kept for a retry */
+    size_t body_charge;           /* bytes bodybuf has reserved in the proxy's bufmem */
     struct evbuffer *bodybuf;     /* owned: request body read before a backend is chosen;
                                    * made for a request with a body, freed after it */
     enum sess_state state;

@@ -36,6 +36,7 @@
     X(rejected_shed, "requests shed from a standing queue (503)")                            \
     X(rejected_queue_full, "requests refused because the queue was full (503)")             \
     X(rejected_queue_timeout, "requests that waited [queue] timeout for a slot (503)")      \
+    X(rejected_buffers, "request bodies refused: buffered bodies at [proxy] buffer_memory (503)") \
     X(redis_calls, "tenant-limit calls sent to Redis")                                      \
     X(redis_errors, "Redis connection failures and error replies")                         \
     X(redis_timeouts, "Redis calls not answered within [redis] timeout")                   \

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include <sluice/bufmem.h>
 #include <sluice/config.h>
 #include <sluice/http1.h>
 #include <sluice/queue.h>
@@ -38,6 +39,7 @@ struct proxy {
     atomic_int stopping;         /* set once on SIGTERM */
     atomic_uint_fast64_t reloads, reload_failures;
     struct queue queue;          /* requests waiting for a backend slot, all threads */
+    struct bufmem bufmem;        /* memory of buffered request bodies, all threads */
     atomic_int redis_instances;  /* live sluice instances last seen in Redis (0 = unknown) */
     struct meter *meter;         /* measurements: set before the workers start (main) */
     struct cluster *cluster;     /* main thread's Redis heartbeat and publisher, or NULL */

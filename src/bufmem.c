@@ -1,0 +1,46 @@
+/* bufmem: the process-wide body-memory budget (see bufmem.h). */
+#include <sluice/bufmem.h>
+
+#include <malloc.h>
+
+int bufmem_reserve(struct bufmem *m, size_t n, size_t limit, int force)
+{
+    size_t cur = atomic_load_explicit(&m->used, memory_order_relaxed);
+    do {
+        if (!force && (cur > limit || n > limit - cur))
+            return -1;
+    } while (!atomic_compare_exchange_weak_explicit(&m->used, &cur, cur + n,
+                                                    memory_order_relaxed,
+                                                    memory_order_relaxed));
+    size_t now = cur + n, high = atomic_load_explicit(&m->high, memory_order_relaxed);
+    while (now > high && !atomic_compare_exchange_weak_explicit(&m->high, &high, now,
+                                                                memory_order_relaxed,
+                                                                memory_order_relaxed))
+        ;
+    return 0;
+}
+
+void bufmem_release(struct bufmem *m, size_t n)
+{
+    atomic_fetch_sub_explicit(&m->used, n, memory_order_relaxed);
+}
+
+size_t bufmem_used(struct bufmem *m)
+{
+    return atomic_load_explicit(&m->used, memory_order_relaxed);
+}
+
+/* glibc keeps freed heap memory for reuse, in every thread's arena: after a flood of large
+ * bodies the process would stay at its peak. malloc_trim(0) returns the free pages of all
+ * arenas; it takes each arena's lock in turn, so it runs rarely and from the main thread. */
+int bufmem_tick(struct bufmem *m)
+{
+    size_t used = bufmem_used(m);
+    size_t high = atomic_load_explicit(&m->high, memory_order_relaxed);
+    if (high < used || high - used < BUFMEM_TRIM_STEP)
+        return 0;
+    atomic_store_explicit(&m->high, used, memory_order_relaxed);
+    malloc_trim(0);
+    m->trims++;
+    return 1;
+}
