@@ -102,7 +102,7 @@ sanitize:
 # ThreadSanitizer build in its own directory, then the integration tests where several
 # threads share state (the queue and its wake-ups across threads, tenants, reloads, the
 # admin and scale readers, floods, pools). Part of make test.
-TSAN_TESTS = test_queue.py test_tenants.py test_reload.py test_admin.py test_pipeline_flood.py \
+TSAN_TESTS = test_queue.py test_fair_queue.py test_tenants.py test_reload.py test_admin.py test_pipeline_flood.py \
 	test_pool_safety.py test_balancing.py test_robustness.py
 tsan:
 	$(Q)$(MAKE) --no-print-directory -j$(JOBS) BUILD=build-tsan SANITIZER=thread CFLAGS="-O1 -g -DSLUICE_QUEUE_CHECK" build-tsan/sluice

@@ -72,7 +72,7 @@ SLUICE_KEYS = {
     },
     "route": {"prefix": ("str",), "bypass": ("bool",), "max_inflight": ("int", 0, 1000000)},
     "queue": {"max": ("int", 0, 1000000), "timeout": ("dur", 1, 3600000),
-              "target": ("dur", 0, 600000), "interval": ("dur", 10, 600000)},
+              "target": ("autodur", 0, 600000), "interval": ("autodur", 10, 600000)},
     "tenants": {"key": ("str",), "max_tracked": ("int", 0, 1000000), "hmac_key": ("str",)},
     "admin": {"listen": ("str",), "token": ("str",), "hosts": ("str",)},
 }

@@ -157,16 +157,18 @@ static void json_tenants(struct evbuffer *o, struct proxy *px, const struct runt
         const struct tenant *t = &a->t[i];
         const struct tenant_conf *tc = t->conf;
         pthread_mutex_lock(&px->queue.lock);
-        int queued = t->st->queued;
+        int queued = t->st->queued, standing = t->st->standing;
+        uint32_t target = queue_target_of(&px->queue, t->st);
         pthread_mutex_unlock(&px->queue.lock);
         evbuffer_add_printf(o, "%s{\"name\":", i ? "," : "");
         json_str(o, tc->name);
         evbuffer_add_printf(o, ",\"rate\":%g,\"burst\":%d,\"weight\":%d,\"max_inflight\":%d,"
                                "\"max_queue\":%d,\"inflight\":%d,\"queued\":%d,\"admitted\":%" PRIu64
-                               ",",
+                               ",\"standing\":%s,\"target_ms\":%u,\"cost_ms\":%.1f,",
                             tc->rate, tc->burst, tc->weight, tc->max_inflight, tc->max_queue,
                             atomic_load(&t->st->inflight), queued,
-                            (uint64_t)atomic_load(&t->st->admitted));
+                            (uint64_t)atomic_load(&t->st->admitted), standing ? "true" : "false",
+                            target, (double)atomic_load(&t->st->cost_us) / 1000.0);
         json_rejected(o, t->st);
         evbuffer_add(o, ",", 1);
         json_windows(o, atomic_load(&t->st->ser), 0, NULL, NULL);
@@ -198,10 +200,16 @@ static void json_routes(struct evbuffer *o, const struct runtime *rt)
 static void json_queue(struct evbuffer *o, struct proxy *px, const struct config *c)
 {
     struct queue *q = &px->queue;
+    char target[16], interval[16]; /* auto: null (decided per tenant, see "tenants") */
+    snprintf(target, sizeof target, c->queue_target_ms == QUEUE_AUTO ? "null" : "%u",
+             c->queue_target_ms);
+    snprintf(interval, sizeof interval, c->queue_interval_ms == QUEUE_AUTO ? "null" : "%u",
+             c->queue_interval_ms);
     evbuffer_add_printf(o, "\"queue\":{\"depth\":%d,\"max\":%d,\"timeout_ms\":%u,"
-                           "\"target_ms\":%u,\"shed\":%" PRIu64 ",\"timeouts\":%" PRIu64
-                           ",\"full\":%" PRIu64 "}",
-                        queue_len(q), c->queue_max, c->queue_timeout_ms, c->queue_target_ms,
+                           "\"target_ms\":%s,\"interval_ms\":%s,\"auto\":%s,\"shed\":%" PRIu64
+                           ",\"timeouts\":%" PRIu64 ",\"full\":%" PRIu64 "}",
+                        queue_len(q), c->queue_max, c->queue_timeout_ms, target, interval,
+                        c->queue_target_ms == QUEUE_AUTO ? "true" : "false",
                         (uint64_t)atomic_load(&q->shed), (uint64_t)atomic_load(&q->timeouts),
                         (uint64_t)atomic_load(&q->full));
 }

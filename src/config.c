@@ -14,7 +14,7 @@
 #include <string.h>
 
 enum key_type { K_STR, K_INT, K_DURATION, K_SIZE, K_THREADS, K_LEVEL, K_LIST, K_BOOL, K_DOUBLE,
-                K_FAILURE, K_WORKERS, K_SCALE_MODE, K_RATE };
+                K_FAILURE, K_WORKERS, K_SCALE_MODE, K_RATE, K_AUTO_DURATION };
 
 struct key_def {
     const char *name;
@@ -240,6 +240,18 @@ static int store(const struct key_def *d, char *base, const char *v, const char 
             return -1;
         *(int *)(base + d->off) = (int)n;
         return 0;
+    case K_AUTO_DURATION: /* auto: from the measured cost (queue.h); off: 0 */
+        if (strcmp(v, "auto") == 0 || (d->min == 0 && strcmp(v, "off") == 0)) {
+            *(uint32_t *)(base + d->off) = v[0] == 'a' ? UINT32_MAX : 0;
+            return 0;
+        }
+        if (config_parse_duration(v, &ms) < 0 || ms < (uint64_t)d->min || ms > (uint64_t)d->max) {
+            *why = d->min == 0 ? "expected auto, off or a duration such as 250ms, 10s"
+                               : "expected auto or a duration such as 250ms, 10s";
+            return -1;
+        }
+        *(uint32_t *)(base + d->off) = ms;
+        return 0;
     case K_DURATION:
         *why = "expected a duration such as 250ms, 10s, 2m";
         if (config_parse_duration(v, &ms) < 0 || ms < (uint64_t)d->min || ms > (uint64_t)d->max)
@@ -365,8 +377,8 @@ static const struct key_def route_keys[] = {
 static const struct key_def queue_keys[] = {
     {"max", K_INT, C(queue_max), "1000", 0, 1000000},
     {"timeout", K_DURATION, C(queue_timeout_ms), "10s", 1, 3600000},
-    {"target", K_DURATION, C(queue_target_ms), "0", 0, 600000},
-    {"interval", K_DURATION, C(queue_interval_ms), "1s", 10, 600000},
+    {"target", K_AUTO_DURATION, C(queue_target_ms), "auto", 0, 600000},
+    {"interval", K_AUTO_DURATION, C(queue_interval_ms), "auto", 10, 600000},
 };
 
 #define AD(f) offsetof(struct admin_conf, f)

@@ -1,5 +1,7 @@
-/* queue: the shared wait queue for backend slots; see queue.h for its invariants. One
- * mutex, O(1) per push and pop (leaving from the middle scans one tenant's FIFO). */
+/* queue: the shared wait queue for backend slots; see queue.h for its rules and invariants.
+ * One mutex. A push is O(1) (O(tenants waiting) when the queue is full); a pop scans the
+ * tenants waiting for the least virtual time, which is few in practice (a heap is the
+ * step after); leaving from the middle scans one tenant's FIFO. */
 #include <sluice/queue.h>
 
 #include <time.h>
@@ -64,6 +66,7 @@ void queue_init(struct queue *q)
     pthread_mutex_init(&q->lock, NULL);
     atomic_init(&q->len, 0);
     q->cur = NULL;
+    q->vnow = 0;
 }
 
 void queue_destroy(struct queue *q)
@@ -71,30 +74,76 @@ void queue_destroy(struct queue *q)
     pthread_mutex_destroy(&q->lock);
 }
 
-static void ring_add(struct queue *q, struct tenant_state *t)
+#define DEFAULT_COST_US 100000      /* a request's worker time before any was measured */
+#define MAX_DEBT_US 1000000         /* worker time used while others were idle, owed at most */
+#define AUTO_TARGET_MIN_MS 100      /* auto target: the tenant's mean cost, at least this */
+#define AUTO_INTERVAL_MIN_MS 1000   /* auto interval: 10 x its mean cost, at least this */
+
+static uint64_t now_us(void)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static uint64_t now_ms(void)
+{
+    return now_us() / 1000;
+}
+
+/* What one of t's requests is expected to hold a worker for. */
+static int64_t cost_of(struct queue *q, struct tenant_state *t)
+{
+    int64_t c = atomic_load_explicit(&t->cost_us, memory_order_relaxed);
+    if (c <= 0)
+        c = atomic_load_explicit(&q->mean_cost_us, memory_order_relaxed);
+    return c > 0 ? c : DEFAULT_COST_US;
+}
+
+uint32_t queue_target_of(struct queue *q, struct tenant_state *t)
+{
+    uint32_t v = atomic_load_explicit(&q->target_ms, memory_order_relaxed);
+    if (v != QUEUE_AUTO)
+        return v;
+    int64_t c = cost_of(q, t) / 1000;
+    return c > AUTO_TARGET_MIN_MS ? (uint32_t)(c < 600000 ? c : 600000) : AUTO_TARGET_MIN_MS;
+}
+
+uint32_t queue_interval_of(struct queue *q, struct tenant_state *t)
+{
+    uint32_t v = atomic_load_explicit(&q->interval_ms, memory_order_relaxed);
+    if (v != QUEUE_AUTO)
+        return v;
+    int64_t c = cost_of(q, t) / 100; /* 10 x the cost, in ms */
+    return c > AUTO_INTERVAL_MIN_MS ? (uint32_t)(c < 600000 ? c : 600000) : AUTO_INTERVAL_MIN_MS;
+}
+
+static int64_t per_weight(int64_t us, int weight)
+{
+    return us / (weight > 0 ? weight : 1);
+}
+
+/* t has waiters again: it joins at the queue's virtual time (so it is served next, or
+ * with those due now: no credit for having been idle, at most MAX_DEBT_US owed for work
+ * done while nobody waited), last in the scan (ties go in the order tenants came). */
+static void ring_add(struct queue *q, struct tenant_state *t, int weight)
+{
+    if (t->standing && t->calm_since && now_ms() - t->calm_since >= queue_interval_of(q, t))
+        t->standing = 0, t->above_since = 0, t->calm_since = 0; /* it was idle long enough */
+    int64_t v = atomic_load_explicit(&t->vtime, memory_order_relaxed);
+    int64_t most = q->vnow + per_weight(MAX_DEBT_US, weight);
+    atomic_store_explicit(&t->vtime, v < q->vnow ? q->vnow : v > most ? most : v,
+                          memory_order_relaxed);
     if (!q->cur) {
         t->ring_prev = t->ring_next = t;
-        q->cur = t;
-        t->fresh = 1;
-        q->fresh_tail = t;
+    } else {
+        t->ring_next = q->cur;
+        t->ring_prev = q->cur->ring_prev;
+        q->cur->ring_prev->ring_next = t;
+        q->cur->ring_prev = t;
         return;
     }
-    /* A tenant that had nobody waiting is served next (as FQ-CoDel serves new flows
-     * first): a light tenant's occasional request waits for one freed slot, not for a
-     * turn of every heavy tenant. New tenants go in the order they came, before cur;
-     * cur keeps what is left of its turn for when the ring comes back to it. A tenant
-     * always backlogged never rejoins, so it cannot use this to jump the ring. */
-    struct tenant_state *fresh = q->fresh_tail && q->fresh_tail->fresh ? q->fresh_tail : NULL;
-    struct tenant_state *before = fresh ? fresh->ring_next : q->cur; /* new ones keep order */
-    t->ring_next = before;
-    t->ring_prev = before->ring_prev;
-    before->ring_prev->ring_next = t;
-    before->ring_prev = t;
-    if (!fresh)
-        q->cur = t;
-    t->fresh = 1;
-    q->fresh_tail = t;
+    q->cur = t;
 }
 
 static void ring_remove(struct queue *q, struct tenant_state *t)
@@ -108,13 +157,72 @@ static void ring_remove(struct queue *q, struct tenant_state *t)
             q->cur = t->ring_next;
     }
     t->ring_prev = t->ring_next = NULL;
-    t->deficit = 0;
-    t->fresh = 0;
-    if (q->fresh_tail == t)
-        q->fresh_tail = NULL;
+    t->last_pop_us = 0;
+    if (!t->standing)
+        t->above_since = 0; /* it drained: no standing queue */
+    else if (!t->calm_since)
+        t->calm_since = now_ms(); /* an empty queue is a calm one */
 }
 
-int queue_push(struct queue *q, struct waiter *w, int front, int max)
+/* Unlink w from t's FIFO (prev: the waiter before it, or NULL) and count it out. */
+static void unlink_waiter(struct queue *q, struct tenant_state *t, struct waiter *w,
+                          struct waiter *prev)
+{
+    if (prev)
+        prev->next = w->next;
+    else
+        t->q_head = w->next;
+    if (t->q_tail == w)
+        t->q_tail = prev;
+    w->next = NULL;
+    t->queued--;
+    if (!t->q_head)
+        ring_remove(q, t);
+    atomic_fetch_sub(&q->len, 1);
+}
+
+/* Take w out and wake it to be refused (W_SHED or W_DROPPED). */
+static void refuse(struct queue *q, struct tenant_state *t, struct waiter *w,
+                   enum waiter_state why)
+{
+    unlink_waiter(q, t, w, NULL);
+    w->retry_s = t->gap_us > 0 ? (uint32_t)((t->queued + 1) * t->gap_us / 1000000 + 1) : 1;
+    w->state = why;
+    atomic_fetch_add_explicit(why == W_SHED ? &q->shed : &q->full, 1, memory_order_relaxed);
+    event_active(w->wake, EV_READ, 0);
+}
+
+/* The tenant holding the most of the queue by weight (queued / weight). */
+static struct tenant_state *heaviest(struct queue *q)
+{
+    struct tenant_state *t = q->cur, *heavy = NULL;
+    if (!t)
+        return NULL;
+    do {
+        if (!heavy || (int64_t)t->queued * heavy->q_head->weight >
+                          (int64_t)heavy->queued * t->q_head->weight)
+            heavy = t;
+        t = t->ring_next;
+    } while (t != q->cur);
+    return heavy;
+}
+
+/* t's queue stands and w would wait over target: *retry_s is when t's waiters now would
+ * all have been served. */
+static int would_wait_too_long(struct queue *q, struct tenant_state *t, uint32_t *retry_s)
+{
+    uint32_t target = atomic_load_explicit(&q->target_ms, memory_order_relaxed);
+    if (!target || !t->standing || t->queued == 0 || t->gap_us <= 0)
+        return 0;
+    int64_t wait_us = (int64_t)(t->queued + 1) * t->gap_us;
+    if (wait_us <= (int64_t)queue_target_of(q, t) * 1000)
+        return 0;
+    if (retry_s)
+        *retry_s = (uint32_t)(wait_us / 1000000 + 1);
+    return 1;
+}
+
+int queue_push(struct queue *q, struct waiter *w, int front, int max, uint32_t *retry_s)
 {
     struct tenant_state *t = w->ts;
     pthread_mutex_lock(&q->lock);
@@ -123,13 +231,24 @@ int queue_push(struct queue *q, struct waiter *w, int front, int max)
     if (w->state == W_QUEUED)
         broken("push", "the waiter is W_QUEUED already", w);
 #endif
-    if (!front && atomic_load(&q->len) >= max) {
-        pthread_mutex_unlock(&q->lock);
-        return -1;
-    }
     if (!front && w->max_queue > 0 && t->queued >= w->max_queue) {
         pthread_mutex_unlock(&q->lock);
         return -2;
+    }
+    if (!front && would_wait_too_long(q, t, retry_s)) {
+        atomic_fetch_add_explicit(&q->shed, 1, memory_order_relaxed);
+        pthread_mutex_unlock(&q->lock);
+        return -3;
+    }
+    if (!front && atomic_load(&q->len) >= max) {
+        /* room is made at the heaviest tenant's oldest waiter; w's tenant counts with w */
+        struct tenant_state *heavy = heaviest(q);
+        if (heavy && heavy != t && t->q_head &&
+            (int64_t)(t->queued + 1) * heavy->q_head->weight >
+                (int64_t)heavy->queued * w->weight)
+            heavy = t;
+        if (heavy && heavy->q_head)
+            refuse(q, heavy, heavy->q_head, W_DROPPED);
     }
     t->queued++;
     int was_empty = t->q_head == NULL;
@@ -147,7 +266,7 @@ int queue_push(struct queue *q, struct waiter *w, int front, int max)
         t->q_tail = w;
     }
     if (was_empty)
-        ring_add(q, t);
+        ring_add(q, t, w->weight);
     w->state = W_QUEUED;
     atomic_fetch_add(&q->len, 1);
     CHECK(q, "push", NULL);
@@ -178,43 +297,79 @@ static struct waiter **ready(struct tenant_state *t, struct waiter **prev)
     return NULL;
 }
 
-/* Weighted round robin: the tenant whose turn it is serves up to `weight` waiters; a
- * tenant at its max_inflight (or whose waiters' routes are all full) is passed over. */
-static struct waiter *pop(struct queue *q)
+/* Sojourn control for t, whose waiter is served after waiting `waited` ms: the episode
+ * begins, stands, or ends; while it stands, t's waiters over twice the target are shed. */
+static void sojourn(struct queue *q, struct tenant_state *t, uint64_t waited, uint64_t now)
 {
-    struct tenant_state *t = q->cur;
-    if (!t)
-        return NULL;
-    struct waiter *prev = NULL, **pp;
-    for (struct tenant_state *first = t; !(pp = ready(t, &prev));) {
-        t->deficit = 0;
-        t = q->cur = t->ring_next;
-        if (t == first)
-            return NULL;
+    uint32_t target = atomic_load_explicit(&q->target_ms, memory_order_relaxed);
+    if (!target)
+        return;
+    target = queue_target_of(q, t);
+    uint32_t interval = queue_interval_of(q, t);
+    if (t->standing) {
+        /* the refusals keep its waits near the target: it stands until they have been
+         * well under it for an interval (its load fell), not at the first quick one */
+        if (waited > target / 2)
+            t->calm_since = 0;
+        else if (!t->calm_since)
+            t->calm_since = now;
+        else if (now - t->calm_since >= interval)
+            t->standing = 0, t->above_since = 0, t->calm_since = 0;
+    } else if (waited <= target) {
+        t->above_since = 0;
+        return;
+    } else if (!t->above_since) {
+        t->above_since = now;
+    } else if (now - t->above_since >= interval) {
+        t->standing = 1;
+        t->calm_since = 0;
     }
-    struct waiter *w = *pp;
-    t->fresh = 0; /* served once: an old tenant from now on */
-    if (t->deficit <= 0)
-        t->deficit = w->weight > 0 ? w->weight : 1;
-    *pp = w->next;
-    if (t->q_tail == w)
-        t->q_tail = prev;
-    w->next = NULL;
-    t->deficit--;
-    t->queued--;
-    if (!t->q_head)
-        ring_remove(q, t);
-    else if (t->deficit <= 0)
-        q->cur = t->ring_next;
-    atomic_fetch_sub(&q->len, 1);
-    return w;
+    while (t->standing && t->q_head && now - t->q_head->since_ms > 2 * (uint64_t)target)
+        refuse(q, t, t->q_head, W_SHED);
 }
 
-static uint64_t now_ms(void)
+/* Measure how often t is served while it has more waiting (its share of the pool). */
+static void note_service(struct tenant_state *t)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    uint64_t now = now_us();
+    if (t->last_pop_us) {
+        int64_t gap = (int64_t)(now - t->last_pop_us);
+        t->gap_us = t->gap_us ? t->gap_us + (gap - t->gap_us) / 8 : gap;
+    }
+    t->last_pop_us = now;
+}
+
+/* The next waiter: of the tenant with the least virtual time among those that may take a
+ * slot now (not at max_inflight, a waiter's route has room), charged with its expected
+ * cost. */
+static struct waiter *pop(struct queue *q)
+{
+    struct tenant_state *t = q->cur, *best = NULL;
+    struct waiter **bpp = NULL, *bprev = NULL;
+    int64_t bv = 0;
+    if (!t)
+        return NULL;
+    do {
+        struct waiter *prev;
+        struct waiter **pp = ready(t, &prev);
+        int64_t v = atomic_load_explicit(&t->vtime, memory_order_relaxed);
+        if (pp && (!best || v < bv))
+            best = t, bv = v, bpp = pp, bprev = prev;
+        t = t->ring_next;
+    } while (t != q->cur);
+    if (!best)
+        return NULL;
+    struct waiter *w = *bpp;
+    if (bv > q->vnow)
+        q->vnow = bv;
+    int64_t cost = cost_of(q, best);
+    w->charged_us += cost; /* a waiter served twice (it lost the slot) pays twice */
+    atomic_fetch_add_explicit(&best->vtime, per_weight(cost, w->weight), memory_order_relaxed);
+    int more = best->queued > 1;
+    unlink_waiter(q, best, w, bprev);
+    if (more)
+        note_service(best);
+    return w;
 }
 
 void queue_configure(struct queue *q, uint32_t target_ms, uint32_t interval_ms)
@@ -223,58 +378,20 @@ void queue_configure(struct queue *q, uint32_t target_ms, uint32_t interval_ms)
     atomic_store(&q->interval_ms, interval_ms);
 }
 
-/* Take t's first waiter out of the queue (it is woken by the caller). */
-static struct waiter *take_head(struct queue *q, struct tenant_state *t)
+void queue_charge(struct queue *q, struct tenant_state *t, int weight, int64_t used_us,
+                  int64_t charged_us)
 {
-    struct waiter *w = t->q_head;
-    t->q_head = w->next;
-    if (!t->q_head)
-        t->q_tail = NULL;
-    w->next = NULL;
-    t->queued--;
-    if (!t->q_head)
-        ring_remove(q, t);
-    atomic_fetch_sub(&q->len, 1);
-    return w;
-}
-
-/* Shed the waiters of the tenant with most waiting that waited over target. */
-static void shed_heaviest(struct queue *q, uint64_t now, uint32_t target)
-{
-    struct tenant_state *t = q->cur, *heavy = NULL;
-    if (!t)
-        return;
-    do {
-        if (!heavy || t->queued > heavy->queued)
-            heavy = t;
-        t = t->ring_next;
-    } while (t != q->cur);
-    while (heavy->q_head && now - heavy->q_head->since_ms > target) {
-        int last = heavy->q_head->next == NULL; /* take_head may unlink heavy */
-        struct waiter *w = take_head(q, heavy);
-        w->state = W_SHED;
-        atomic_fetch_add_explicit(&q->shed, 1, memory_order_relaxed);
-        event_active(w->wake, EV_READ, 0);
-        if (last)
-            break;
-    }
-}
-
-/* CoDel-like: a waiter (served: 1) is being served after waiting since `since`. */
-static void codel(struct queue *q, int served, uint64_t since)
-{
-    uint32_t target = atomic_load_explicit(&q->target_ms, memory_order_relaxed);
-    if (!target)
-        return;
-    uint64_t now = now_ms();
-    if (!served || now - since <= target || !q->cur) {
-        q->above_since = 0; /* a quick one, or an empty queue: no standing queue */
-        return;
-    }
-    if (!q->above_since)
-        q->above_since = now;
-    else if (now - q->above_since >= atomic_load_explicit(&q->interval_ms, memory_order_relaxed))
-        shed_heaviest(q, now, target);
+    if (used_us < 0)
+        used_us = 0;
+    atomic_fetch_add_explicit(&t->vtime, per_weight(used_us - charged_us, weight),
+                              memory_order_relaxed);
+    /* moving averages (1/8); a lost update between threads only delays them a little */
+    int64_t c = atomic_load_explicit(&t->cost_us, memory_order_relaxed);
+    atomic_store_explicit(&t->cost_us, c ? c + (used_us - c) / 8 : used_us,
+                          memory_order_relaxed);
+    int64_t m = atomic_load_explicit(&q->mean_cost_us, memory_order_relaxed);
+    atomic_store_explicit(&q->mean_cost_us, m ? m + (used_us - m) / 8 : used_us,
+                          memory_order_relaxed);
 }
 
 void queue_kick(struct queue *q)
@@ -283,12 +400,14 @@ void queue_kick(struct queue *q)
         return;
     pthread_mutex_lock(&q->lock);
     struct waiter *w = pop(q);
-    codel(q, w != NULL, w ? w->since_ms : 0);
     if (w) {
-        /* the last touch: once woken, its own thread may use and free it at once, without
-         * taking the lock (queue_leave of a W_IDLE waiter does not) */
+        /* judged before the wake-up: once woken, its own thread may use and free it (and
+         * its tenant's last reference) at once, without taking the lock (queue_leave of a
+         * W_IDLE waiter does not) */
+        uint64_t now = now_ms();
+        sojourn(q, w->ts, now > w->since_ms ? now - w->since_ms : 0, now);
         w->state = W_WOKEN;
-        event_active(w->wake, EV_READ, 0);
+        event_active(w->wake, EV_READ, 0); /* the last touch */
     }
     CHECK(q, "kick", NULL);
     pthread_mutex_unlock(&q->lock);
@@ -302,20 +421,13 @@ enum waiter_state queue_leave(struct queue *q, struct waiter *w)
     enum waiter_state was = w->state;
     if (was == W_QUEUED) {
         struct tenant_state *t = w->ts;
-        struct waiter **pp = &t->q_head, *prev = NULL;
-        while (*pp && *pp != w) {
-            prev = *pp;
-            pp = &(*pp)->next;
+        struct waiter *prev = NULL, *x = t->q_head;
+        while (x && x != w) {
+            prev = x;
+            x = x->next;
         }
-        if (*pp) {
-            *pp = w->next;
-            if (t->q_tail == w)
-                t->q_tail = prev;
-            t->queued--;
-            if (!t->q_head)
-                ring_remove(q, t);
-            atomic_fetch_sub(&q->len, 1);
-        }
+        if (x)
+            unlink_waiter(q, t, w, prev);
 #ifdef SLUICE_QUEUE_CHECK
         else
             broken("leave", "a W_QUEUED waiter is not in its tenant's FIFO", w);

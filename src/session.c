@@ -958,7 +958,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     case S_QUEUED: /* waited queue timeout; a wake-up on its way is passed on */
         queue_leave(&s->w->px->queue, &s->wt);
         atomic_fetch_add(&s->w->px->queue.timeouts, 1);
-        sess_send_queue_reject(s, "queue-timeout");
+        sess_send_queue_reject(s, "queue-timeout", 0);
         return;
     case S_READ_HEAD:
         if (s->resume) { /* pipelined requests left for this loop turn */

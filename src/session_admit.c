@@ -35,6 +35,10 @@ void sess_release_tenant(struct session *s)
 {
     if (s->tenant_slot) {
         s->tenant_slot = 0;
+        if (s->t_slot_us) /* the worker time it held is its tenant's, for fair sharing */
+            queue_charge(&s->w->px->queue, s->tenant->st, s->tenant->conf->weight,
+                         (int64_t)(admit_now_ns() / 1000 - s->t_slot_us), s->wt.charged_us);
+        s->wt.charged_us = 0;
         admit_give(s->tenant);
     }
     if (s->route_slot) {
@@ -100,13 +104,16 @@ void sess_ask_redis(struct session *s)
 
 /* ---- the shared queue ---- */
 
-/* 503 from the queue (full, or waited too long): the backends are saturated. */
-void sess_send_queue_reject(struct session *s, const char *why)
+/* 503 from the queue (its tenant's queue stands, the queue is full, or it waited too
+ * long): the backends are saturated. retry_s: when its tenant would be served (0: not
+ * known, half the queue timeout). */
+void sess_send_queue_reject(struct session *s, const char *why, uint32_t retry_s)
 {
     char extra[128];
     uint32_t t = sess_cfg_of(s)->queue_timeout_ms;
-    snprintf(extra, sizeof extra, "Retry-After: %u\r\nX-Sluice-Reject: %s\r\n",
-             t < 2000 ? 1 : t / 2000, why);
+    if (!retry_s)
+        retry_s = t < 2000 ? 1 : t / 2000;
+    snprintf(extra, sizeof extra, "Retry-After: %u\r\nX-Sluice-Reject: %s\r\n", retry_s, why);
     s->answer_keep = s->req.done;
     sess_send_answer(s, 503, why, "the backends are saturated; retry later", extra);
 }
@@ -117,13 +124,13 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
     struct session *s = arg;
     (void)fd;
     (void)what;
-    if (s->state != S_QUEUED || (s->wt.state != W_WOKEN && s->wt.state != W_SHED))
+    enum waiter_state st = s->wt.state;
+    if (s->state != S_QUEUED || (st != W_WOKEN && st != W_SHED && st != W_DROPPED))
         return;
-    int shed = s->wt.state == W_SHED;
     s->wt.state = W_IDLE;
     evtimer_del(s->timer);
-    if (shed) { /* a standing queue, and its tenant has the most waiting */
-        sess_send_queue_reject(s, "shed");
+    if (st != W_WOKEN) { /* its tenant's queue stands, or it had the most of a full queue */
+        sess_send_queue_reject(s, st == W_SHED ? "shed" : "queue-full", s->wt.retry_s);
         return;
     }
     s->state = S_CONNECTING;
@@ -150,16 +157,21 @@ void sess_wait_for_slot(struct session *s, int front)
     uint64_t now = up_now_ms();
     if (!front)
         s->wt.since_ms = now; /* before queue_push: from then on other threads read it */
-    int rc = c->queue_max == 0 ? -1 : queue_push(q, &s->wt, front, c->queue_max);
+    uint32_t retry_s = 0;
+    int rc = c->queue_max == 0 ? -1 : queue_push(q, &s->wt, front, c->queue_max, &retry_s);
+    if (rc == -3) {
+        sess_send_queue_reject(s, "shed", retry_s);
+        return;
+    }
     if (rc == -2) {
         s->answer_keep = s->req.done;
         sess_send_answer(s, 429, "tenant-queue", "this tenant has too many requests waiting",
                          "Retry-After: 1\r\nX-Sluice-Reject: tenant-queue\r\n");
         return;
     }
-    if (rc < 0) {
+    if (rc < 0) { /* no queue ([queue] max = 0) */
         atomic_fetch_add(&q->full, 1);
-        sess_send_queue_reject(s, "queue-full");
+        sess_send_queue_reject(s, "queue-full", 0);
         return;
     }
     uint64_t waited = now - s->wt.since_ms;

@@ -23,9 +23,9 @@ struct series;
 #define REJECT_REASONS(X)                                                                   \
     X(rate, "rate", "over the tenant's rate (429)")                                        \
     X(tenant_queue, "tenant-queue", "over the tenant's max_queue (429)")                  \
-    X(queue_full, "queue-full", "the shared queue was full (503)")                       \
+    X(queue_full, "queue-full", "dropped from the heaviest tenant of a full queue (503)") \
     X(queue_timeout, "queue-timeout", "waited [queue] timeout for a slot (503)")         \
-    X(shed, "shed", "shed from a standing queue, heaviest tenant first (503)")           \
+    X(shed, "shed", "its tenant's queue stands: refused or shed (503)")                \
     X(limiter_down, "limiter-down", "Redis unavailable with on_failure = closed (503)")
 
 enum reject_reason {
@@ -48,11 +48,19 @@ struct tenant_state {
     atomic_uint_fast64_t rejected[REJ_MAX]; /* by reason */
     atomic_int inflight;                   /* its requests holding a backend slot */
     int queued;                            /* its waiters, under queue.lock */
-    /* its place in the shared queue, under queue.lock (queue.c) */
+    /* its place in the shared queue, under queue.lock unless atomic (queue.c) */
     struct waiter *q_head, *q_tail;
-    int deficit;                           /* requests left in its current turn */
-    int fresh;                             /* joined the ring and not served since */
     struct tenant_state *ring_prev, *ring_next;
+    _Atomic int64_t vtime;                 /* worker time charged / weight, us (virtual) */
+    _Atomic int64_t cost_us;               /* its requests' worker time (moving average) */
+    uint64_t above_since;                  /* ms since its served waiters waited over
+                                            * target; 0 = not */
+    int standing;                          /* its queue stands: see queue.h */
+    uint64_t calm_since;                   /* ms since its served waiters, standing, all
+                                            * waited under half the target; 0 = not */
+    uint64_t last_pop_us;                  /* when a waiter of its was last served, while
+                                            * it had more waiting; 0 = not backlogged */
+    int64_t gap_us;                        /* time between its services (moving average) */
     struct series *_Atomic ser;            /* its measurements (meter.h); set once by main,
                                             * NULL for unnamed keys */
 };

@@ -157,8 +157,8 @@ struct config {
     struct tenants_conf tenants;
     int queue_max;                /* [queue] max [1000] waiting requests, all tenants */
     uint32_t queue_timeout_ms;    /* [queue] timeout [10s] -> 503 */
-    uint32_t queue_target_ms;     /* [queue] target [0 = off]: CoDel sojourn target */
-    uint32_t queue_interval_ms;   /* [queue] interval [1s]: above target this long -> shed */
+    uint32_t queue_target_ms;     /* [queue] target [auto = UINT32_MAX; off = 0]: sojourn */
+    uint32_t queue_interval_ms;   /* [queue] interval [auto]: above target this long: stands */
     struct redis_conf redis;
     struct admin_conf admin;
     struct scale_section scale;

@@ -1,7 +1,22 @@
 /* queue: requests waiting for a backend slot (a Gunicorn worker), shared by all threads.
- * When a slot frees, the next waiter is chosen fairly across tenants (weighted round robin
- * by tenant weight, FIFO within a tenant; a tenant that had nobody waiting goes next) and
- * woken on its own thread.
+ * Tenants are its flows, as in FQ-CoDel (RFC 8290): one FIFO per tenant, and
+ *
+ * - fair in worker time: a freed slot goes to the tenant with the least virtual time, the
+ *   worker time its requests held divided by its weight (charged with the tenant's mean
+ *   cost when a waiter is served, corrected with the real time at completion, as
+ *   Kubernetes API Priority and Fairness charges seats). A tenant that had nobody waiting
+ *   joins at the queue's current virtual time, so it is served next and cannot bank credit
+ *   while idle; one that used much while others were idle owes at most a second for it.
+ * - per-tenant sojourn control: when every waiter of a tenant served for `interval` had
+ *   waited over `target`, that tenant's queue is standing (it sends more than its share
+ *   finishes), whatever the other tenants' requests do. While it stands, its newcomers are
+ *   refused at once when they would wait over target (their place times the gap between
+ *   its services), and its waiters that waited over twice the target are shed. It stands
+ *   until, for an interval, its queue was empty or its waiters were served within half the
+ *   target (its load fell).
+ * - drop from the longest queue: when `max` are waiting, the oldest waiter of the tenant
+ *   holding the most of the queue by weight is refused, never a newcomer of a tenant under
+ *   its share.
  *
  * Invariants (all under `lock`): a waiter is in at most one tenant FIFO and is in one iff
  * its state is W_QUEUED; a tenant is in the ring iff its FIFO is non-empty; `len` counts
@@ -9,14 +24,8 @@
  * thread never touches a waiter after waking it (event_active): the owner may be running
  * and may free it at once, and queue_leave() of a W_IDLE waiter takes no lock. A popped
  * waiter (W_WOKEN) has been sent one wake-up; if it goes away without using it, it must
- * pass it on with queue_kick() (queue_leave does). A shed waiter (W_SHED) was taken out
- * and woken to be refused: it holds nothing to pass on.
- *
- * Shedding (CoDel-like, [queue] target > 0): when every waiter served for `interval` has
- * waited longer than `target` (a standing queue, not a burst), each freed slot also sheds
- * the waiters of the tenant with the most requests waiting that have waited longer than
- * `target` (they would mostly time out anyway, and they are the ones overloading). A
- * waiter served within `target`, or an empty queue, ends the episode. */
+ * pass it on with queue_kick() (queue_leave does). A shed or dropped waiter (W_SHED,
+ * W_DROPPED) was taken out and woken to be refused: it holds nothing to pass on. */
 #ifndef SLUICE_QUEUE_H
 #define SLUICE_QUEUE_H
 
@@ -27,7 +36,9 @@
 struct event;
 struct tenant_state;
 
-enum waiter_state { W_IDLE = 0, W_QUEUED, W_WOKEN, W_SHED };
+enum waiter_state { W_IDLE = 0, W_QUEUED, W_WOKEN, W_SHED, W_DROPPED };
+
+#define QUEUE_AUTO UINT32_MAX /* [queue] target/interval = auto: from the tenant's cost */
 
 /* Embedded in a session. */
 struct waiter {
@@ -42,26 +53,30 @@ struct waiter {
     _Atomic(enum waiter_state) state; /* read without the lock by its owner (queue_leave
                                 * of an idle waiter, wake_cb): written under it */
     uint64_t since_ms;          /* when it queued */
+    int64_t charged_us;         /* worker time charged when it was served (an estimate) */
+    uint32_t retry_s;           /* W_SHED, W_DROPPED: when its tenant would be served, s */
 };
 
 struct queue {
     pthread_mutex_t lock;
     atomic_int len;             /* waiters queued */
-    struct tenant_state *cur;   /* ring of tenants with waiters; the one whose turn it is */
-    struct tenant_state *fresh_tail; /* the last tenant that joined and is not served yet */
+    struct tenant_state *cur;   /* ring of tenants with waiters (the scan starts here) */
+    int64_t vnow;               /* virtual time of the last tenant served */
     atomic_uint_fast64_t timeouts, full, shed;
-    _Atomic uint32_t target_ms; /* shedding: 0 = off (from the current generation) */
+    _Atomic uint32_t target_ms; /* sojourn target: 0 = off, QUEUE_AUTO (current generation) */
     _Atomic uint32_t interval_ms;
-    uint64_t above_since;       /* ms since when served waiters waited over target; 0 = not */
+    _Atomic int64_t mean_cost_us; /* worker time per request, all tenants (moving average) */
 };
 
 void queue_init(struct queue *q);
 void queue_destroy(struct queue *q);
 
 /* Queue w (front: ahead of its tenant's others, for a waiter that was woken but lost
- * the slot). Refused when not front: -1 if `max` are already waiting, -2 if its tenant
- * has max_queue waiting. */
-int queue_push(struct queue *q, struct waiter *w, int front, int max);
+ * the slot). When `max` are waiting, the oldest waiter of the heaviest tenant is dropped
+ * (woken as W_DROPPED) to make room. Refused when not front: -2 if its tenant has
+ * max_queue waiting, -3 if its tenant's queue stands and it would wait over target
+ * (*retry_s: when the tenant's waiters now would all be served, at least 1). */
+int queue_push(struct queue *q, struct waiter *w, int front, int max, uint32_t *retry_s);
 
 /* Take w out: returns its state before (W_QUEUED: it was waiting; W_WOKEN: a wake-up is on
  * its way, which it passes on). Safe for a waiter that never queued. */
@@ -71,8 +86,17 @@ enum waiter_state queue_leave(struct queue *q, struct waiter *w);
  * within a tenant the waiters whose route is at its max_inflight). */
 void queue_kick(struct queue *q);
 
-/* Shedding parameters ([queue] target, interval) from now on. */
+/* A request of t's that held a backend slot for used_us is over; charged_us of it was
+ * charged when it left the queue (0 if it never queued). weight: t's. */
+void queue_charge(struct queue *q, struct tenant_state *t, int weight, int64_t used_us,
+                  int64_t charged_us);
+
+/* Sojourn control ([queue] target, interval; 0 target = off, QUEUE_AUTO) from now on. */
 void queue_configure(struct queue *q, uint32_t target_ms, uint32_t interval_ms);
+
+/* The target and interval that apply to t now, ms (resolving auto). */
+uint32_t queue_target_of(struct queue *q, struct tenant_state *t);
+uint32_t queue_interval_of(struct queue *q, struct tenant_state *t);
 
 /* Waiters now. */
 int queue_len(struct queue *q);

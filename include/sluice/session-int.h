@@ -94,7 +94,7 @@ void sess_ask_redis(struct session *s);
 /* Redis did not decide (error or timeout): [redis] on_failure does. */
 void sess_limiter_fallback(struct session *s);
 /* 503 from the queue (full, waited too long, or shed). */
-void sess_send_queue_reject(struct session *s, const char *why);
+void sess_send_queue_reject(struct session *s, const char *why, uint32_t retry_s);
 /* No slot free: wait in the shared queue (S_QUEUED) or refuse; front: keep its place. */
 void sess_wait_for_slot(struct session *s, int front);
 

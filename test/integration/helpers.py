@@ -5,6 +5,8 @@ Everything binds 127.0.0.1 on ports picked here; every process is started here a
 by its PID; every wait is bounded."""
 import functools
 import hashlib
+import http.client
+import json
 import os
 import re
 import signal
@@ -740,6 +742,15 @@ def request(port, method, target, headers=None, body=None, timeout=10.0):
     with Conn(port, timeout) as c:
         c.request(method, target, headers, body)
         return c.read_response(method)
+
+
+def status_json(port):
+    """The admin listener's /status.json on port, parsed."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/status.json")
+    doc = json.loads(c.getresponse().read())
+    c.close()
+    return doc
 
 
 def raw(port, data, timeout=5.0):

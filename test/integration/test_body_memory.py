@@ -5,24 +5,15 @@ stalling took sluice from 8 MB to 1,027 MB, and it stayed near 1 GB after they l
 reserves its room before it is read; one that does not fit is refused with 503 buffers-full,
 and the memory goes back to the kernel when the clients leave."""
 import hashlib
-import http.client
 import json
 import resource
 import selectors
 import socket
 import time
 
-from helpers import SANITIZED, SLOW, Conn, exit_totals, rss_kb, wait_for
+from helpers import SANITIZED, SLOW, Conn, exit_totals, rss_kb, status_json, wait_for
 
 MB = 1 << 20
-
-
-def _status(port):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    c.request("GET", "/status.json")
-    doc = json.loads(c.getresponse().read())
-    c.close()
-    return doc
 
 
 def _stalled_uploads(port, clients, sent, length, deadline_s):
@@ -89,7 +80,7 @@ def test_a_thousand_stalled_uploads_stay_under_buffer_memory(backend_factory, sl
     waiting, answered = _stalled_uploads(s.port, 1000, 1000000, 1000001, 60 * SLOW)
     try:
         peak = rss_kb(s.pid)
-        doc = _status(admin)
+        doc = status_json(admin)
         held = doc["buffers"]["used"]
         # every client either holds a buffered body or was told 503 buffers-full, at once
         refused = [r for r in answered if r.startswith(b"HTTP/1.1 503 ")
@@ -108,7 +99,7 @@ def test_a_thousand_stalled_uploads_stay_under_buffer_memory(backend_factory, sl
     finally:
         for sock in waiting:
             sock.close()
-    wait_for(lambda: _status(admin)["buffers"]["used"] == 0, 10 * SLOW,
+    wait_for(lambda: status_json(admin)["buffers"]["used"] == 0, 10 * SLOW,
              msg="the bodies' reservations returned")
     with Conn(s.port) as c:
         c.request("POST", "/echo", body=b"z" * 500000)

@@ -378,8 +378,8 @@ def narrow_sluice(backend_factory, sluice_factory, admin, **keys):
     conf = {"up_for": "2s", "cooldown": "600s", "window": "10s"}
     conf.update(keys)
     s = sluice_factory([b], extra=scale_extra(admin, **conf) +
-                       "\n[queue]\nmax = 200\ntimeout = 30s\n")
-    first_doc(admin)
+                       "\n[queue]\nmax = 200\ntimeout = 30s\ntarget = off\n")
+    first_doc(admin)  # (target = off: these tests want the queue deep, not shed)
     return s
 
 
@@ -576,7 +576,7 @@ def test_gunicorn_actuator_grows_and_shrinks_the_master(backend_factory, sluice_
     s = sluice_factory([b], extra=scale_extra(
         admin, gunicorn_pidfile=pidfile, gunicorn_backend="a", min_workers=2, max_workers=4,
         up_for="2s", cooldown="3s", down_for="4s", window="10s") +
-        "\n[queue]\nmax = 200\ntimeout = 30s\n")
+        "\n[queue]\nmax = 200\ntimeout = 30s\ntarget = off\n")  # deep, not shed
     with WorkerCounter(b.pid) as wc:
         doc = helpers.wait_for(lambda: (lambda d: d and d["gunicorn_workers"] == 2 and d)(
             scale_doc(admin)), 5 * SLOW, 0.1, msg="the actuator to count 2 workers")

@@ -63,7 +63,7 @@ static void test_fifo_kick_and_leave(void **state)
     struct waiter w[4];
     for (int i = 0; i < 4; i++) {
         waiter(&w[i], &a, 1);
-        assert_int_equal(queue_push(&q, &w[i], 0, 100), 0);
+        assert_int_equal(queue_push(&q, &w[i], 0, 100, NULL), 0);
     }
     assert_int_equal(queue_len(&q), 4);
     assert_int_equal(queue_leave(&q, &w[1]), W_QUEUED);
@@ -83,34 +83,135 @@ static void test_fifo_kick_and_leave(void **state)
     queue_destroy(&q);
 }
 
-/* Limits: the queue's max and the tenant's max_queue refuse newcomers, not a waiter put
- * back in front. */
-static void test_limits_refuse_newcomers_only(void **state)
+/* Limits: a tenant's max_queue refuses its newcomers; a full queue makes room at the
+ * oldest waiter of the tenant holding the most of it (by weight), and a newcomer of a
+ * tenant under its share is never the one refused; a waiter put back in front passes. */
+static void test_limits_and_drop_from_the_longest(void **state)
 {
     (void)state;
     struct queue q;
     setup(&q);
     struct tenant_state a = {.name = "a"}, b = {.name = "b"};
-    struct waiter w[4];
+    struct waiter w[8];
     waiter(&w[0], &a, 1);
     w[0].max_queue = 1;
-    assert_int_equal(queue_push(&q, &w[0], 0, 2), 0);
+    assert_int_equal(queue_push(&q, &w[0], 0, 3, NULL), 0);
     waiter(&w[1], &a, 1);
     w[1].max_queue = 1;
-    assert_int_equal(queue_push(&q, &w[1], 0, 2), -2);
-    waiter(&w[2], &b, 1);
-    assert_int_equal(queue_push(&q, &w[2], 0, 2), 0);
-    waiter(&w[3], &b, 1);
-    assert_int_equal(queue_push(&q, &w[3], 0, 2), -1);
-    assert_int_equal(queue_push(&q, &w[3], 1, 2), 0); /* front: it had its place */
-    assert_int_equal(queue_len(&q), 3);
+    assert_int_equal(queue_push(&q, &w[1], 0, 3, NULL), -2);
+    for (int i = 1; i < 3; i++) {
+        waiter(&w[i], &a, 1);
+        assert_int_equal(queue_push(&q, &w[i], 0, 3, NULL), 0); /* a: 3 waiting, full */
+    }
+    /* b has weight 4: its share of the queue is four times a's */
+    waiter(&w[3], &b, 4);
+    assert_int_equal(queue_push(&q, &w[3], 0, 3, NULL), 0); /* b is under its share */
+    assert_int_equal(nwoken, 1);
+    assert_ptr_equal(woken[0], &w[0]); /* a's oldest made room */
+    assert_int_equal(w[0].state, W_DROPPED);
+    assert_true(w[0].retry_s >= 1);
+    waiter(&w[4], &b, 4);
+    assert_int_equal(queue_push(&q, &w[4], 0, 3, NULL), 0); /* a 2/1 > b 2/4 */
+    assert_ptr_equal(woken[1], &w[1]);
+    waiter(&w[5], &b, 4);
+    assert_int_equal(queue_push(&q, &w[5], 0, 3, NULL), 0); /* a 1/1 > b 3/4 */
+    assert_ptr_equal(woken[2], &w[2]);
+    assert_int_equal(a.queued, 0);
+    assert_int_equal(b.queued, 3);
+    /* b holds it all now: its own oldest makes room for its newcomer */
+    waiter(&w[7], &b, 4);
+    assert_int_equal(queue_push(&q, &w[7], 0, 3, NULL), 0);
+    assert_ptr_equal(woken[3], &w[3]);
+    assert_int_equal(b.queued, 3);
+    waiter(&w[6], &a, 1);
+    assert_int_equal(queue_push(&q, &w[6], 1, 3, NULL), 0); /* front: no room made */
+    assert_int_equal(nwoken, 4);
+    assert_int_equal(queue_len(&q), 4);
     queue_destroy(&q);
 }
 
-/* Shedding decides from the served waiter's wait before waking it: after the wake-up its
- * owner may reuse it at once (here: a fresh since_ms), which must not change the verdict.
- * Before the fix the queue read since_ms after event_active (a use-after-free when the
- * owner freed the session meanwhile, found by the soak). */
+/* Worker time, not request count: two tenants of equal weight that are always waiting,
+ * one whose requests hold a worker 1 s and one 100 ms, each get half the worker time
+ * (charged at completion, as here right after the wake-up). */
+static void test_fair_in_worker_time(void **state)
+{
+    (void)state;
+    struct queue q;
+    setup(&q);
+    struct tenant_state a = {.name = "slow"}, b = {.name = "fast"};
+    static struct waiter w[2][40];
+    for (int i = 0; i < 40; i++) {
+        waiter(&w[0][i], &a, 1);
+        waiter(&w[1][i], &b, 1);
+        assert_int_equal(queue_push(&q, &w[0][i], 0, 1000, NULL), 0);
+        assert_int_equal(queue_push(&q, &w[1][i], 0, 1000, NULL), 0);
+    }
+    int64_t used[2] = {0, 0};
+    for (int k = 0; k < 40; k++) {
+        queue_kick(&q);
+        struct waiter *x = woken[--nwoken];
+        int slow = x->ts == &a;
+        int64_t us = slow ? 1000000 : 100000;
+        used[!slow] += us;
+        queue_charge(&q, x->ts, 1, us, x->charged_us);
+        x->charged_us = 0;
+    }
+    double share = (double)used[0] / (double)(used[0] + used[1]);
+    assert_true(share > 0.4 && share < 0.6);
+    queue_destroy(&q);
+}
+
+/* A tenant's standing queue is judged on its own: another tenant's quick services do not
+ * end it; while it stands, its newcomers that would wait over target are refused at once,
+ * with a Retry-After from its service gap, and its waiters over twice the target are
+ * shed. A newcomer of a tenant with nobody waiting is not refused. */
+static void test_per_tenant_standing_queue(void **state)
+{
+    (void)state;
+    struct queue q;
+    setup(&q);
+    queue_configure(&q, 100, 0);
+    struct tenant_state a = {.name = "a"}, b = {.name = "b"};
+    struct waiter wa[6], wb[3];
+    for (int i = 0; i < 6; i++) {
+        waiter(&wa[i], &a, 1);
+        wa[i].since_ms = now_ms() - (i < 4 ? 150 : 0); /* over target, not over twice */
+        assert_int_equal(queue_push(&q, &wa[i], 0, 100, NULL), 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        waiter(&wb[i], &b, 1);
+        assert_int_equal(queue_push(&q, &wb[i], 0, 100, NULL), 0);
+    }
+    for (int i = 0; i < 4; i++) /* a, b, a, b: b's are served at once */
+        queue_kick(&q);
+    assert_int_equal(a.standing, 1);
+    assert_int_equal(b.standing, 0);
+    assert_int_equal(a.queued, 4);
+    a.gap_us = 50000; /* a is served every 50 ms: a 5th waiter would wait 250 ms */
+    waiter(&wa[0], &a, 1);
+    uint32_t retry = 0;
+    assert_int_equal(queue_push(&q, &wa[0], 0, 100, &retry), -3);
+    assert_int_equal(retry, 1);
+    waiter(&wb[2], &b, 1); /* b is not standing: queued */
+    assert_int_equal(queue_push(&q, &wb[2], 0, 100, &retry), 0);
+    /* a's waiters that waited over twice the target are shed when a is next served */
+    for (struct waiter *x = a.q_head; x; x = x->next)
+        x->since_ms = now_ms() - 300;
+    int before = nwoken;
+    queue_kick(&q); /* b's turn or a's: kick until a's is served */
+    queue_kick(&q);
+    int shed = 0;
+    for (int i = before; i < nwoken; i++)
+        shed += woken[i]->state == W_SHED;
+    assert_true(shed >= 2);
+    assert_int_equal(a.queued, 0);
+    queue_destroy(&q);
+}
+
+/* Sojourn control decides from the served waiter's wait before waking it: after the
+ * wake-up its owner may reuse it at once (here: a fresh since_ms), which must not change
+ * the verdict. Before the fix the queue read since_ms after event_active (a use-after-free
+ * when the owner freed the session meanwhile, found by the soak). */
 static void test_served_waiter_is_not_read_after_its_wake_up(void **state)
 {
     (void)state;
@@ -122,11 +223,11 @@ static void test_served_waiter_is_not_read_after_its_wake_up(void **state)
     for (int i = 0; i < 2; i++) {
         waiter(&w[i], &a, 1);
         w[i].since_ms = now_ms() - 1000; /* waited a second: over target */
-        assert_int_equal(queue_push(&q, &w[i], 0, 100), 0);
+        assert_int_equal(queue_push(&q, &w[i], 0, 100, NULL), 0);
     }
     queue_kick(&q);
     assert_int_equal(nwoken, 1);
-    assert_true(q.above_since != 0); /* a standing queue began, judged by the real wait */
+    assert_true(a.above_since != 0); /* a standing queue began, judged by the real wait */
     queue_destroy(&q);
 }
 
@@ -134,7 +235,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fifo_kick_and_leave),
-        cmocka_unit_test(test_limits_refuse_newcomers_only),
+        cmocka_unit_test(test_limits_and_drop_from_the_longest),
+        cmocka_unit_test(test_fair_in_worker_time),
+        cmocka_unit_test(test_per_tenant_standing_queue),
         cmocka_unit_test(test_served_waiter_is_not_read_after_its_wake_up),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
