@@ -14,6 +14,7 @@
 # proxy) with a hard client timeout, and records every request's status and latency.
 # Scenarios, each run against each proxy (interleaved: scenario by scenario):
 #   overload     tenant solo at 2 x C, no tenant rate limit: concurrency cap + queue only
+#   overload10   the same at 10 x C
 #   overload-rl  tenant capped at 2 x C, rate-limited to C (burst C/2) in all three
 #   quiet-alone  tenant quiet at 0.2 x C alone: the baseline for the next one
 #   noisy        tenant noisy at 4 x C beside quiet at 0.2 x C; both limited to 0.8 x C
@@ -40,7 +41,11 @@
 #   BENCH_NOISY_MAX_INFLIGHT [0] sluice max_inflight of noisy (0 = none; W-1 keeps a
 #                        slot for quiet, which no other proxy here can do)
 #   BENCH_SHARE_PCT [80] noisy's and quiet's rate limit, % of C (burst: half a second of it)
-#   BENCH_SCENARIOS ["overload overload-rl quiet-alone noisy"]
+#   BENCH_SCENARIOS ["overload overload10 overload-rl quiet-alone noisy"]
+#   BENCH_SLUICE_CONFIG [plain]: sluice with only `workers = W` and `[tenants] key` (no
+#                        [queue], no per-tenant numbers: what a new user writes; NGINX and
+#                        HAProxy keep their tuned limits); `tuned`: the config described
+#                        above, with the BENCH_QUEUE_* and tenant numbers
 #   BENCH_ARRIVALS [poisson] or constant            BENCH_SEED [1]
 #   BENCH_NGINX_MAX_CONNS [0] if > 0: NGINX `server ... max_conns=N` (free NGINX has no
 #                        queue: beyond N in flight it answers 502 at once)
@@ -70,7 +75,8 @@ QUEUE_TIMEOUT_MS=${BENCH_QUEUE_TIMEOUT_MS:-1000}
 QUEUE_TARGET_MS=${BENCH_QUEUE_TARGET_MS:-0}
 QUEUE_INTERVAL_MS=${BENCH_QUEUE_INTERVAL_MS:-500}
 SHARE_PCT=${BENCH_SHARE_PCT:-80}
-SCENARIOS=${BENCH_SCENARIOS:-"overload overload-rl quiet-alone noisy"}
+SCENARIOS=${BENCH_SCENARIOS:-"overload overload10 overload-rl quiet-alone noisy"}
+SLUICE_CONFIG=${BENCH_SLUICE_CONFIG:-plain}
 ARRIVALS=${BENCH_ARRIVALS:-poisson}
 SEED=${BENCH_SEED:-1}
 NGINX_MAX_CONNS=${BENCH_NGINX_MAX_CONNS:-0}
@@ -88,7 +94,7 @@ for arg in "$@"; do
 done
 case $HAPROXY_LIMITER in gpc|http_req_rate) ;; *) die "BENCH_HAPROXY_LIMITER must be gpc or http_req_rate" ;; esac
 for s in $SCENARIOS; do
-  case $s in overload|overload-rl|quiet-alone|noisy) ;; *) die "unknown scenario $s" ;; esac
+  case $s in overload|overload10|overload-rl|quiet-alone|noisy) ;; *) die "unknown scenario $s" ;; esac
 done
 
 check_tools "$NGINX" "$HAPROXY" "$PY" "$GUNICORN" curl
@@ -141,7 +147,28 @@ start_pool() {  # (re)start the pool on $P_G; waits until all W workers have boo
 # ---------------------------------------------------------------- proxies
 start_pool || die "gunicorn did not start"
 
-if has_sluice; then
+if has_sluice && [ "$SLUICE_CONFIG" = plain ]; then
+  # what a new user writes: the backend's workers and a tenant key, nothing else
+  d=$W/sluice; mkdir -p "$d"
+  cat >"$d/sluice.ini" <<EOF
+[proxy]
+listen = 127.0.0.1:$P_SLUICE
+threads = 2
+error_log = $d/error.log
+access_log = $d/access.log
+
+[backend app]
+address = 127.0.0.1:$P_G
+workers = $WORKERS
+
+[tenants]
+key = header:X-Tenant
+EOF
+  SLUICE_BUILT=$(date -r "$SLUICE_BIN" '+%F %T')
+  cp "$SLUICE_BIN" "$d/sluice" || die "cannot copy $SLUICE_BIN"
+  "$d/sluice" -t -c "$d/sluice.ini" >"$W/sluice-t.out" 2>&1 || { cat "$W/sluice-t.out" >&2; die "sluice -t failed"; }
+  start_sluice "$d/sluice" "$d/sluice.ini"
+elif has_sluice; then
   d=$W/sluice; mkdir -p "$d"
   tq=""; [ "$TENANT_QUEUE" -gt 0 ] && tq="max_queue = $TENANT_QUEUE"
   nmi=""; [ "$NOISY_MAX_INFLIGHT" -gt 0 ] && nmi="max_inflight = $NOISY_MAX_INFLIGHT"
@@ -287,7 +314,8 @@ for p in $PROXIES; do
               "http://127.0.0.1:${PORT[$p]}/slow?ms=0" &
           done; wait)
   n429=$(grep -c '^429$' <<<"$codes")
-  [ "$n429" -gt 0 ] || die "$p: $((BURST_SHARE * 3 + 5)) parallel requests of tenant quiet got no 429 (limit $LIM_SHARE/s burst $BURST_SHARE): $(sort <<<"$codes" | uniq -c | tr '\n' ' ')"
+  # sluice's plain config has no rate limits: nothing to prove there
+  [ "$n429" -gt 0 ] || { [ "$p" = sluice ] && [ "$SLUICE_CONFIG" = plain ]; } || die "$p: $((BURST_SHARE * 3 + 5)) parallel requests of tenant quiet got no 429 (limit $LIM_SHARE/s burst $BURST_SHARE): $(sort <<<"$codes" | uniq -c | tr '\n' ' ')"
 done
 log "pre-flight ok: $PROXIES answer /slow and rate-limit tenant quiet"
 sleep 1
@@ -317,6 +345,7 @@ printf 'scenario\tproxy\tround\tjson\tcpu_ticks\taccess_from\taccess_to\n' >"$RU
 streams_of() {  # streams_of SCENARIO: loadgen --stream arguments
   case $1 in
     overload)    echo "--stream solo:$RATE_OVER:$URL_PATH:X-Tenant=solo" ;;
+    overload10)  echo "--stream solo:$((10 * CAP)):$URL_PATH:X-Tenant=solo" ;;
     overload-rl) echo "--stream capped:$RATE_OVER:$URL_PATH:X-Tenant=capped" ;;
     quiet-alone) echo "--stream quiet:$RATE_QUIET:$URL_PATH:X-Tenant=quiet" ;;
     noisy)       echo "--stream noisy:$RATE_NOISY:$URL_PATH:X-Tenant=noisy --stream quiet:$RATE_QUIET:$URL_PATH:X-Tenant=quiet" ;;
@@ -530,6 +559,8 @@ def report(runs_tsv, cap, header):
     S = {}
     if "overload" in scen:
         load_table("overload", "solo", f"(1) overload: tenant solo at {2 * cap} req/s (2 x C), no tenant rate limit")
+    if "overload10" in scen:
+        load_table("overload10", "solo", f"(1a) overload10: tenant solo at {10 * cap} req/s (10 x C), no tenant rate limit")
     if "overload-rl" in scen:
         load_table("overload-rl", "capped", f"(1b) overload-rl: tenant capped at {2 * cap} req/s (2 x C), rate-limited to C")
     if "quiet-alone" in scen:
@@ -539,13 +570,15 @@ def report(runs_tsv, cap, header):
         load_table("noisy", "noisy", "(2b) noisy neighbour: noisy beside quiet")
 
     # goals
-    print("Goals (issue 4): overload goodput >= 90% of C; quiet success >= 99.9% and p99 <= 1.5 x alone")
-    hdr = (f"{'proxy':<8} {'overload %C':>12} {'overload-rl %C':>15} {'quiet ok% alone':>16} "
+    print("Goals (issues 4, 13): overload goodput >= 90% of C at 2x and 10x; quiet success >= 99.9% and p99 <= 1.5 x alone")
+    hdr = (f"{'proxy':<8} {'overload %C':>12} {'10x %C':>8} {'overload-rl %C':>15} {'quiet ok% alone':>16} "
            f"{'quiet ok% noisy':>16} {'p99 alone':>10} {'p99 noisy':>10} {'ratio':>6} {'noisy %C':>9}")
     print(hdr)
     print("-" * len(hdr))
     for p in present:
         o = agg("overload", p, "solo") if "overload" in scen else None
+        o10 = agg("overload10", p, "solo") if "overload10" in scen else None
+        o10g = 100 * o10["goodput"] / cap if o10 else None
         orl = agg("overload-rl", p, "capped") if "overload-rl" in scen else None
         qa = agg("quiet-alone", p, "quiet") if "quiet-alone" in scen else None
         qn = agg("noisy", p, "quiet") if "noisy" in scen else None
@@ -556,11 +589,12 @@ def report(runs_tsv, cap, header):
             return v if v == "-" else f"{v}{'' if ok else '!'}"
         og = 100 * o["goodput"] / cap if o else None
         orlg = 100 * orl["goodput"] / cap if orl else None
-        S[p] = dict(og=og, op99=o["p99"] if o else None, orlg=orlg, orlp99=orl["p99"] if orl else None,
+        S[p] = dict(og=og, o10g=o10g, op99=o["p99"] if o else None, orlg=orlg, orlp99=orl["p99"] if orl else None,
                     qa=qa["success"] if qa else None, qn=qn["success"] if qn else None,
                     qap99=qa["p99"] if qa else None, qnp99=qn["p99"] if qn else None, ratio=ratio,
                     ng=100 * nn["goodput"] / cap if nn else None)
         print(f"{p:<8} {mark(fnum(og, '{:.1f}'), og is not None and og >= 90):>12} "
+              f"{mark(fnum(o10g, '{:.1f}'), o10g is not None and o10g >= 90):>8} "
               f"{mark(fnum(orlg, '{:.1f}'), orlg is not None and orlg >= 90):>15} "
               f"{fnum(S[p]['qa'], '{:.2f}'):>16} "
               f"{mark(fnum(S[p]['qn'], '{:.2f}'), S[p]['qn'] is not None and S[p]['qn'] >= 99.9):>16} "
@@ -571,7 +605,7 @@ def report(runs_tsv, cap, header):
     print()
     if "sluice" in present:
         print("Ratios sluice / other: goodput >1 = sluice better; p99 and quiet's p99 ratio <1 = sluice better")
-        cols = [("ovl good", "og"), ("ovl p99", "op99"), ("ovl-rl good", "orlg"), ("ovl-rl p99", "orlp99"),
+        cols = [("ovl good", "og"), ("ovl10 good", "o10g"), ("ovl p99", "op99"), ("ovl-rl good", "orlg"), ("ovl-rl p99", "orlp99"),
                 ("quiet p99", "qnp99"), ("quiet ratio", "ratio"), ("noisy good", "ng")]
         print(f"{'':<17}" + "".join(f"{c[0]:>12}" for c in cols))
         for other in ("nginx", "haproxy"):
