@@ -149,32 +149,54 @@ static void json_rejected(struct evbuffer *o, const struct tenant_state *st)
     evbuffer_add_printf(o, "}");
 }
 
+/* One tenant's object: limits from conf, counts from st (or from v for an unnamed key). */
+static void json_tenant(struct evbuffer *o, struct proxy *px, const struct tenant *t,
+                        const char *name, const struct tracked_view *v)
+{
+    const struct tenant_conf *tc = t->conf;
+    pthread_mutex_lock(&px->queue.lock);
+    int queued = t->st->queued, standing = t->st->standing;
+    uint32_t target = queue_target_of(&px->queue, t->st);
+    pthread_mutex_unlock(&px->queue.lock);
+    evbuffer_add_printf(o, "{\"name\":");
+    json_str(o, name);
+    evbuffer_add_printf(o, ",\"unnamed\":%s,\"rate\":%g,\"burst\":%d,\"weight\":%d,"
+                           "\"max_inflight\":%d,\"max_queue\":%d,\"inflight\":%d,\"queued\":%d,"
+                           "\"admitted\":%" PRIu64 ",\"standing\":%s,\"target_ms\":%u,"
+                           "\"cost_ms\":%.1f,",
+                        v ? "true" : "false", tc->rate, tc->burst, tc->weight, tc->max_inflight,
+                        tc->max_queue, v ? v->inflight : atomic_load(&t->st->inflight), queued,
+                        v ? v->admitted : (uint64_t)atomic_load(&t->st->admitted),
+                        standing ? "true" : "false", target,
+                        (double)atomic_load(&t->st->cost_us) / 1000.0);
+    json_rejected(o, t->st);
+    evbuffer_add(o, ",", 1);
+    json_windows(o, v ? NULL : atomic_load(&t->st->ser), 0, NULL, NULL);
+    evbuffer_add_printf(o, "}");
+}
+
+#define TOP_UNNAMED_JSON 20    /* unnamed tenant keys in /status.json, busiest first */
+#define TOP_UNNAMED_METRICS 10 /* ... in /metrics (the rest summed as tenant="(other)") */
+
+/* The named tenants, then the busiest unnamed keys ([tenants] max_tracked of them are
+ * tracked; "unnamed_others" sums the rest). */
 static void json_tenants(struct evbuffer *o, struct proxy *px, const struct runtime *rt)
 {
-    const struct admit *a = &rt->admit;
+    struct admit *a = (struct admit *)&rt->admit;
     evbuffer_add_printf(o, "\"tenants\":[");
     for (int i = 0; i < a->n; i++) {
-        const struct tenant *t = &a->t[i];
-        const struct tenant_conf *tc = t->conf;
-        pthread_mutex_lock(&px->queue.lock);
-        int queued = t->st->queued, standing = t->st->standing;
-        uint32_t target = queue_target_of(&px->queue, t->st);
-        pthread_mutex_unlock(&px->queue.lock);
-        evbuffer_add_printf(o, "%s{\"name\":", i ? "," : "");
-        json_str(o, tc->name);
-        evbuffer_add_printf(o, ",\"rate\":%g,\"burst\":%d,\"weight\":%d,\"max_inflight\":%d,"
-                               "\"max_queue\":%d,\"inflight\":%d,\"queued\":%d,\"admitted\":%" PRIu64
-                               ",\"standing\":%s,\"target_ms\":%u,\"cost_ms\":%.1f,",
-                            tc->rate, tc->burst, tc->weight, tc->max_inflight, tc->max_queue,
-                            atomic_load(&t->st->inflight), queued,
-                            (uint64_t)atomic_load(&t->st->admitted), standing ? "true" : "false",
-                            target, (double)atomic_load(&t->st->cost_us) / 1000.0);
-        json_rejected(o, t->st);
-        evbuffer_add(o, ",", 1);
-        json_windows(o, atomic_load(&t->st->ser), 0, NULL, NULL);
-        evbuffer_add_printf(o, "}");
+        evbuffer_add_printf(o, "%s", i ? "," : "");
+        json_tenant(o, px, &a->t[i], a->t[i].conf->name, NULL);
     }
-    evbuffer_add_printf(o, "]");
+    struct tracked_view top[TOP_UNNAMED_JSON], rest;
+    int n = admit_tracked_top(a, top, TOP_UNNAMED_JSON, &rest);
+    for (int i = 0; i < n; i++) {
+        evbuffer_add_printf(o, "%s", a->n + i ? "," : "");
+        json_tenant(o, px, top[i].t, top[i].label, &top[i]);
+    }
+    evbuffer_add_printf(o, "],\"unnamed_others\":{\"requests\":%" PRIu64 ",\"admitted\":%"
+                           PRIu64 ",\"inflight\":%d}",
+                        rest.requests, rest.admitted, rest.inflight);
 }
 
 static void json_routes(struct evbuffer *o, const struct runtime *rt)
@@ -309,32 +331,54 @@ static void prom_backends(struct evbuffer *o, const struct runtime *rt, uint64_t
     }
 }
 
+/* One tenant's series: named tenants, the busiest unnamed keys, and tenant="other" for the
+ * rest of them (bounded cardinality, whatever keys clients send). */
 static void prom_tenants(struct evbuffer *o, struct proxy *px, const struct runtime *rt)
 {
-    const struct admit *a = &rt->admit;
+    struct admit *a = (struct admit *)&rt->admit;
+    struct tracked_view v[TOP_UNNAMED_METRICS + 1];
+    int nv = a->n;
+    struct tracked_view *all = calloc((size_t)nv + TOP_UNNAMED_METRICS + 1, sizeof *all);
+    if (!all)
+        return;
+    for (int i = 0; i < a->n; i++) {
+        struct tenant_state *st = a->t[i].st;
+        snprintf(all[i].label, sizeof all[i].label, "%s", st->name);
+        all[i].t = &a->t[i];
+        all[i].admitted = atomic_load(&st->admitted);
+        for (int r = 0; r < REJ_MAX; r++)
+            all[i].rejected[r] = atomic_load(&st->rejected[r]);
+        all[i].inflight = atomic_load(&st->inflight);
+    }
+    int n = admit_tracked_top(a, v, TOP_UNNAMED_METRICS, &v[TOP_UNNAMED_METRICS]);
+    memcpy(&all[nv], v, (size_t)n * sizeof *v);
+    nv += n;
+    if (v[TOP_UNNAMED_METRICS].requests || v[TOP_UNNAMED_METRICS].inflight)
+        all[nv++] = v[TOP_UNNAMED_METRICS];
     prom_head(o, "tenant_admitted_total", "counter", "requests admitted, by tenant");
-    for (int i = 0; i < a->n; i++)
+    for (int i = 0; i < nv; i++)
         evbuffer_add_printf(o, "sluice_tenant_admitted_total{tenant=\"%s\"} %" PRIu64 "\n",
-                            a->t[i].st->name, (uint64_t)atomic_load(&a->t[i].st->admitted));
+                            all[i].label, all[i].admitted);
     prom_head(o, "tenant_rejected_total", "counter", "requests refused, by tenant and reason");
-    for (int i = 0; i < a->n; i++)
+    for (int i = 0; i < nv; i++)
         for (int r = 0; r < REJ_MAX; r++)
             evbuffer_add_printf(o, "sluice_tenant_rejected_total{tenant=\"%s\",reason=\"%s\"} %"
                                    PRIu64 "\n",
-                                a->t[i].st->name, admit_reason_name(r),
-                                (uint64_t)atomic_load(&a->t[i].st->rejected[r]));
+                                all[i].label, admit_reason_name(r), all[i].rejected[r]);
     prom_head(o, "tenant_inflight", "gauge", "requests of the tenant at backends now");
-    for (int i = 0; i < a->n; i++)
-        evbuffer_add_printf(o, "sluice_tenant_inflight{tenant=\"%s\"} %d\n", a->t[i].st->name,
-                            atomic_load(&a->t[i].st->inflight));
+    for (int i = 0; i < nv; i++)
+        evbuffer_add_printf(o, "sluice_tenant_inflight{tenant=\"%s\"} %d\n", all[i].label,
+                            all[i].inflight);
     prom_head(o, "tenant_queued", "gauge", "requests of the tenant waiting for a slot now");
-    for (int i = 0; i < a->n; i++) {
+    for (int i = 0; i < nv; i++) {
+        int queued = 0;
         pthread_mutex_lock(&px->queue.lock);
-        int queued = a->t[i].st->queued;
+        if (all[i].t)
+            queued = all[i].t->st->queued;
         pthread_mutex_unlock(&px->queue.lock);
-        evbuffer_add_printf(o, "sluice_tenant_queued{tenant=\"%s\"} %d\n", a->t[i].st->name,
-                            queued);
+        evbuffer_add_printf(o, "sluice_tenant_queued{tenant=\"%s\"} %d\n", all[i].label, queued);
     }
+    free(all);
 }
 
 /* Latency quantiles over the last minute, as gauges (a summary's quantiles without its

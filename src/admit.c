@@ -3,8 +3,8 @@
  * tat - now <= tau; it then moves tat to max(tat, now) + interval. One compare-and-swap,
  * no lock, exact for any number of threads. */
 #include <sluice/admit.h>
-#include <sluice/uri.h>
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +18,7 @@
 #include <sluice/atomics.h>
 #include <sluice/config.h>
 #include <sluice/http1.h>
+#include <sluice/uri.h>
 
 uint64_t admit_now_ns(void)
 {
@@ -231,6 +232,10 @@ static void tracked_set(struct tracked *e, const struct tenant *def, const char 
     memcpy(e->key, key, n);
     e->key[n] = '\0';
     snprintf(e->st.name, sizeof e->st.name, "%s", e->key);
+    for (size_t i = 0; i <= n && i < sizeof e->label; i++) {
+        unsigned char c = (unsigned char)e->key[i];
+        e->label[i] = c == '\0' || isalnum(c) || strchr("._-:@/+=~", c) ? (char)c : '_';
+    }
     e->t = *def;
     e->t.st = &e->st;
     e->t.tracked = e;
@@ -272,6 +277,59 @@ static struct tenant *track(struct admit *a, const char *key, size_t n)
         atomic_fetch_add(&hit->active, 1);
     pthread_mutex_unlock(&k->lock);
     return hit ? &hit->t : NULL;
+}
+
+const char *admit_label(const struct tenant *t)
+{
+    return t->tracked ? t->tracked->label : t->conf->name;
+}
+
+static void view_add(struct tracked_view *sum, const struct tracked_view *v)
+{
+    sum->requests += v->requests;
+    sum->admitted += v->admitted;
+    for (int r = 0; r < REJ_MAX; r++)
+        sum->rejected[r] += v->rejected[r];
+    sum->inflight += v->inflight;
+}
+
+int admit_tracked_top(struct admit *a, struct tracked_view *out, int max,
+                      struct tracked_view *rest)
+{
+    struct keytable *k = &a->keys;
+    int n = 0;
+    memset(rest, 0, sizeof *rest);
+    snprintf(rest->label, sizeof rest->label, "(other)"); /* no key's label has "(" */
+    if (!k->slots)
+        return 0;
+    pthread_mutex_lock(&k->lock);
+    for (size_t i = 0; i < k->cap; i++) {
+        struct tracked *e = &k->slots[i];
+        if (!e->used)
+            continue;
+        struct tracked_view v = {.t = &e->t, .inflight = atomic_load(&e->st.inflight)};
+        memcpy(v.label, e->label, sizeof v.label);
+        v.admitted = v.requests = atomic_load(&e->st.admitted);
+        for (int r = 0; r < REJ_MAX; r++)
+            v.requests += v.rejected[r] = atomic_load(&e->st.rejected[r]);
+        if (v.requests == 0 && v.inflight == 0)
+            continue;
+        /* keep the top `max` by requests: insertion into a short sorted array */
+        int at = n;
+        while (at > 0 && out[at - 1].requests < v.requests)
+            at--;
+        if (at >= max) {
+            view_add(rest, &v);
+            continue;
+        }
+        if (n == max)
+            view_add(rest, &out[--n]);
+        memmove(&out[at + 1], &out[at], (size_t)(n - at) * sizeof *out);
+        out[at] = v;
+        n++;
+    }
+    pthread_mutex_unlock(&k->lock);
+    return n;
 }
 
 void admit_done(struct tenant *t)

@@ -351,7 +351,7 @@ void sess_access_log(struct session *s)
     else
         snprintf(upbuf, sizeof upbuf, "-");
     int n = snprintf(line, sizeof line, "%s %s %s %s %s %d %" PRIu64 " %" PRIu64 " %s %.0f %s %s\n",
-                     ts, s->peer, s->tenant ? s->tenant->conf->name : "-",
+                     ts, s->peer, s->tenant ? admit_label(s->tenant) : "-",
                      s->method[0] ? s->method : "-", s->target ? s->target : "-",
                      s->status, s->bytes_in, s->bytes_out,
                      s->backend ? s->backend->conf->name : "-", total, upbuf,

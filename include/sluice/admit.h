@@ -78,6 +78,7 @@ struct tracked {
     struct tenant t;
     struct tenant_state st;
     char key[64];
+    char label[64];                 /* the key as logs and metrics show it (see admit_label) */
     int used;
     atomic_int active;              /* requests holding it: not reusable while > 0 */
 };
@@ -146,6 +147,25 @@ void admit_count(struct tenant *t);
 
 /* Count a refusal of t's (any reason; the rate limit counts its own). */
 void admit_rejected(struct tenant *t, enum reject_reason r);
+
+/* How t is named in the access log, /status.json and /metrics: its [tenant NAME], or for
+ * an unnamed key its own entry's key with every byte outside A-Z a-z 0-9 . _ - : @ / +
+ * = ~ shown as '_' (the first 63 bytes). */
+const char *admit_label(const struct tenant *t);
+
+/* One unnamed key's entry as the status readers see it (copied under the table's lock). */
+struct tracked_view {
+    char label[64];
+    struct tenant *t;               /* its entry (may be given to another key meanwhile) */
+    uint64_t requests;              /* admitted + refused since it was tracked */
+    uint64_t admitted, rejected[REJ_MAX];
+    int inflight;
+};
+
+/* The `max` unnamed keys with the most requests since they were tracked, most first, into
+ * out; the rest summed into *rest (label "(other)", t NULL). Returns how many are in out. */
+int admit_tracked_top(struct admit *a, struct tracked_view *out, int max,
+                      struct tracked_view *rest);
 
 /* Take one of t's max_inflight slots (always succeeds without a cap); 0 if at the cap. */
 int admit_take(struct tenant *t);

@@ -53,15 +53,26 @@ def open_loop(port, streams, seconds):
 
 
 def test_a_flooding_tenant_is_shed_on_its_own_and_a_quiet_one_is_all_served(
-        backend_factory, sluice_factory):
+        backend_factory, sluice_factory, free_port):
     """Two sync workers x 100 ms = 20 req/s. `noisy` sends 4x that, `quiet` 0.2x. noisy's
     standing queue is detected and shed on its own (503 shed, Retry-After, at once or from
     its own queue), quiet's quick services do not end it, and every quiet request is
     served. The pool is kept busy (work-conserving: noisy gets what quiet leaves)."""
     b = backend_factory("a", workers=2)
-    s = sluice_factory([b], extra=PLAIN)
+    admin = free_port()
+    s = sluice_factory([b], extra=PLAIN + "[admin]\nlisten = 127.0.0.1:%d\n" % admin)
+    seen = []
+
+    def watch():  # the operator sees who floods, while it floods
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            seen.append({t["name"]: t for t in status_json(admin)["tenants"]})
+            time.sleep(0.25)
+    w = threading.Thread(target=watch)
+    w.start()
     rows = open_loop(s.port, [("noisy", 80, "/slow?ms=100&t=noisy"),
                               ("quiet", 4, "/slow?ms=100&t=quiet")], 6)
+    w.join(30)
     quiet = [r for r in rows if r[0] == "quiet"]
     noisy = [r for r in rows if r[0] == "noisy"]
     assert [r[2] for r in quiet] == [200] * len(quiet), [r[2:5] for r in quiet if r[2] != 200]
@@ -74,6 +85,20 @@ def test_a_flooding_tenant_is_shed_on_its_own_and_a_quiet_one_is_all_served(
     assert served >= 0.5 * 20 * 6 - len(quiet), (served, len(refused))
     log = open(b.log).read()
     assert log.count("t=noisy") == served, "a refused request reached the backend"
+    # unnamed keys are shown by their key, with their state and refusals by reason
+    assert any(d.get("noisy", {}).get("standing") for d in seen), seen[-1:]
+    assert not any(d.get("quiet", {}).get("standing") for d in seen)
+    last = {t["name"]: t for t in status_json(admin)["tenants"]}
+    assert last["noisy"]["unnamed"] and last["noisy"]["rejected"]["shed"] == len(refused), last
+    assert last["quiet"]["admitted"] == len(quiet) and sum(last["quiet"]["rejected"].values()) == 0
+    c = http.client.HTTPConnection("127.0.0.1", admin, timeout=10)
+    c.request("GET", "/metrics")
+    metrics = c.getresponse().read().decode()
+    c.close()
+    assert 'sluice_tenant_rejected_total{tenant="noisy",reason="shed"} %d' % len(refused) in \
+        metrics, [l for l in metrics.splitlines() if "noisy" in l]
+    tenants = {l.split()[2] for l in s.access_lines()}
+    assert tenants == {"noisy", "quiet"}, tenants
 
 
 def test_admitted_requests_wait_far_less_than_a_second_under_2x_overload(
@@ -173,3 +198,35 @@ def test_worker_time_is_shared_evenly_between_slow_and_fast_requests(backend_fac
             used["slow" if "t=slow" in f[4] else "fast"] += int(f[10]) / 1000.0
     share = used["slow"] / (used["slow"] + used["fast"])
     assert 0.4 <= share <= 0.6, "slow got %.0f %% of the worker time (%r)" % (100 * share, used)
+
+
+def test_unnamed_keys_in_metrics_are_bounded_and_sanitised(backend_factory, sluice_factory,
+                                                          free_port):
+    """30 unnamed keys: /metrics names the 10 busiest and sums the others as "(other)";
+    /status.json lists the 20 busiest; a key's odd bytes are shown as '_' everywhere."""
+    b = backend_factory("a", workers=2)
+    admin = free_port()
+    s = sluice_factory([b], extra=PLAIN + "[admin]\nlisten = 127.0.0.1:%d\n" % admin)
+    out, lock = [], threading.Lock()
+    for i in range(30):
+        for _ in range(1 + (i == 7) * 5):  # k07 is the busiest
+            _get(s.port, "/?k=%d" % i, "k%02d" % i, out, lock)
+    _get(s.port, "/?odd=1", 'a b"c\\d', out, lock)
+    assert {r[2] for r in out} == {200}, out[:3]
+    c = http.client.HTTPConnection("127.0.0.1", admin, timeout=10)
+    c.request("GET", "/metrics")
+    lines = [l for l in c.getresponse().read().decode().splitlines()
+             if l.startswith("sluice_tenant_admitted_total")]
+    c.close()
+    names = [l.split('"')[1] for l in lines]
+    assert "default" in names and "(other)" in names and "k07" in names, names
+    assert len(names) == 1 + 10 + 1, names  # default, the top 10, the rest
+    other = [l for l in lines if '"(other)"' in l][0]
+    total = 29 + 6 + 1  # 29 keys once, k07 six times, the odd key once
+    assert int(other.split()[-1]) == total - 6 - 9, other  # 10 shown, k07 among them
+    doc = status_json(admin)
+    unnamed = [t["name"] for t in doc["tenants"] if t["unnamed"]]
+    assert len(unnamed) == 20 and unnamed[0] == "k07", unnamed
+    assert doc["unnamed_others"]["requests"] == total - 6 - 19, doc["unnamed_others"]
+    line = [l for l in s.access_lines() if "odd=1" in l][0]
+    assert line.split()[2] == "a_b_c_d", line

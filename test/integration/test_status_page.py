@@ -191,7 +191,7 @@ def chromium(url, width=1280, height=1400, screenshot=None, budget_ms=5000, time
 
 def test_fixture_is_a_complete_sample():
     d = load_fixture()
-    assert len(d["backends"]) == 2 and len(d["tenants"]) == 3 and len(d["routes"]) == 1
+    assert len(d["backends"]) == 2 and len(d["tenants"]) == 4 and len(d["routes"]) == 1
     h = d["scale"]["history"]
     assert len(h) == 90 and all(b["t"] - a["t"] == 10 for a, b in zip(h, h[1:]))
     for o in [d["pool"]] + d["backends"] + d["tenants"] + d["routes"]:
@@ -215,6 +215,9 @@ def test_page_renders_the_fixture(page_server):
     for t in d["tenants"]:
         assert t["name"] in tenants
     assert "rate 12 · tenant-queue 4" in tenants and "none" in tenants
+    # an unnamed key is marked as such, and a tenant whose own queue stands as shedding
+    row = [r for r in p.element("table", "tenants").split("<tr") if "acme-corp" in r][0]
+    assert ">key<" in row and ">shedding<" in row and "shed 812" in p.text(row), row
     routes = p.text(p.element("table", "routes"))
     assert "/api/v1/sqllab" in routes
     assert html.escape(d["scale"]["reason"], quote=False) in p.dom
