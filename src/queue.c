@@ -181,12 +181,26 @@ static void unlink_waiter(struct queue *q, struct tenant_state *t, struct waiter
     atomic_fetch_sub(&q->len, 1);
 }
 
+/* Seconds until t's waiters now would all have been served, at least 1 (under lock). */
+static uint32_t retry_of(const struct tenant_state *t)
+{
+    return t->gap_us > 0 ? (uint32_t)((int64_t)(t->queued + 1) * t->gap_us / 1000000 + 1) : 1;
+}
+
+uint32_t queue_retry_after(struct queue *q, struct tenant_state *t)
+{
+    pthread_mutex_lock(&q->lock);
+    uint32_t r = retry_of(t);
+    pthread_mutex_unlock(&q->lock);
+    return r;
+}
+
 /* Take w out and wake it to be refused (W_SHED or W_DROPPED). */
 static void refuse(struct queue *q, struct tenant_state *t, struct waiter *w,
                    enum waiter_state why)
 {
     unlink_waiter(q, t, w, NULL);
-    w->retry_s = t->gap_us > 0 ? (uint32_t)((t->queued + 1) * t->gap_us / 1000000 + 1) : 1;
+    w->retry_s = retry_of(t);
     w->state = why;
     atomic_fetch_add_explicit(why == W_SHED ? &q->shed : &q->full, 1, memory_order_relaxed);
     event_active(w->wake, EV_READ, 0);
@@ -218,7 +232,7 @@ static int would_wait_too_long(struct queue *q, struct tenant_state *t, uint32_t
     if (wait_us <= (int64_t)queue_target_of(q, t) * 1000)
         return 0;
     if (retry_s)
-        *retry_s = (uint32_t)(wait_us / 1000000 + 1);
+        *retry_s = retry_of(t);
     return 1;
 }
 

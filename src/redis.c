@@ -111,6 +111,7 @@ static void retry_later(struct rclient *c)
 /* Once per outage: the limits follow on_failure until a PING is answered again. */
 static void lost(struct rclient *c, const char *why)
 {
+    c->first = 0;
     count(c, STAT_redis_errors);
     if (c->lost_logged)
         return;
@@ -181,6 +182,7 @@ static void on_pong(redisAsyncContext *ac, void *r, void *priv)
     }
     evtimer_del(c->timer);
     c->state = RC_UP;
+    c->first = 0;
     c->backoff_ms = BACKOFF_FIRST_MS;
     c->misses = 0;
     if (c->lost_logged)
@@ -278,6 +280,7 @@ void rclient_configure(struct rclient *c, const struct redis_conf *rc, const cha
     c->db = rc->db;
     c->backoff_ms = BACKOFF_FIRST_MS;
     c->lost_logged = 0;
+    c->first = 1; /* a request that comes while sluice starts waits for Redis */
     rc_connect(c);
 }
 
@@ -338,8 +341,8 @@ static int send_call(struct redis_call *call, int eval)
 static struct redis_call *start(struct rclient *c, enum script s, const char *prefix,
                                 const char *kind, const char *name, redis_cb cb, void *arg)
 {
-    if (c->state != RC_UP)
-        return NULL;
+    if (c->state != RC_UP && !(c->state == RC_CONNECTING && c->first))
+        return NULL; /* down: the caller decides by [redis] on_failure at once */
     struct redis_call *call = calloc(1, sizeof *call);
     if (!call)
         return NULL;

@@ -105,14 +105,13 @@ void sess_ask_redis(struct session *s)
 /* ---- the shared queue ---- */
 
 /* 503 from the queue (its tenant's queue stands, the queue is full, or it waited too
- * long): the backends are saturated. retry_s: when its tenant would be served (0: not
- * known, half the queue timeout). */
+ * long): the backends are saturated. retry_s: when its tenant would be served (0: ask the
+ * queue now). */
 void sess_send_queue_reject(struct session *s, const char *why, uint32_t retry_s)
 {
     char extra[128];
-    uint32_t t = sess_cfg_of(s)->queue_timeout_ms;
     if (!retry_s)
-        retry_s = t < 2000 ? 1 : t / 2000;
+        retry_s = s->tenant ? queue_retry_after(&s->w->px->queue, s->tenant->st) : 1;
     snprintf(extra, sizeof extra, "Retry-After: %u\r\nX-Sluice-Reject: %s\r\n", retry_s, why);
     s->answer_keep = s->req.done;
     sess_send_answer(s, 503, why, "the backends are saturated; retry later", extra);

@@ -98,6 +98,10 @@ void queue_configure(struct queue *q, uint32_t target_ms, uint32_t interval_ms);
 uint32_t queue_target_of(struct queue *q, struct tenant_state *t);
 uint32_t queue_interval_of(struct queue *q, struct tenant_state *t);
 
+/* When t's requests waiting now would all have been served, in seconds (at least 1): the
+ * Retry-After of its refusals. */
+uint32_t queue_retry_after(struct queue *q, struct tenant_state *t);
+
 /* Waiters now. */
 int queue_len(struct queue *q);
 

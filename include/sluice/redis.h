@@ -39,6 +39,9 @@ struct rclient {
     uint32_t backoff_ms;
     int misses;                       /* calls timed out since the last reply */
     int lost_logged;                  /* a failure was logged since the last connect */
+    int first;                        /* the first connect to this target is under way:
+                                       * calls wait for it (bounded by their own timeout)
+                                       * instead of failing at once */
     /* the target, copied from a generation's [redis] */
     char ip[64];
     int port, db;

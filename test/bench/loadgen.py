@@ -40,6 +40,7 @@ import asyncio
 import json
 import math
 import random
+import re
 import resource
 import sys
 import time
@@ -123,7 +124,10 @@ class Stream:
         self.head = "\r\n".join(head)
 
     def request_bytes(self, seq):
-        return (f"GET {self.path} HTTP/1.1\r\n{self.head}\r\n"
+        head = self.head
+        if "{seq%" in head:  # a header value "flood-{seq%100}": one of 100 keys in turn
+            head = re.sub(r"\{seq%(\d+)\}", lambda m: str(seq % int(m.group(1))), head)
+        return (f"GET {self.path} HTTP/1.1\r\n{head}\r\n"
                 f"X-Bench-Seq: {self.name}-{seq}\r\n\r\n").encode()
 
     async def connect(self):
@@ -361,7 +365,8 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--duration", type=float, required=True, help="seconds of arrivals")
     ap.add_argument("--stream", type=parse_stream, action="append", required=True,
-                    help="NAME:RATE:PATH[:HEADER=VALUE,...] (repeatable)")
+                    help="NAME:RATE:PATH[:HEADER=VALUE,...] (repeatable); {seq%%N} in a "
+                         "VALUE is the request's number modulo N")
     ap.add_argument("--arrivals", choices=("poisson", "constant"), default="poisson")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=10.0, help="hard limit per request, s")

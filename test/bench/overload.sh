@@ -15,6 +15,10 @@
 # Scenarios, each run against each proxy (interleaved: scenario by scenario):
 #   overload     tenant solo at 2 x C, no tenant rate limit: concurrency cap + queue only
 #   overload10   the same at 10 x C
+#   many         100 unnamed keys (flood-0..99) together at 4 x C beside quiet at 0.2 x C
+#   mixed        tenant long (10 x S requests) and tenant short (S requests), each
+#                offering the whole pool's worker time (2 x its half); reported: the share
+#                of worker time each got (goal: 50 % +- 10 %)
 #   overload-rl  tenant capped at 2 x C, rate-limited to C (burst C/2) in all three
 #   quiet-alone  tenant quiet at 0.2 x C alone: the baseline for the next one
 #   noisy        tenant noisy at 4 x C beside quiet at 0.2 x C; both limited to 0.8 x C
@@ -94,7 +98,7 @@ for arg in "$@"; do
 done
 case $HAPROXY_LIMITER in gpc|http_req_rate) ;; *) die "BENCH_HAPROXY_LIMITER must be gpc or http_req_rate" ;; esac
 for s in $SCENARIOS; do
-  case $s in overload|overload10|overload-rl|quiet-alone|noisy) ;; *) die "unknown scenario $s" ;; esac
+  case $s in overload|overload10|overload-rl|quiet-alone|noisy|many|mixed) ;; *) die "unknown scenario $s" ;; esac
 done
 
 check_tools "$NGINX" "$HAPROXY" "$PY" "$GUNICORN" curl
@@ -335,6 +339,7 @@ sleep 1
   echo "# pool: $WORKERS sync workers, $URL_PATH => C = $CAP req/s; restarted before every run"
   echo "# runs: ${DURATION}s of $ARRIVALS arrivals (seed $SEED + round), client timeout ${CLIENT_TIMEOUT}s, good = 2xx within ${GOOD_MS} ms; $ROUNDS round(s); scenarios: $SCENARIOS"
   echo "# per-tenant limits (all three proxies): $LIMITS"
+  echo "# sluice config: $SLUICE_CONFIG$([ "$SLUICE_CONFIG" = plain ] && echo " (workers = $WORKERS and [tenants] key only: the sluice numbers on the next line do not apply)")"
   echo "# queue: sluice workers=$WORKERS [queue] max=$QUEUE_MAX timeout=${QUEUE_TIMEOUT_MS}ms, max_queue=$TENANT_QUEUE for noisy and quiet, max_inflight=$NOISY_MAX_INFLIGHT for noisy; haproxy maxconn $WORKERS, deny 503 if queue(app) >= $QUEUE_MAX, timeout queue ${QUEUE_TIMEOUT_MS}ms (limiter $HAPROXY_LIMITER); nginx max_conns=${NGINX_MAX_CONNS} (0 = none), Retry-After added by nginx/haproxy: $RETRY_AFTER"
   echo
 } >>"$RAW"
@@ -349,6 +354,8 @@ streams_of() {  # streams_of SCENARIO: loadgen --stream arguments
     overload-rl) echo "--stream capped:$RATE_OVER:$URL_PATH:X-Tenant=capped" ;;
     quiet-alone) echo "--stream quiet:$RATE_QUIET:$URL_PATH:X-Tenant=quiet" ;;
     noisy)       echo "--stream noisy:$RATE_NOISY:$URL_PATH:X-Tenant=noisy --stream quiet:$RATE_QUIET:$URL_PATH:X-Tenant=quiet" ;;
+    many)        echo "--stream flood:$RATE_NOISY:$URL_PATH:X-Tenant=flood-{seq%100} --stream quiet:$RATE_QUIET:$URL_PATH:X-Tenant=quiet" ;;
+    mixed)       echo "--stream long:$(awk -v c="$CAP" -v s="$SLOW_MS" 'BEGIN {printf "%g", c * s / 1000}'):/slow?ms=$((SLOW_MS * 10)):X-Tenant=long --stream short:$CAP:$URL_PATH:X-Tenant=short" ;;
   esac
 }
 
@@ -382,6 +389,7 @@ run_one() {  # run_one SCENARIO PROXY ROUND
 # The report (and the one-line summary after each run); standard library only.
 cat >"$W/overload_report.py" <<'PYEOF'
 import json
+import os
 import statistics
 import sys
 
@@ -477,6 +485,7 @@ def access_digest(path, a, b):
 
 
 def report(runs_tsv, cap, header):
+    slow_ms = int(os.environ.get("SLOW_MS", "100"))
     rows = []
     with open(runs_tsv) as f:
         keys = f.readline().rstrip("\n").split("\t")
@@ -568,6 +577,23 @@ def report(runs_tsv, cap, header):
     if "noisy" in scen:
         load_table("noisy", "quiet", "(2b) noisy neighbour: quiet beside noisy")
         load_table("noisy", "noisy", "(2b) noisy neighbour: noisy beside quiet")
+    if "many" in scen:
+        load_table("many", "quiet", "(2c) 100 unnamed keys flooding: quiet beside them")
+        load_table("many", "flood", "(2c) 100 unnamed keys flooding: the flood")
+    if "mixed" in scen:
+        load_table("mixed", "long", f"(3) mixed cost: long ({10 * slow_ms} ms requests)")
+        load_table("mixed", "short", f"(3) mixed cost: short ({slow_ms} ms requests)")
+        print("(3) worker time: each tenant offers the whole pool's; a fair split is 50 % each")
+        for p in present:
+            lg, sh = agg("mixed", p, "long"), agg("mixed", p, "short")
+            if not lg or not sh:
+                continue
+            wl = lg["status"].get("200", 0) * 10 * slow_ms
+            ws = sh["status"].get("200", 0) * slow_ms
+            if wl + ws:
+                print(f"  {p:<8} long {100 * wl / (wl + ws):5.1f} %   short {100 * ws / (wl + ws):5.1f} %"
+                      f"   {'' if abs(wl - ws) <= 0.2 * (wl + ws) else '!'}")
+        print()
 
     # goals
     print("Goals (issues 4, 13): overload goodput >= 90% of C at 2x and 10x; quiet success >= 99.9% and p99 <= 1.5 x alone")
@@ -647,10 +673,10 @@ PROBLEMS=$(collect_problems $PROXIES)
 SLUICE_TOTALS=$(sluice_totals)
 HEADER="Admission control: Gunicorn $WORKERS sync workers, $URL_PATH => C = $CAP req/s; ${DURATION}s of $ARRIVALS arrivals per run, $ROUNDS round(s); client timeout ${CLIENT_TIMEOUT}s; good = 2xx within ${GOOD_MS} ms
 Per-tenant limits, the same in all three: $LIMITS
-sluice: backend workers = $WORKERS, [queue] max $QUEUE_MAX timeout ${QTO_S}s, max_queue $TENANT_QUEUE for noisy and quiet$([ "$NOISY_MAX_INFLIGHT" -gt 0 ] && echo ", max_inflight $NOISY_MAX_INFLIGHT for noisy"). HAProxy: maxconn $WORKERS, 503 when queue(app) >= $QUEUE_MAX, timeout queue ${QTO_S}s, limiter $HAPROXY_LIMITER. NGINX: $([ "$NGINX_MAX_CONNS" -gt 0 ] && echo "max_conns=$NGINX_MAX_CONNS, no queue (free NGINX)" || echo "no concurrency cap, no queue (Gunicorn's listen backlog queues)"). Retry-After added to NGINX/HAProxy refusals: $([ "$RETRY_AFTER" = 1 ] && echo yes || echo no)
+sluice: $([ "$SLUICE_CONFIG" = plain ] && echo "plain config: backend workers = $WORKERS and [tenants] key = header:X-Tenant, nothing else; (tuned: " || echo "(")backend workers = $WORKERS, [queue] max $QUEUE_MAX timeout ${QTO_S}s, max_queue $TENANT_QUEUE for noisy and quiet$([ "$NOISY_MAX_INFLIGHT" -gt 0 ] && echo ", max_inflight $NOISY_MAX_INFLIGHT for noisy")). HAProxy: maxconn $WORKERS, 503 when queue(app) >= $QUEUE_MAX, timeout queue ${QTO_S}s, limiter $HAPROXY_LIMITER. NGINX: $([ "$NGINX_MAX_CONNS" -gt 0 ] && echo "max_conns=$NGINX_MAX_CONNS, no queue (free NGINX)" || echo "no concurrency cap, no queue (Gunicorn's listen backlog queues)"). Retry-After added to NGINX/HAProxy refusals: $([ "$RETRY_AFTER" = 1 ] && echo yes || echo no)
 Columns: good/s = 2xx answered within ${GOOD_MS} ms and within the ${DURATION}s window, per second; %C = good/s / C; 429/503: count (share with Retry-After, median latency of the refusal); 5xx = other 5xx; t/o = client timeouts; send rate = achieved/scheduled req/s
 "
-SUMMARY=$("$PY" "$W/overload_report.py" report "$RUNS" "$CAP" "$HEADER")
+SUMMARY=$(SLOW_MS=$SLOW_MS "$PY" "$W/overload_report.py" report "$RUNS" "$CAP" "$HEADER")
 {
   if [ -n "$SLUICE_TOTALS" ]; then
     echo "sluice totals at exit: $SLUICE_TOTALS"
