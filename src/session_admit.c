@@ -117,6 +117,18 @@ void sess_send_queue_reject(struct session *s, const char *why, uint32_t retry_s
     sess_send_answer(s, 503, why, "the backends are saturated; retry later", extra);
 }
 
+/* A slot may be free with nobody sent to it (one freed while a request was deciding to
+ * queue, or several at once): wake a waiter for it, unless a woken one is still on its way
+ * to a free slot (it kicks when it has taken its own; two woken for one slot would race,
+ * and the one the queue chose could lose). The kick skips tenants at max_inflight. */
+static void kick_if_room(struct worker *w, struct runtime *rt)
+{
+    struct queue *q = &w->px->queue;
+    if (queue_len(q) > 0 && atomic_load_explicit(&q->promised, memory_order_relaxed) == 0 &&
+        up_has_slot(&rt->up, up_now_ms()))
+        queue_kick(q);
+}
+
 /* A slot was freed for this waiter (on its own thread now). */
 static void wake_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -124,16 +136,30 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     enum waiter_state st = s->wt.state;
-    if (s->state != S_QUEUED || (st != W_WOKEN && st != W_SHED && st != W_DROPPED))
+    struct queue *q = &s->w->px->queue;
+    if (st != W_WOKEN && st != W_SHED && st != W_DROPPED)
         return;
     s->wt.state = W_IDLE;
+    if (s->state != S_QUEUED) { /* cannot happen: leaving the queue makes the waiter idle */
+        if (st == W_WOKEN) {
+            queue_promise_kept(q);
+            kick_if_room(s->w, s->rt);
+        }
+        return;
+    }
     evtimer_del(s->timer);
     if (st != W_WOKEN) { /* its tenant's queue stands, or it had the most of a full queue */
         sess_send_queue_reject(s, st == W_SHED ? "shed" : "queue-full", s->wt.retry_s);
         return;
     }
+    struct worker *w = s->w;
+    struct runtime *rt = s->rt; /* the generation whose slots it tried for */
+    runtime_ref(rt);
     s->state = S_CONNECTING;
-    sess_pick_and_connect(s, 1);
+    sess_pick_and_connect(s, 1); /* may free s */
+    queue_promise_kept(q);
+    kick_if_room(w, rt);
+    runtime_unref(rt);
 }
 
 /* All backends with a slot limit are full: wait in the shared queue (or 503). front: it
@@ -176,7 +202,5 @@ void sess_wait_for_slot(struct session *s, int front)
     uint64_t waited = now - s->wt.since_ms;
     s->state = S_QUEUED;
     sess_timer_ms(s, waited < c->queue_timeout_ms ? (uint32_t)(c->queue_timeout_ms - waited) : 0);
-    if (up_has_slot(&s->rt->up, now))
-        queue_kick(q); /* a slot freed while this one was deciding (the kick skips tenants
-                        * at their max_inflight) */
+    kick_if_room(s->w, s->rt);
 }

@@ -326,11 +326,12 @@ void sess_pick_and_connect(struct session *s, int from_queue)
     int full = 0;
     struct queue *q = &s->w->px->queue;
     s->attempts++;
-    /* newcomers queue behind waiters, so a freed slot goes to the queue's choice */
+    /* newcomers queue behind waiters, and do not take a slot freed for one that waited
+     * while its owner's thread wakes up: a freed slot goes to the queue's choice */
     struct backend *b = NULL;
     if (s->bypass)
         b = up_pick_bypass(&s->rt->up, s->last_failed, up_now_ms());
-    else if (!from_queue && s->attempts == 1 && queue_len(q) > 0)
+    else if (!from_queue && s->attempts == 1 && queue_busy(q))
         full = 1;
     else if (!s->tenant_slot && !(s->tenant_slot = admit_take(s->tenant)))
         full = 1; /* the tenant is at its max_inflight */

@@ -60,6 +60,8 @@ struct waiter {
 struct queue {
     pthread_mutex_t lock;
     atomic_int len;             /* waiters queued */
+    atomic_int promised;        /* waiters woken for a freed slot that have not taken it yet:
+                                 * newcomers do not take slots meanwhile */
     struct tenant_state *cur;   /* ring of tenants with waiters (the scan starts here) */
     int64_t vnow;               /* virtual time of the last tenant served */
     atomic_uint_fast64_t timeouts, full, shed;
@@ -101,6 +103,13 @@ uint32_t queue_interval_of(struct queue *q, struct tenant_state *t);
 /* When t's requests waiting now would all have been served, in seconds (at least 1): the
  * Retry-After of its refusals. */
 uint32_t queue_retry_after(struct queue *q, struct tenant_state *t);
+
+/* A woken waiter (W_WOKEN) has tried for its slot: taken, or queued again in front. */
+void queue_promise_kept(struct queue *q);
+
+/* Whether a newcomer must queue rather than take a free slot: requests are waiting, or a
+ * freed slot is on its way to one that waited. */
+int queue_busy(struct queue *q);
 
 /* Waiters now. */
 int queue_len(struct queue *q);
