@@ -237,6 +237,7 @@ static void tracked_set(struct tracked *e, const struct tenant *def, const char 
         e->label[i] = c == '\0' || isalnum(c) || strchr("._-:@/+=~", c) ? (char)c : '_';
     }
     e->t = *def;
+    e->st.group = def->st; /* one class in the queue with default and its other keys */
     e->t.st = &e->st;
     e->t.tracked = e;
     e->used = 1;

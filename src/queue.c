@@ -129,17 +129,34 @@ static int64_t per_weight(int64_t us, int weight)
     return us / (weight > 0 ? weight : 1);
 }
 
-/* t has waiters again: it joins at the queue's virtual time (so it is served next, or
- * with those due now: no credit for having been idle, at most MAX_DEBT_US owed for work
- * done while nobody waited), last in the scan (ties go in the order tenants came). */
-static void ring_add(struct queue *q, struct tenant_state *t, int weight)
+/* The class t is scheduled in: two levels, as Kubernetes APF's priority levels and
+ * flows. A named tenant is a class of its own; every unnamed key is a flow in the default
+ * tenant's class, so that keys sprayed by one client share one tenant's weight. */
+static struct tenant_state *class_of(struct tenant_state *t)
+{
+    return t->group ? t->group : t;
+}
+
+/* Virtual time v joins at `now`: no credit for having been idle, at most MAX_DEBT_US owed
+ * for work done while nobody waited. */
+static void join_at(_Atomic int64_t *v, int64_t now, int weight)
+{
+    int64_t x = atomic_load_explicit(v, memory_order_relaxed);
+    int64_t most = now + per_weight(MAX_DEBT_US, weight);
+    atomic_store_explicit(v, x < now ? now : x > most ? most : x, memory_order_relaxed);
+}
+
+/* t has waiters again: its class joins at the queue's virtual time if nobody of the class
+ * was waiting (so it is served next, or with those due now), t at its class's flow time;
+ * last in the scan (ties go in the order tenants came). */
+static void ring_add(struct queue *q, struct tenant_state *t, int weight, int class_joins)
 {
     if (t->standing && t->calm_since && now_ms() - t->calm_since >= queue_interval_of(q, t))
         t->standing = 0, t->above_since = 0, t->calm_since = 0; /* it was idle long enough */
-    int64_t v = atomic_load_explicit(&t->vtime, memory_order_relaxed);
-    int64_t most = q->vnow + per_weight(MAX_DEBT_US, weight);
-    atomic_store_explicit(&t->vtime, v < q->vnow ? q->vnow : v > most ? most : v,
-                          memory_order_relaxed);
+    struct tenant_state *c = class_of(t);
+    if (class_joins)
+        join_at(&c->cvtime, q->vnow, weight);
+    join_at(&t->vtime, c->fvnow, weight);
     if (!q->cur) {
         t->ring_prev = t->ring_next = t;
     } else {
@@ -182,6 +199,7 @@ static void unlink_waiter(struct queue *q, struct tenant_state *t, struct waiter
         t->q_tail = prev;
     w->next = NULL;
     t->queued--;
+    class_of(t)->class_queued--;
     if (!t->q_head)
         ring_remove(q, t);
     atomic_fetch_sub(&q->len, 1);
@@ -212,19 +230,31 @@ static void refuse(struct queue *q, struct tenant_state *t, struct waiter *w,
     event_active(w->wake, EV_READ, 0);
 }
 
-/* The tenant holding the most of the queue by weight (queued / weight). */
-static struct tenant_state *heaviest(struct queue *q)
+/* The flow to make room at: in the class holding the most of the queue by weight
+ * (waiters / weight), its flow with the most waiting. nt, the newcomer's flow, counts with
+ * the newcomer. NULL when nobody waits. */
+static struct tenant_state *heaviest(struct queue *q, struct tenant_state *nt)
 {
-    struct tenant_state *t = q->cur, *heavy = NULL;
+    struct tenant_state *t = q->cur, *hc = NULL, *hf = NULL;
+    int64_t hq = 0, fq = 0;
+    int hw = 1;
     if (!t)
         return NULL;
     do {
-        if (!heavy || (int64_t)t->queued * heavy->q_head->weight >
-                          (int64_t)heavy->queued * t->q_head->weight)
-            heavy = t;
+        struct tenant_state *c = class_of(t);
+        int64_t n = c->class_queued + (c == class_of(nt));
+        int w = t->q_head->weight > 0 ? t->q_head->weight : 1;
+        if (!hc || n * hw > hq * w)
+            hc = c, hq = n, hw = w;
         t = t->ring_next;
     } while (t != q->cur);
-    return heavy;
+    do {
+        int64_t n = t->queued + (t == nt);
+        if (class_of(t) == hc && (!hf || n > fq))
+            hf = t, fq = n;
+        t = t->ring_next;
+    } while (t != q->cur);
+    return hf;
 }
 
 /* t's queue stands and w would wait over target: *retry_s is when t's waiters now would
@@ -262,15 +292,13 @@ int queue_push(struct queue *q, struct waiter *w, int front, int max, uint32_t *
     }
     if (!front && atomic_load(&q->len) >= max) {
         /* room is made at the heaviest tenant's oldest waiter; w's tenant counts with w */
-        struct tenant_state *heavy = heaviest(q);
-        if (heavy && heavy != t && t->q_head &&
-            (int64_t)(t->queued + 1) * heavy->q_head->weight >
-                (int64_t)heavy->queued * w->weight)
-            heavy = t;
+        struct tenant_state *heavy = heaviest(q, t);
         if (heavy && heavy->q_head)
             refuse(q, heavy, heavy->q_head, W_DROPPED);
     }
+    int class_joins = class_of(t)->class_queued == 0;
     t->queued++;
+    class_of(t)->class_queued++;
     int was_empty = t->q_head == NULL;
     if (front) {
         w->next = t->q_head;
@@ -286,7 +314,7 @@ int queue_push(struct queue *q, struct waiter *w, int front, int max, uint32_t *
         t->q_tail = w;
     }
     if (was_empty)
-        ring_add(q, t, w->weight);
+        ring_add(q, t, w->weight, class_joins);
     w->state = W_QUEUED;
     atomic_fetch_add(&q->len, 1);
     CHECK(q, "push", NULL);
@@ -359,32 +387,37 @@ static void note_service(struct tenant_state *t)
     t->last_pop_us = now;
 }
 
-/* The next waiter: of the tenant with the least virtual time among those that may take a
- * slot now (not at max_inflight, a waiter's route has room), charged with its expected
- * cost. */
+/* The next waiter: among the tenants that may take a slot now (not at max_inflight, a
+ * waiter's route has room), of the class with the least virtual time, its flow with the
+ * least; both charged with the flow's expected cost. */
 static struct waiter *pop(struct queue *q)
 {
     struct tenant_state *t = q->cur, *best = NULL;
     struct waiter **bpp = NULL, *bprev = NULL;
-    int64_t bv = 0;
+    int64_t bcv = 0, bv = 0;
     if (!t)
         return NULL;
     do {
         struct waiter *prev;
         struct waiter **pp = ready(t, &prev);
+        int64_t cv = atomic_load_explicit(&class_of(t)->cvtime, memory_order_relaxed);
         int64_t v = atomic_load_explicit(&t->vtime, memory_order_relaxed);
-        if (pp && (!best || v < bv))
-            best = t, bv = v, bpp = pp, bprev = prev;
+        if (pp && (!best || cv < bcv || (cv == bcv && v < bv)))
+            best = t, bcv = cv, bv = v, bpp = pp, bprev = prev;
         t = t->ring_next;
     } while (t != q->cur);
     if (!best)
         return NULL;
     struct waiter *w = *bpp;
-    if (bv > q->vnow)
-        q->vnow = bv;
+    struct tenant_state *c = class_of(best);
+    if (bcv > q->vnow)
+        q->vnow = bcv;
+    if (bv > c->fvnow)
+        c->fvnow = bv;
     int64_t cost = cost_of(q, best);
     w->charged_us += cost; /* a waiter served twice (it lost the slot) pays twice */
     atomic_fetch_add_explicit(&best->vtime, per_weight(cost, w->weight), memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->cvtime, per_weight(cost, w->weight), memory_order_relaxed);
     int more = best->queued > 1;
     unlink_waiter(q, best, w, bprev);
     if (more)
@@ -404,6 +437,8 @@ void queue_charge(struct queue *q, struct tenant_state *t, int weight, int64_t u
     if (used_us < 0)
         used_us = 0;
     atomic_fetch_add_explicit(&t->vtime, per_weight(used_us - charged_us, weight),
+                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&class_of(t)->cvtime, per_weight(used_us - charged_us, weight),
                               memory_order_relaxed);
     /* moving averages (1/8); a lost update between threads only delays them a little */
     int64_t c = atomic_load_explicit(&t->cost_us, memory_order_relaxed);

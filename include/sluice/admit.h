@@ -51,7 +51,13 @@ struct tenant_state {
     /* its place in the shared queue, under queue.lock unless atomic (queue.c) */
     struct waiter *q_head, *q_tail;
     struct tenant_state *ring_prev, *ring_next;
-    _Atomic int64_t vtime;                 /* worker time charged / weight, us (virtual) */
+    struct tenant_state *group;            /* its class in the queue: an unnamed key's is
+                                            * the default tenant's state (all unnamed keys
+                                            * share default's weight); NULL = its own */
+    _Atomic int64_t vtime;                 /* as a flow: worker time / weight, us (virtual) */
+    _Atomic int64_t cvtime;                /* as a class: the same for all its flows */
+    int64_t fvnow;                         /* as a class: flow time of the last served */
+    int class_queued;                      /* as a class: waiters of all its flows */
     _Atomic int64_t cost_us;               /* its requests' worker time (moving average) */
     uint64_t above_since;                  /* ms since its served waiters waited over
                                             * target; 0 = not */

@@ -7,11 +7,15 @@
  *   Kubernetes API Priority and Fairness charges seats). A tenant that had nobody waiting
  *   joins at the queue's current virtual time, so it is served next and cannot bank credit
  *   while idle; one that used much while others were idle owes at most a second for it.
+ * - two levels: a named tenant is a class of its own; every unnamed key is a flow in the
+ *   default tenant's class (one weight for all the keys a client may spray); classes share
+ *   by virtual time, and flows within a class by their own.
  * - per-tenant sojourn control: when every waiter of a tenant served for `interval` had
  *   waited over `target`, that tenant's queue is standing (it sends more than its share
  *   finishes), whatever the other tenants' requests do. While it stands, its newcomers are
  *   refused at once when they would wait over target (their place times the gap between
- *   its services), and its waiters that waited over twice the target are shed. It stands
+ *   its services; at least BACKLOG_MIN wait), and its waiters that waited over twice the
+ *   target are shed. It stands
  *   until, for an interval, its queue was empty or its waiters were served within half the
  *   target (its load fell).
  * - drop from the longest queue: when `max` are waiting, the oldest waiter of the tenant

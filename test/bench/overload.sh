@@ -46,8 +46,9 @@
 #                        slot for quiet, which no other proxy here can do)
 #   BENCH_SHARE_PCT [80] noisy's and quiet's rate limit, % of C (burst: half a second of it)
 #   BENCH_SCENARIOS ["overload overload10 overload-rl quiet-alone noisy"]
-#   BENCH_SLUICE_CONFIG [plain]: sluice with only `workers = W` and `[tenants] key` (no
-#                        [queue], no per-tenant numbers: what a new user writes; NGINX and
+#   BENCH_SLUICE_CONFIG [plain]: sluice with only `workers = W`, `[tenants] key` and an
+#                        empty `[tenant quiet]` (no [queue], no per-tenant numbers: what a
+#                        new user writes; NGINX and
 #                        HAProxy keep their tuned limits); `tuned`: the config described
 #                        above, with the BENCH_QUEUE_* and tenant numbers
 #   BENCH_ARRIVALS [poisson] or constant            BENCH_SEED [1]
@@ -167,6 +168,10 @@ workers = $WORKERS
 
 [tenants]
 key = header:X-Tenant
+
+; named, with no numbers: a class of its own in the queue (every unnamed key, flood-0..99
+; included, is a flow in the default tenant's class)
+[tenant quiet]
 EOF
   SLUICE_BUILT=$(date -r "$SLUICE_BIN" '+%F %T')
   cp "$SLUICE_BIN" "$d/sluice" || die "cannot copy $SLUICE_BIN"
@@ -339,7 +344,7 @@ sleep 1
   echo "# pool: $WORKERS sync workers, $URL_PATH => C = $CAP req/s; restarted before every run"
   echo "# runs: ${DURATION}s of $ARRIVALS arrivals (seed $SEED + round), client timeout ${CLIENT_TIMEOUT}s, good = 2xx within ${GOOD_MS} ms; $ROUNDS round(s); scenarios: $SCENARIOS"
   echo "# per-tenant limits (all three proxies): $LIMITS"
-  echo "# sluice config: $SLUICE_CONFIG$([ "$SLUICE_CONFIG" = plain ] && echo " (workers = $WORKERS and [tenants] key only: the sluice numbers on the next line do not apply)")"
+  echo "# sluice config: $SLUICE_CONFIG$([ "$SLUICE_CONFIG" = plain ] && echo " (workers = $WORKERS, [tenants] key, an empty [tenant quiet]: the sluice numbers on the next line do not apply)")"
   echo "# queue: sluice workers=$WORKERS [queue] max=$QUEUE_MAX timeout=${QUEUE_TIMEOUT_MS}ms, max_queue=$TENANT_QUEUE for noisy and quiet, max_inflight=$NOISY_MAX_INFLIGHT for noisy; haproxy maxconn $WORKERS, deny 503 if queue(app) >= $QUEUE_MAX, timeout queue ${QUEUE_TIMEOUT_MS}ms (limiter $HAPROXY_LIMITER); nginx max_conns=${NGINX_MAX_CONNS} (0 = none), Retry-After added by nginx/haproxy: $RETRY_AFTER"
   echo
 } >>"$RAW"
@@ -673,7 +678,7 @@ PROBLEMS=$(collect_problems $PROXIES)
 SLUICE_TOTALS=$(sluice_totals)
 HEADER="Admission control: Gunicorn $WORKERS sync workers, $URL_PATH => C = $CAP req/s; ${DURATION}s of $ARRIVALS arrivals per run, $ROUNDS round(s); client timeout ${CLIENT_TIMEOUT}s; good = 2xx within ${GOOD_MS} ms
 Per-tenant limits, the same in all three: $LIMITS
-sluice: $([ "$SLUICE_CONFIG" = plain ] && echo "plain config: backend workers = $WORKERS and [tenants] key = header:X-Tenant, nothing else; (tuned: " || echo "(")backend workers = $WORKERS, [queue] max $QUEUE_MAX timeout ${QTO_S}s, max_queue $TENANT_QUEUE for noisy and quiet$([ "$NOISY_MAX_INFLIGHT" -gt 0 ] && echo ", max_inflight $NOISY_MAX_INFLIGHT for noisy")). HAProxy: maxconn $WORKERS, 503 when queue(app) >= $QUEUE_MAX, timeout queue ${QTO_S}s, limiter $HAPROXY_LIMITER. NGINX: $([ "$NGINX_MAX_CONNS" -gt 0 ] && echo "max_conns=$NGINX_MAX_CONNS, no queue (free NGINX)" || echo "no concurrency cap, no queue (Gunicorn's listen backlog queues)"). Retry-After added to NGINX/HAProxy refusals: $([ "$RETRY_AFTER" = 1 ] && echo yes || echo no)
+sluice: $([ "$SLUICE_CONFIG" = plain ] && echo "plain config: backend workers = $WORKERS, [tenants] key = header:X-Tenant and an empty [tenant quiet], nothing else; (tuned: " || echo "(")backend workers = $WORKERS, [queue] max $QUEUE_MAX timeout ${QTO_S}s, max_queue $TENANT_QUEUE for noisy and quiet$([ "$NOISY_MAX_INFLIGHT" -gt 0 ] && echo ", max_inflight $NOISY_MAX_INFLIGHT for noisy")). HAProxy: maxconn $WORKERS, 503 when queue(app) >= $QUEUE_MAX, timeout queue ${QTO_S}s, limiter $HAPROXY_LIMITER. NGINX: $([ "$NGINX_MAX_CONNS" -gt 0 ] && echo "max_conns=$NGINX_MAX_CONNS, no queue (free NGINX)" || echo "no concurrency cap, no queue (Gunicorn's listen backlog queues)"). Retry-After added to NGINX/HAProxy refusals: $([ "$RETRY_AFTER" = 1 ] && echo yes || echo no)
 Columns: good/s = 2xx answered within ${GOOD_MS} ms and within the ${DURATION}s window, per second; %C = good/s / C; 429/503: count (share with Retry-After, median latency of the refusal); 5xx = other 5xx; t/o = client timeouts; send rate = achieved/scheduled req/s
 "
 SUMMARY=$(SLOW_MS=$SLOW_MS "$PY" "$W/overload_report.py" report "$RUNS" "$CAP" "$HEADER")

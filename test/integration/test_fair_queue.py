@@ -230,3 +230,20 @@ def test_unnamed_keys_in_metrics_are_bounded_and_sanitised(backend_factory, slui
     assert doc["unnamed_others"]["requests"] == total - 6 - 19, doc["unnamed_others"]
     line = [l for l in s.access_lines() if "odd=1" in l][0]
     assert line.split()[2] == "a_b_c_d", line
+
+
+def test_keys_sprayed_by_one_client_share_the_default_tenants_part(backend_factory,
+                                                                  sluice_factory):
+    """Twenty unnamed keys flooding beside `gold`, a named tenant with no numbers (an empty
+    section): the keys are flows of the default tenant's class, so together they get the
+    default's half of the pool, not twenty of twenty-one shares. gold, sending under its
+    half, is served in full (before: 1/21 of the pool for gold)."""
+    b = backend_factory("a", workers=2)
+    s = sluice_factory([b], extra=PLAIN + "[tenant gold]\n")
+    flood = [("k%02d" % i, 4, "/slow?ms=100&t=flood") for i in range(20)]  # 80/s, 4x
+    rows = open_loop(s.port, flood + [("gold", 6, "/slow?ms=100&t=gold")], 6)
+    gold = [r for r in rows if r[0] == "gold"]
+    assert [r[2] for r in gold] == [200] * len(gold), [r[2:5] for r in gold if r[2] != 200]
+    floods = [r for r in rows if r[0] != "gold"]
+    assert any(r[2] == 503 for r in floods), "the sprayed keys were never refused"
+    assert all(r[2] in (200, 503) for r in floods), {r[2] for r in floods}

@@ -7,6 +7,8 @@ import http.client
 import threading
 import time
 
+from helpers import SLOW, free_port, status_json, wait_for
+
 TENANTS = """
 [tenants]
 key = header:X-Tenant
@@ -57,12 +59,27 @@ def test_no_more_than_workers_requests_reach_a_backend_at_once(backend_factory, 
     assert int(body) == 2, "peak concurrency at the backend was %s, limit 2" % body
 
 
+def started(fn, *args):
+    """Run fn(*args) in a thread; .result holds what it returned."""
+    t = threading.Thread(target=lambda: setattr(t, "result", fn(*args)))
+    t.start()
+    return t
+
+
+def queue_depth(admin):
+    return status_json(admin)["queue"]["depth"]
+
+
 def test_queue_timeout_answers_503_with_retry_after(backend_factory, sluice_factory):
     b = big_backend(backend_factory)
     s = sluice_factory([b], backend_opts={"workers": "1"},
                        extra="[queue]\nmax = 10\ntimeout = 500ms\n")
-    res = in_threads(lambda p: get(s.port, p), [("/slow?ms=2500",), ("/slow?ms=10",)])
-    (r1, _), (r2, body2) = res
+    t1 = started(get, s.port, "/slow?ms=2500")
+    b.wait_log("ms=2500", 5 * SLOW)  # it holds the slot: the next one must queue
+    t2 = started(get, s.port, "/slow?ms=10")
+    for t in (t1, t2):
+        t.join(30 * SLOW)
+    (r1, _), (r2, _) = t1.result, t2.result
     assert r1.status == 200
     assert r2.status == 503 and r2.getheader("X-Sluice-Reject") == "queue-timeout"
     assert int(r2.getheader("Retry-After")) >= 1
@@ -73,17 +90,28 @@ def test_full_queue_answers_503_at_once(backend_factory, sluice_factory):
     # one tenant holds the whole queue (max = 1): its oldest waiter makes room for the
     # newcomer, refused at once (not when the blocker ends)
     b = big_backend(backend_factory)
+    admin = free_port()
     s = sluice_factory([b], backend_opts={"workers": "1"},
-                       extra="[queue]\nmax = 1\ntimeout = 10s\n")
+                       extra="[queue]\nmax = 1\ntimeout = 10s\n"
+                             "[admin]\nlisten = 127.0.0.1:%d\n" % admin)
     t0 = time.monotonic()
-    res = in_threads(lambda p: (get(s.port, p)[0], time.monotonic() - t0),
-                     [("/slow?ms=1500",), ("/slow?ms=20",), ("/slow?ms=30",)])
+
+    def timed(path):
+        return get(s.port, path)[0], time.monotonic() - t0
+    ts = [started(timed, "/slow?ms=1500")]
+    b.wait_log("ms=1500", 5 * SLOW)
+    ts.append(started(timed, "/slow?ms=20"))
+    wait_for(lambda: queue_depth(admin) == 1, 5 * SLOW, msg="the second one queued")
+    ts.append(started(timed, "/slow?ms=30"))
+    for t in ts:
+        t.join(30 * SLOW)
+    res = [t.result for t in ts]
     statuses = [r.status for r, _ in res]
     assert statuses == [200, 503, 200], statuses
     r2, t2 = res[1]
     assert r2.getheader("X-Sluice-Reject") == "queue-full"
     assert int(r2.getheader("Retry-After")) >= 1
-    assert t2 < 1.4, "refused after %.2f s, when the blocker ended" % t2
+    assert t2 < res[0][1], "refused after %.2f s, when the blocker ended" % t2
     assert "ms=20" not in open(b.log).read()
 
 

@@ -161,6 +161,46 @@ static void test_fair_in_worker_time(void **state)
     queue_destroy(&q);
 }
 
+/* Two levels: unnamed keys are flows of the default tenant's class, so ten keys sprayed
+ * beside one named tenant of the same weight get half the worker time together, not ten
+ * elevenths; within the class the keys take turns. */
+static void test_unnamed_keys_share_the_default_class(void **state)
+{
+    (void)state;
+    struct queue q;
+    setup(&q);
+    struct tenant_state def = {.name = "default"}, named = {.name = "named"}, key[10];
+    static struct waiter wk[10][3], wn[30];
+    for (int k = 0; k < 10; k++) {
+        memset(&key[k], 0, sizeof key[k]);
+        key[k].group = &def;
+        for (int i = 0; i < 3; i++) {
+            waiter(&wk[k][i], &key[k], 1);
+            assert_int_equal(queue_push(&q, &wk[k][i], 0, 1000, NULL), 0);
+        }
+    }
+    for (int i = 0; i < 30; i++) {
+        waiter(&wn[i], &named, 1);
+        assert_int_equal(queue_push(&q, &wn[i], 0, 1000, NULL), 0);
+    }
+    int named_served = 0, per_key[10] = {0};
+    for (int k = 0; k < 20; k++) {
+        queue_kick(&q);
+        struct waiter *x = woken[--nwoken];
+        if (x->ts == &named)
+            named_served++;
+        else
+            per_key[x->ts - key]++;
+        queue_charge(&q, x->ts, 1, 100000, x->charged_us);
+        x->charged_us = 0;
+    }
+    assert_true(named_served >= 9 && named_served <= 11);
+    for (int k = 0; k < 10; k++)
+        assert_true(per_key[k] <= 2); /* the keys took turns */
+    assert_int_equal(def.class_queued, 30 - (20 - named_served));
+    queue_destroy(&q);
+}
+
 /* A tenant's standing queue is judged on its own: another tenant's quick services do not
  * end it; while it stands, its newcomers that would wait over target are refused at once,
  * with a Retry-After from its service gap, and its waiters over twice the target are
@@ -238,6 +278,7 @@ int main(void)
         cmocka_unit_test(test_limits_and_drop_from_the_longest),
         cmocka_unit_test(test_fair_in_worker_time),
         cmocka_unit_test(test_per_tenant_standing_queue),
+        cmocka_unit_test(test_unnamed_keys_share_the_default_class),
         cmocka_unit_test(test_served_waiter_is_not_read_after_its_wake_up),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
