@@ -152,8 +152,7 @@ start_pool() {  # (re)start the pool on $P_G; waits until all W workers have boo
 # ---------------------------------------------------------------- proxies
 start_pool || die "gunicorn did not start"
 
-if has_sluice && [ "$SLUICE_CONFIG" = plain ]; then
-  # what a new user writes: the backend's workers and a tenant key, nothing else
+if has_sluice; then
   d=$W/sluice; mkdir -p "$d"
   cat >"$d/sluice.ini" <<EOF
 [proxy]
@@ -168,37 +167,22 @@ workers = $WORKERS
 
 [tenants]
 key = header:X-Tenant
+EOF
+  if [ "$SLUICE_CONFIG" = plain ]; then
+    # what a new user writes: the backend's workers and a tenant key, nothing else
+    cat >>"$d/sluice.ini" <<EOF
 
 ; named, with no numbers: a class of its own in the queue (every unnamed key, flood-0..99
 ; included, is a flow in the default tenant's class)
 [tenant quiet]
 EOF
-  SLUICE_BUILT=$(date -r "$SLUICE_BIN" '+%F %T')
-  cp "$SLUICE_BIN" "$d/sluice" || die "cannot copy $SLUICE_BIN"
-  "$d/sluice" -t -c "$d/sluice.ini" >"$W/sluice-t.out" 2>&1 || { cat "$W/sluice-t.out" >&2; die "sluice -t failed"; }
-  start_sluice "$d/sluice" "$d/sluice.ini"
-elif has_sluice; then
-  d=$W/sluice; mkdir -p "$d"
-  tq=""; [ "$TENANT_QUEUE" -gt 0 ] && tq="max_queue = $TENANT_QUEUE"
-  nmi=""; [ "$NOISY_MAX_INFLIGHT" -gt 0 ] && nmi="max_inflight = $NOISY_MAX_INFLIGHT"
-  cat >"$d/sluice.ini" <<EOF
-[proxy]
-listen = 127.0.0.1:$P_SLUICE
-threads = 2
-error_log = $d/error.log
-access_log = $d/access.log
-keepalive_timeout = 75s
-
-[backend app]
-address = 127.0.0.1:$P_G
-workers = $WORKERS
-
-[tenants]
-key = header:X-Tenant
+  else
+    tq=""; [ "$TENANT_QUEUE" -gt 0 ] && tq="max_queue = $TENANT_QUEUE"
+    nmi=""; [ "$NOISY_MAX_INFLIGHT" -gt 0 ] && nmi="max_inflight = $NOISY_MAX_INFLIGHT"
+    cat >>"$d/sluice.ini" <<EOF
 
 [tenant solo]
-; no rate limit: only the backend's slots and the queue (a [tenant] section needs a key
-; to exist: an empty one is dropped and its requests become tenant default)
+; no rate limit: only the backend's slots and the queue
 weight = 1
 
 [tenant capped]
@@ -222,6 +206,7 @@ timeout = ${QUEUE_TIMEOUT_MS}ms
 target = ${QUEUE_TARGET_MS}ms
 interval = ${QUEUE_INTERVAL_MS}ms
 EOF
+  fi
   # Run a copy: a rebuild of build/sluice during the run must not change what is measured.
   SLUICE_BUILT=$(date -r "$SLUICE_BIN" '+%F %T')
   cp "$SLUICE_BIN" "$d/sluice" || die "cannot copy $SLUICE_BIN"
