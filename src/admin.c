@@ -156,6 +156,7 @@ static void json_tenant(struct evbuffer *o, struct proxy *px, const struct tenan
     const struct tenant_conf *tc = t->conf;
     pthread_mutex_lock(&px->queue.lock);
     int queued = t->st->queued, standing = t->st->standing;
+    int class_queued = t->st->class_queued, class_standing = t->st->class_standing;
     uint32_t target = queue_target_of(&px->queue, t->st);
     pthread_mutex_unlock(&px->queue.lock);
     evbuffer_add_printf(o, "{\"name\":");
@@ -163,12 +164,13 @@ static void json_tenant(struct evbuffer *o, struct proxy *px, const struct tenan
     evbuffer_add_printf(o, ",\"unnamed\":%s,\"rate\":%g,\"burst\":%d,\"weight\":%d,"
                            "\"max_inflight\":%d,\"max_queue\":%d,\"inflight\":%d,\"queued\":%d,"
                            "\"admitted\":%" PRIu64 ",\"standing\":%s,\"target_ms\":%u,"
-                           "\"cost_ms\":%.1f,",
+                           "\"cost_ms\":%.1f,\"class_queued\":%d,\"class_standing\":%s,",
                         v ? "true" : "false", tc->rate, tc->burst, tc->weight, tc->max_inflight,
                         tc->max_queue, v ? v->inflight : atomic_load(&t->st->inflight), queued,
                         v ? v->admitted : (uint64_t)atomic_load(&t->st->admitted),
                         standing ? "true" : "false", target,
-                        (double)atomic_load(&t->st->cost_us) / 1000.0);
+                        (double)atomic_load(&t->st->cost_us) / 1000.0, class_queued,
+                        class_standing ? "true" : "false");
     json_rejected(o, t->st);
     evbuffer_add(o, ",", 1);
     json_windows(o, v ? NULL : atomic_load(&t->st->ser), 0, NULL, NULL);

@@ -97,31 +97,56 @@ static uint64_t now_ms(void)
     return now_us() / 1000;
 }
 
-/* What one of t's requests is expected to hold a worker for. */
-static int64_t cost_of(struct queue *q, struct tenant_state *t)
+/* A request's expected worker time from a moving average (the queue's, then a default,
+ * until it has one). */
+static int64_t cost_from(struct queue *q, _Atomic int64_t *avg)
 {
-    int64_t c = atomic_load_explicit(&t->cost_us, memory_order_relaxed);
+    int64_t c = atomic_load_explicit(avg, memory_order_relaxed);
     if (c <= 0)
         c = atomic_load_explicit(&q->mean_cost_us, memory_order_relaxed);
     return c > 0 ? c : DEFAULT_COST_US;
 }
 
-uint32_t queue_target_of(struct queue *q, struct tenant_state *t)
+/* What one of t's requests is expected to hold a worker for. */
+static int64_t cost_of(struct queue *q, struct tenant_state *t)
+{
+    return cost_from(q, &t->cost_us);
+}
+
+/* The sojourn target for requests expected to cost cost_us, ms. */
+static uint32_t target_for(struct queue *q, int64_t cost_us)
 {
     uint32_t v = atomic_load_explicit(&q->target_ms, memory_order_relaxed);
     if (v != QUEUE_AUTO)
         return v;
-    int64_t c = cost_of(q, t) / 1000;
+    int64_t c = cost_us / 1000;
     return c > AUTO_TARGET_MIN_MS ? (uint32_t)(c < 600000 ? c : 600000) : AUTO_TARGET_MIN_MS;
 }
 
-uint32_t queue_interval_of(struct queue *q, struct tenant_state *t)
+uint32_t queue_target_of(struct queue *q, struct tenant_state *t)
+{
+    return target_for(q, cost_of(q, t));
+}
+
+/* The sojourn target of class c's requests, ms. */
+static int64_t class_target(struct queue *q, struct tenant_state *c)
+{
+    return target_for(q, cost_from(q, &c->class_cost_us));
+}
+
+/* The sojourn interval for requests expected to cost cost_us, ms. */
+static uint32_t interval_for(struct queue *q, int64_t cost_us)
 {
     uint32_t v = atomic_load_explicit(&q->interval_ms, memory_order_relaxed);
     if (v != QUEUE_AUTO)
         return v;
-    int64_t c = cost_of(q, t) / 100; /* 10 x the cost, in ms */
+    int64_t c = cost_us / 100; /* 10 x the cost, in ms */
     return c > AUTO_INTERVAL_MIN_MS ? (uint32_t)(c < 600000 ? c : 600000) : AUTO_INTERVAL_MIN_MS;
+}
+
+uint32_t queue_interval_of(struct queue *q, struct tenant_state *t)
+{
+    return interval_for(q, cost_of(q, t));
 }
 
 static int64_t per_weight(int64_t us, int weight)
@@ -154,6 +179,9 @@ static void ring_add(struct queue *q, struct tenant_state *t, int weight, int cl
     if (t->standing && t->calm_since && now_ms() - t->calm_since >= queue_interval_of(q, t))
         t->standing = 0, t->above_since = 0, t->calm_since = 0; /* it was idle long enough */
     struct tenant_state *c = class_of(t);
+    if (class_joins && c->class_standing && c->class_calm_since &&
+        now_ms() - c->class_calm_since >= interval_for(q, cost_from(q, &c->class_cost_us)))
+        c->class_standing = 0, c->class_above_since = 0, c->class_calm_since = 0;
     if (class_joins)
         join_at(&c->cvtime, q->vnow, weight);
     join_at(&t->vtime, c->fvnow, weight);
@@ -199,16 +227,29 @@ static void unlink_waiter(struct queue *q, struct tenant_state *t, struct waiter
         t->q_tail = prev;
     w->next = NULL;
     t->queued--;
-    class_of(t)->class_queued--;
+    struct tenant_state *c = class_of(t);
+    if (--c->class_queued == 0) {
+        c->class_last_pop_us = 0; /* the class drained: no backlog to time, and calm */
+        if (!c->class_standing)
+            c->class_above_since = 0;
+        else if (!c->class_calm_since)
+            c->class_calm_since = now_ms();
+    }
     if (!t->q_head)
         ring_remove(q, t);
     atomic_fetch_sub(&q->len, 1);
 }
 
+/* Seconds until `queued` waiters served one per gap_us would all have been, at least 1. */
+static uint32_t drain_s(int queued, int64_t gap_us)
+{
+    return gap_us > 0 ? (uint32_t)((int64_t)(queued + 1) * gap_us / 1000000 + 1) : 1;
+}
+
 /* Seconds until t's waiters now would all have been served, at least 1 (under lock). */
 static uint32_t retry_of(const struct tenant_state *t)
 {
-    return t->gap_us > 0 ? (uint32_t)((int64_t)(t->queued + 1) * t->gap_us / 1000000 + 1) : 1;
+    return drain_s(t->queued, t->gap_us);
 }
 
 uint32_t queue_retry_after(struct queue *q, struct tenant_state *t)
@@ -219,11 +260,12 @@ uint32_t queue_retry_after(struct queue *q, struct tenant_state *t)
     return r;
 }
 
-/* Take w out and wake it to be refused (W_SHED or W_DROPPED). */
+/* Take w (after prev in t's FIFO, NULL: the first) out and wake it to be refused
+ * (W_SHED or W_DROPPED). */
 static void refuse(struct queue *q, struct tenant_state *t, struct waiter *w,
-                   enum waiter_state why)
+                   struct waiter *prev, enum waiter_state why)
 {
-    unlink_waiter(q, t, w, NULL);
+    unlink_waiter(q, t, w, prev);
     w->retry_s = retry_of(t);
     w->state = why;
     atomic_fetch_add_explicit(why == W_SHED ? &q->shed : &q->full, 1, memory_order_relaxed);
@@ -272,6 +314,36 @@ static int would_wait_too_long(struct queue *q, struct tenant_state *t, uint32_t
     return 1;
 }
 
+/* The class's bound, for classes of many flows (the unnamed keys in default's): each flow's
+ * bound alone lets 100 flows that each keep a few waiting make a class queue of hundreds,
+ * served seconds late. When t's class stands (class_episode) and its waiters would not all
+ * be served within the class's target, room is made at its heaviest flow: the newcomer is
+ * refused (1) if its flow holds as many as any, else that flow's oldest waiter is shed and
+ * the newcomer queues (0). For a class of one flow (a named tenant) this is the flow's own
+ * bound again. */
+static int class_full(struct queue *q, struct tenant_state *t, uint32_t *retry_s)
+{
+    struct tenant_state *c = class_of(t), *x = q->cur, *heavy = NULL;
+    if (!atomic_load_explicit(&q->target_ms, memory_order_relaxed) || !x ||
+        !c->class_standing || c->class_queued < BACKLOG_MIN ||
+        (int64_t)(c->class_queued + 1) * c->class_gap_us <= class_target(q, c) * 1000)
+        return 0;
+    do {
+        if (class_of(x) == c && (!heavy || x->queued > heavy->queued))
+            heavy = x;
+        x = x->ring_next;
+    } while (x != q->cur);
+    if (!heavy)
+        return 0;
+    if (t->queued + 1 >= heavy->queued) {
+        if (retry_s)
+            *retry_s = drain_s(c->class_queued, c->class_gap_us);
+        return 1;
+    }
+    refuse(q, heavy, heavy->q_head, NULL, W_SHED);
+    return 0;
+}
+
 int queue_push(struct queue *q, struct waiter *w, int front, int max, uint32_t *retry_s)
 {
     struct tenant_state *t = w->ts;
@@ -285,7 +357,7 @@ int queue_push(struct queue *q, struct waiter *w, int front, int max, uint32_t *
         pthread_mutex_unlock(&q->lock);
         return -2;
     }
-    if (!front && would_wait_too_long(q, t, retry_s)) {
+    if (!front && (would_wait_too_long(q, t, retry_s) || class_full(q, t, retry_s))) {
         atomic_fetch_add_explicit(&q->shed, 1, memory_order_relaxed);
         pthread_mutex_unlock(&q->lock);
         return -3;
@@ -294,7 +366,7 @@ int queue_push(struct queue *q, struct waiter *w, int front, int max, uint32_t *
         /* room is made at the heaviest tenant's oldest waiter; w's tenant counts with w */
         struct tenant_state *heavy = heaviest(q, t);
         if (heavy && heavy->q_head)
-            refuse(q, heavy, heavy->q_head, W_DROPPED);
+            refuse(q, heavy, heavy->q_head, NULL, W_DROPPED);
     }
     int class_joins = class_of(t)->class_queued == 0;
     t->queued++;
@@ -345,90 +417,125 @@ static struct waiter **ready(struct tenant_state *t, struct waiter **prev)
     return NULL;
 }
 
-/* Sojourn control for t, whose waiter is served after waiting `waited` ms: the episode
- * begins, stands, or ends; while it stands, t's waiters over twice the target are shed. */
-static void sojourn(struct queue *q, struct tenant_state *t, uint64_t waited, uint64_t now)
+/* One step of a standing-queue episode (a flow's or a class's), from x, what is judged
+ * against the target (a served waiter's wait, a class's backlog), ms. x over target for
+ * an interval: it stands; it stands until x has been under half the target for an
+ * interval (its load fell: the refusals keep x near the target, so not at the first low
+ * one). */
+static void episode(uint64_t *above_since, int *standing, uint64_t *calm_since, int64_t x,
+                    int64_t target, uint32_t interval, uint64_t now)
 {
-    uint32_t target = atomic_load_explicit(&q->target_ms, memory_order_relaxed);
-    if (!target)
-        return;
-    target = queue_target_of(q, t);
-    uint32_t interval = queue_interval_of(q, t);
-    if (t->standing) {
-        /* the refusals keep its waits near the target: it stands until they have been
-         * well under it for an interval (its load fell), not at the first quick one */
-        if (waited > target / 2)
-            t->calm_since = 0;
-        else if (!t->calm_since)
-            t->calm_since = now;
-        else if (now - t->calm_since >= interval)
-            t->standing = 0, t->above_since = 0, t->calm_since = 0;
-    } else if (waited <= target) {
-        t->above_since = 0;
-        return;
-    } else if (!t->above_since) {
-        t->above_since = now;
-    } else if (now - t->above_since >= interval) {
-        t->standing = 1;
-        t->calm_since = 0;
+    if (*standing) {
+        if (x > target / 2)
+            *calm_since = 0;
+        else if (!*calm_since)
+            *calm_since = now;
+        else if (now - *calm_since >= interval)
+            *standing = 0, *above_since = 0, *calm_since = 0;
+    } else if (x <= target) {
+        *above_since = 0;
+    } else if (!*above_since) {
+        *above_since = now;
+    } else if (now - *above_since >= interval) {
+        *standing = 1;
+        *calm_since = 0;
     }
-    while (t->standing && t->q_head && now - t->q_head->since_ms > 2 * (uint64_t)target)
-        refuse(q, t, t->q_head, W_SHED);
 }
 
-/* Measure how often t is served while it has more waiting (its share of the pool). */
-static void note_service(struct tenant_state *t)
+/* Sojourn control for t, whose waiter leaves the queue after waiting `waited` ms: its
+ * episode goes on. Returns whether that waiter is to be shed (t stands and it waited over
+ * twice the target), as CoDel drops at the head. */
+static int sojourn(struct queue *q, struct tenant_state *t, uint64_t waited, uint64_t now)
 {
-    uint64_t now = now_us();
-    if (t->last_pop_us) {
-        int64_t gap = (int64_t)(now - t->last_pop_us);
-        t->gap_us = t->gap_us ? t->gap_us + (gap - t->gap_us) / 8 : gap;
-    }
-    t->last_pop_us = now;
+    if (!atomic_load_explicit(&q->target_ms, memory_order_relaxed))
+        return 0;
+    uint32_t target = queue_target_of(q, t);
+    episode(&t->above_since, &t->standing, &t->calm_since, (int64_t)waited, target,
+            queue_interval_of(q, t), now);
+    return t->standing && waited > 2 * (uint64_t)target;
 }
 
-/* The next waiter: among the tenants that may take a slot now (not at max_inflight, a
- * waiter's route has room), of the class with the least virtual time, its flow with the
- * least; both charged with the flow's expected cost. */
-static struct waiter *pop(struct queue *q)
+/* Time the services of a backlogged flow or class: *gap, the moving average between them. */
+static void note_gap(uint64_t *last_us, int64_t *gap, uint64_t now)
+{
+    if (*last_us) {
+        int64_t g = (int64_t)(now - *last_us);
+        *gap = *gap ? *gap + (g - *gap) / 8 : g;
+    }
+    *last_us = now;
+}
+
+/* The flow to serve next: among the tenants that may take a slot now (not at
+ * max_inflight, a waiter's route has room), of the class with the least virtual time, its
+ * flow with the least. *prev: the waiter before the one to serve (NULL: the first). */
+static struct tenant_state *pick(struct queue *q, struct waiter **prev)
 {
     struct tenant_state *t = q->cur, *best = NULL;
-    struct waiter **bpp = NULL, *bprev = NULL;
     int64_t bcv = 0, bv = 0;
     if (!t)
         return NULL;
     do {
-        struct waiter *prev;
-        struct waiter **pp = ready(t, &prev);
+        struct waiter *p;
+        struct waiter **pp = ready(t, &p);
         int64_t cv = atomic_load_explicit(&class_of(t)->cvtime, memory_order_relaxed);
         int64_t v = atomic_load_explicit(&t->vtime, memory_order_relaxed);
         if (pp && (!best || cv < bcv || (cv == bcv && v < bv)))
-            best = t, bcv = cv, bv = v, bpp = pp, bprev = prev;
+            best = t, bcv = cv, bv = v, *prev = p;
         t = t->ring_next;
     } while (t != q->cur);
-    if (!best)
-        return NULL;
-    struct waiter *w = *bpp;
-    struct tenant_state *c = class_of(best);
-    if (bcv > q->vnow)
-        q->vnow = bcv;
-    if (bv > c->fvnow)
-        c->fvnow = bv;
-    int64_t cost = cost_of(q, best);
+    return best;
+}
+
+/* Sojourn control for class c at one of its services, judged by its backlog (its waiters
+ * times its service gap: how long the last of them will wait), not by the served one's
+ * wait, which a light flow served first within the class keeps short while the flows
+ * that flood it wait long (an idle class ends its episode too, see ring_add). */
+static void class_episode(struct queue *q, struct tenant_state *c, uint64_t now)
+{
+    if (!atomic_load_explicit(&q->target_ms, memory_order_relaxed))
+        return;
+    episode(&c->class_above_since, &c->class_standing, &c->class_calm_since,
+            (int64_t)c->class_queued * c->class_gap_us / 1000, class_target(q, c),
+            interval_for(q, cost_from(q, &c->class_cost_us)), now);
+}
+
+/* Serve w (after prev in t's FIFO): the virtual times move on, its class and flow are
+ * charged with the flow's expected cost, and their service gaps are timed. */
+static void take(struct queue *q, struct tenant_state *t, struct waiter *w,
+                 struct waiter *prev)
+{
+    struct tenant_state *c = class_of(t);
+    int64_t cv = atomic_load_explicit(&c->cvtime, memory_order_relaxed);
+    int64_t v = atomic_load_explicit(&t->vtime, memory_order_relaxed);
+    if (cv > q->vnow)
+        q->vnow = cv;
+    if (v > c->fvnow)
+        c->fvnow = v;
+    int64_t cost = cost_of(q, t);
     w->charged_us += cost; /* a waiter served twice (it lost the slot) pays twice */
-    atomic_fetch_add_explicit(&best->vtime, per_weight(cost, w->weight), memory_order_relaxed);
+    atomic_fetch_add_explicit(&t->vtime, per_weight(cost, w->weight), memory_order_relaxed);
     atomic_fetch_add_explicit(&c->cvtime, per_weight(cost, w->weight), memory_order_relaxed);
-    int more = best->queued > 1;
-    unlink_waiter(q, best, w, bprev);
+    int more = t->queued > 1, class_more = c->class_queued > 1;
+    class_episode(q, c, now_ms());
+    unlink_waiter(q, t, w, prev);
+    uint64_t now = now_us();
     if (more)
-        note_service(best);
-    return w;
+        note_gap(&t->last_pop_us, &t->gap_us, now);
+    if (class_more)
+        note_gap(&c->class_last_pop_us, &c->class_gap_us, now);
 }
 
 void queue_configure(struct queue *q, uint32_t target_ms, uint32_t interval_ms)
 {
     atomic_store(&q->target_ms, target_ms);
     atomic_store(&q->interval_ms, interval_ms);
+}
+
+/* Moving average (1/8); a lost update between threads only delays it a little. */
+static void average(_Atomic int64_t *avg, int64_t x)
+{
+    int64_t a = atomic_load_explicit(avg, memory_order_relaxed);
+    atomic_store_explicit(avg, a ? a + (x - a) / 8 : x, memory_order_relaxed);
 }
 
 void queue_charge(struct queue *q, struct tenant_state *t, int weight, int64_t used_us,
@@ -440,13 +547,9 @@ void queue_charge(struct queue *q, struct tenant_state *t, int weight, int64_t u
                               memory_order_relaxed);
     atomic_fetch_add_explicit(&class_of(t)->cvtime, per_weight(used_us - charged_us, weight),
                               memory_order_relaxed);
-    /* moving averages (1/8); a lost update between threads only delays them a little */
-    int64_t c = atomic_load_explicit(&t->cost_us, memory_order_relaxed);
-    atomic_store_explicit(&t->cost_us, c ? c + (used_us - c) / 8 : used_us,
-                          memory_order_relaxed);
-    int64_t m = atomic_load_explicit(&q->mean_cost_us, memory_order_relaxed);
-    atomic_store_explicit(&q->mean_cost_us, m ? m + (used_us - m) / 8 : used_us,
-                          memory_order_relaxed);
+    average(&t->cost_us, used_us);
+    average(&class_of(t)->class_cost_us, used_us);
+    average(&q->mean_cost_us, used_us);
 }
 
 void queue_kick(struct queue *q)
@@ -454,16 +557,25 @@ void queue_kick(struct queue *q)
     if (atomic_load_explicit(&q->len, memory_order_relaxed) == 0)
         return;
     pthread_mutex_lock(&q->lock);
-    struct waiter *w = pop(q);
-    if (w) {
+    struct waiter *prev = NULL;
+    struct tenant_state *t;
+    while ((t = pick(q, &prev)) != NULL) {
+        struct waiter *w = prev ? prev->next : t->q_head;
         /* judged before the wake-up: once woken, its own thread may use and free it (and
          * its tenant's last reference) at once, without taking the lock (queue_leave of a
          * W_IDLE waiter does not) */
-        uint64_t now = now_ms();
-        sojourn(q, w->ts, now > w->since_ms ? now - w->since_ms : 0, now);
+        uint64_t now = now_ms(), waited = now > w->since_ms ? now - w->since_ms : 0;
+        struct tenant_state *c = class_of(t);
+        if (sojourn(q, t, waited, now) ||
+            (c->class_standing && waited > 2 * (uint64_t)class_target(q, c))) {
+            refuse(q, t, w, prev, W_SHED); /* too late to be worth serving: the next */
+            continue;
+        }
+        take(q, t, w, prev);
         w->state = W_WOKEN;
         atomic_fetch_add(&q->promised, 1); /* until its owner tried for the slot */
         event_active(w->wake, EV_READ, 0); /* the last touch */
+        break;
     }
     CHECK(q, "kick", NULL);
     pthread_mutex_unlock(&q->lock);

@@ -15,7 +15,8 @@ Endpoints:
   /                 "hello from NAME"
   /echo             JSON: method, path, query, version, headers (lower-case names), body
                     length and sha256
-  /slow?ms=N        sleeps N ms, then answers "slept N"
+  /slow?ms=N        sleeps N ms, then answers "slept N" (&spread=P: a time drawn uniformly
+                    from N x (1 - P/100) to N x (1 + P/100), mean N: a pool of varied requests)
   /concurrent?ms=N  like /slow, counting requests in progress in this process
   /peak             the most /concurrent requests seen in progress at once (?reset=1 clears)
   /bytes?n=N        streams N bytes (a fixed pattern, see PATTERN) from a generator in
@@ -36,6 +37,7 @@ import hashlib
 import http
 import json
 import os
+import random
 import threading
 import time
 from urllib.parse import parse_qs
@@ -182,7 +184,8 @@ def app(environ, start_response):
 
     if path == "/slow":
         ms = int(q("ms", "1000"))
-        time.sleep(ms / 1000.0)
+        spread = int(q("spread", "0"))  # percent: uniform in ms x (1 +- spread/100)
+        time.sleep(ms * (1 + random.uniform(-spread, spread) / 100.0) / 1000.0)
         return _reply(start_response, 200, "slept %d\n" % ms, head=head)
 
     if path == "/bytes":

@@ -15,9 +15,15 @@
  *   finishes), whatever the other tenants' requests do. While it stands, its newcomers are
  *   refused at once when they would wait over target (their place times the gap between
  *   its services; at least BACKLOG_MIN wait), and its waiters that waited over twice the
- *   target are shed. It stands
+ *   target are shed when their turn comes. It stands
  *   until, for an interval, its queue was empty or its waiters were served within half the
  *   target (its load fell).
+ * - per-class sojourn control, for the default class of many unnamed keys (100 keys that
+ *   each keep a few waiting are a class queue of hundreds): the class stands when its
+ *   backlog (waiters x its service gap) stayed over its target for an interval; then a
+ *   newcomer of a key holding as many waiting as any is refused, one of a lighter key
+ *   queues and the heaviest key's oldest waiter is shed, and the class's waiters over
+ *   twice its target are shed when their turn comes.
  * - drop from the longest queue: when `max` are waiting, the oldest waiter of the tenant
  *   holding the most of the queue by weight is refused, never a newcomer of a tenant under
  *   its share.

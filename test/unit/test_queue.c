@@ -248,6 +248,81 @@ static void test_per_tenant_standing_queue(void **state)
     queue_destroy(&q);
 }
 
+/* The default class's bound: 100 flooding keys that each keep a few waiting must not make
+ * a class queue served seconds late. The class stands when its backlog (waiters x service
+ * gap) stayed over target for an interval, whatever the wait of the one served; then a
+ * newcomer of a key holding as many as any is refused, one of a lighter key queues and
+ * the heaviest key's oldest waiter is shed instead. Before the class stands (a burst),
+ * everyone queues. */
+static void test_class_of_many_keys_is_bounded(void **state)
+{
+    (void)state;
+    struct queue q;
+    setup(&q);
+    queue_configure(&q, 100, 0);
+    struct tenant_state def = {.name = "default"}, key[12];
+    static struct waiter wk[12][3];
+    for (int k = 0; k < 12; k++) {
+        memset(&key[k], 0, sizeof key[k]);
+        key[k].group = &def;
+    }
+    for (int k = 0; k < 10; k++)
+        for (int i = 0; i < 2; i++) {
+            waiter(&wk[k][i], &key[k], 1);
+            assert_int_equal(queue_push(&q, &wk[k][i], 0, 1000, NULL), 0);
+        }
+    def.class_gap_us = 50000; /* the class is served every 50 ms: 21 x 50 ms > 100 ms */
+    waiter(&wk[0][2], &key[0], 1);
+    assert_int_equal(queue_push(&q, &wk[0][2], 0, 1000, NULL), 0); /* not standing yet */
+    queue_kick(&q); /* key 0's first: the backlog is over target (interval 0 here) */
+    queue_kick(&q); /* key 1's first: it stands */
+    assert_int_equal(def.class_standing, 1);
+    assert_int_equal(nwoken, 2);
+    assert_int_equal(def.class_queued, 19);
+    uint32_t retry = 0;
+    waiter(&wk[1][2], &key[1], 1); /* key 1 would hold 2, as many as the heaviest */
+    assert_int_equal(queue_push(&q, &wk[1][2], 0, 1000, &retry), -3);
+    assert_int_equal(retry, (uint32_t)(20 * def.class_gap_us / 1000000 + 1));
+    assert_int_equal(nwoken, 2);
+    waiter(&wk[10][0], &key[10], 1); /* a light key: queued, key 0's oldest shed */
+    assert_int_equal(queue_push(&q, &wk[10][0], 0, 1000, NULL), 0);
+    assert_int_equal(nwoken, 3);
+    assert_ptr_equal(woken[2], &wk[0][1]);
+    assert_int_equal(wk[0][1].state, W_SHED);
+    assert_int_equal(key[0].queued, 1);
+    assert_int_equal(def.class_queued, 19);
+    def.class_gap_us = 1000; /* served every ms: the class is within target, all queue */
+    waiter(&wk[11][0], &key[11], 1);
+    assert_int_equal(queue_push(&q, &wk[11][0], 0, 1000, NULL), 0);
+    assert_int_equal(def.class_queued, 20);
+    queue_destroy(&q);
+}
+
+/* A standing tenant's waiter that waited over twice the target is shed when its turn
+ * comes, not served (as CoDel drops at the head), and the slot goes to the next one. */
+static void test_stale_head_is_shed_not_served(void **state)
+{
+    (void)state;
+    struct queue q;
+    setup(&q);
+    queue_configure(&q, 100, 0);
+    struct tenant_state a = {.name = "a"};
+    struct waiter w[3];
+    for (int i = 0; i < 3; i++) {
+        waiter(&w[i], &a, 1);
+        w[i].since_ms = now_ms() - (i < 2 ? 500 : 0);
+        assert_int_equal(queue_push(&q, &w[i], 0, 100, NULL), 0);
+    }
+    a.standing = 1;
+    queue_kick(&q);
+    assert_int_equal(nwoken, 3);
+    assert_int_equal(w[0].state, W_SHED);
+    assert_int_equal(w[1].state, W_SHED);
+    assert_int_equal(w[2].state, W_WOKEN);
+    assert_int_equal(a.queued, 0);
+    queue_destroy(&q);
+}
+
 /* Sojourn control decides from the served waiter's wait before waking it: after the
  * wake-up its owner may reuse it at once (here: a fresh since_ms), which must not change
  * the verdict. Before the fix the queue read since_ms after event_active (a use-after-free
@@ -278,6 +353,8 @@ int main(void)
         cmocka_unit_test(test_limits_and_drop_from_the_longest),
         cmocka_unit_test(test_fair_in_worker_time),
         cmocka_unit_test(test_per_tenant_standing_queue),
+        cmocka_unit_test(test_class_of_many_keys_is_bounded),
+        cmocka_unit_test(test_stale_head_is_shed_not_served),
         cmocka_unit_test(test_unnamed_keys_share_the_default_class),
         cmocka_unit_test(test_served_waiter_is_not_read_after_its_wake_up),
     };
