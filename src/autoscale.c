@@ -78,6 +78,7 @@ static void gather(struct autoscale *a, uint64_t now, struct scale_input *in)
     in->wq_s = (double)meter_quantile_us(px->meter->upstream, span, sc->c.quantile) / 1e6;
     in->p50_s = (double)up.p50_us / 1e6;
     in->service_s = up.mean_us / 1e6;
+    in->samples = up.requests;
     in->queue_depth = queue_len(&px->queue);
     in->supply = supply_of(rt, now);
     in->current = a->gunicorn_workers > 0 ? a->gunicorn_workers : 0;

@@ -294,7 +294,8 @@ static void observe(struct scale *s, struct tick *t)
 {
     const struct scale_input *in = t->in;
     int deepest = in->queue_max > in->queue_depth ? in->queue_max : in->queue_depth;
-    t->low = in->wq_s > 0 ? low_update(s, in->wq_s, in->now_ms) : 0.0;
+    int enough = in->wq_s > 0 && in->samples >= SCALE_MIN_SAMPLES;
+    t->low = enough ? low_update(s, in->wq_s, in->now_ms) : 0.0;
     t->bound = t->low > 0 && in->wq_s > RISE * t->low && deepest <= SHALLOW &&
                in->utilisation < HIGH_UTIL;
     timer_track(&s->bound, t->bound, in->now_ms);

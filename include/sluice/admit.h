@@ -61,7 +61,9 @@ struct tenant_state {
     _Atomic int64_t class_cost_us;         /* as a class: its flows' worker time (average) */
     uint64_t class_last_pop_us;            /* as a class: last_pop_us and gap_us below */
     int64_t class_gap_us;
-    int class_standing;                    /* as a class: its backlog stands (queue.c) */
+    int class_flows;                       /* as a class: its flows with waiters */
+    int class_standing;                    /* as a class of several flows: its backlog
+                                            * stands (queue.c) */
     uint64_t class_above_since, class_calm_since; /* as a class, ms; 0 = not */
     _Atomic int64_t cost_us;               /* its requests' worker time (moving average) */
     uint64_t above_since;                  /* ms since its served waiters waited over

@@ -29,7 +29,8 @@
  *   queue is shallow (depth now and the last second's max both <= 1) and utilisation < 0.90:
  *   HOLD with a reason starting with exactly that text, whatever the other rules say, even
  *   required > supply. While it holds the up timers restart: their evidence came from the slow
- *   backend. A rise lasting 5 minutes becomes the new level and the hold ends.
+ *   backend. A rise lasting 5 minutes becomes the new level and the hold ends. Only a Wq
+ *   measured over SCALE_MIN_SAMPLES requests or more counts, as a low or as a rise.
  * - No backend up (supply <= 0): HOLD, timers restart; there is nothing to size against.
  * - The queue-deep rules read the depth now (one sample a tick), not the last second's max, so
  *   one burst does not count as deep; the shallow test reads both, so one burst is not shallow.
@@ -49,6 +50,9 @@
 #define SCALE_REASON_LEN 240      /* the reason buffer, NUL included */
 #define SCALE_WORKERS_LIMIT 100000 /* required_little and required_erlang saturate here */
 #define SCALE_LOW_SLOTS 30        /* Wq lows kept for the bound test: 30 x 10 s = 5 minutes */
+/* The bound test reads a Wq only when it comes from this many requests: a p95 of a handful
+ * (one readiness probe of 1 ms after a start) is no level to compare with (issue 14). */
+#define SCALE_MIN_SAMPLES 200
 
 enum scale_mode { SCALE_MODE_LITTLE = 0, SCALE_MODE_ERLANG };
 
@@ -99,6 +103,7 @@ struct scale_input {
     int supply;          /* worker capacity of the backends that are up */
     int current;         /* workers the actuator knows; 0 = same as supply */
     double utilisation;  /* in-flight / supply, averaged over the window, 0..1 */
+    uint64_t samples;    /* requests behind wq_s; fewer than SCALE_MIN_SAMPLES: no bound test */
 };
 
 /* Everything the status page shows. */

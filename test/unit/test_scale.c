@@ -56,7 +56,7 @@ static void run_init(struct run *r, const struct scale_conf *c)
     scale_init(&r->s, c);
     r->in = (struct scale_input){
         .lambda = 100, .wq_s = 0.2, .p50_s = 0.1, .service_s = 0.1,
-        .supply = 18, .current = 18, .utilisation = 0.6,
+        .supply = 18, .current = 18, .utilisation = 0.6, .samples = 6000,
     };
     r->first_change = -1;
 }
@@ -563,6 +563,32 @@ static void test_bound_forgets(void **state)
     assert_int_equal(r.out.why, SCALE_WHY_BOUND);
 }
 
+/* Issue 14: one fast request just after a start (a 1 ms readiness probe) was the "5-minute
+ * low" of p95, and for 5 minutes every scale-up was held as bound. A Wq from fewer than
+ * SCALE_MIN_SAMPLES requests is no level: the load that needs more workers gets them. */
+static void test_bound_needs_samples(void **state)
+{
+    (void)state;
+    struct run r;
+    run_std(&r); /* required 26 > supply 18 */
+    r.in.lambda = 0.1;
+    r.in.wq_s = r.in.p50_s = 0.001;
+    r.in.samples = 1;
+    r.in.utilisation = 0.01;
+    tick(&r, 0);
+    r.in.lambda = 100;
+    r.in.wq_s = 0.2;
+    r.in.p50_s = 0.1;
+    r.in.utilisation = 0.6;
+    for (int t = 1; t <= 40; t++) {
+        r.in.samples = (uint64_t)t * 100; /* the window fills */
+        tick(&r, t);
+        assert_int_not_equal(r.out.why, SCALE_WHY_BOUND);
+    }
+    assert_int_equal(r.ups, 1);
+    assert_int_equal(r.first_change, 31); /* required > supply from second 1, for up_for */
+}
+
 static void test_erlang_mode(void **state)
 {
     (void)state;
@@ -616,6 +642,7 @@ int main(void)
         cmocka_unit_test(test_bound_hold),
         cmocka_unit_test(test_bound_ends),
         cmocka_unit_test(test_bound_forgets),
+        cmocka_unit_test(test_bound_needs_samples),
         cmocka_unit_test(test_erlang_mode),
         cmocka_unit_test(test_no_supply),
     };
