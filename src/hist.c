@@ -38,6 +38,12 @@ static uint64_t bucket_lo(unsigned i)
     return (uint64_t)(i - shift * HIST_SUB) << shift;
 }
 
+void hist_bucket_range(unsigned i, uint64_t *lo, uint64_t *width)
+{
+    *lo = bucket_lo(i);
+    *width = 1ULL << bucket_shift(i);
+}
+
 /* What bucket i reads as: its midpoint, or max when max lies in it below the midpoint (a
  * max from a snapshot caught mid-record may lag; it is only trusted inside its bucket). */
 static uint64_t bucket_value(unsigned i, uint64_t max)

@@ -95,6 +95,10 @@ uint64_t hist_max_us(const struct hist_snap *h);
  * empty. n is the sum of the buckets, so a snapshot caught mid-record stays consistent. */
 uint64_t hist_quantile_us(const struct hist_snap *h, double q);
 
+/* Bucket i's values: [*lo, *lo + *width) us (the last bucket also holds every clamped
+ * value). For sampling from a histogram (sizing.c). */
+void hist_bucket_range(unsigned i, uint64_t *lo, uint64_t *width);
+
 /* ------------------------------------------------------------------ rolling windows
  *
  * Fed once a second by one thread: tick(now_s, x) adds x as the data of the second

@@ -1,0 +1,174 @@
+/* sizing: the fewest workers for a wait SLO, by replaying the measured window through a
+ * simulated pool (see include/sluice/sizing.h). One call simulates about
+ * SIZING_MIN_SIMULATED requests per c tried (a binary search: log2(most) tries), each a
+ * heap operation over c free times: milliseconds, once a second, on the main thread. */
+#include <sluice/sizing.h>
+
+#include <math.h>
+#include <stdlib.h>
+
+#define SEED 0x9e3779b97f4a7c15ULL
+
+/* xorshift64*: small, fast, and the same stream on every machine. */
+struct rng {
+    uint64_t s;
+};
+
+static double unit(struct rng *r)
+{
+    r->s ^= r->s >> 12;
+    r->s ^= r->s << 25;
+    r->s ^= r->s >> 27;
+    return (double)((r->s * 0x2545f4914f6cdd1dULL) >> 11) * 0x1.0p-53; /* [0, 1) */
+}
+
+/* Service times drawn from a histogram: its non-empty buckets and their running counts. */
+struct sampler {
+    unsigned idx[HIST_BUCKETS];
+    uint64_t cum[HIST_BUCKETS];
+    unsigned n;
+    double mean_s;
+    double stretch; /* the load's headroom */
+};
+
+static int sampler_init(struct sampler *sm, const struct hist_snap *h)
+{
+    uint64_t total = 0;
+    sm->n = 0;
+    for (unsigned i = 0; i < HIST_BUCKETS; i++)
+        if (h->b[i]) {
+            total += h->b[i];
+            sm->idx[sm->n] = i;
+            sm->cum[sm->n++] = total;
+        }
+    sm->mean_s = hist_mean_us(h) / 1e6 * sm->stretch;
+    return sm->n > 0 ? 0 : -1;
+}
+
+static double sample_s(const struct sampler *sm, struct rng *r)
+{
+    uint64_t u = (uint64_t)(unit(r) * (double)sm->cum[sm->n - 1]);
+    unsigned lo = 0, hi = sm->n - 1; /* the first running count above u */
+    while (lo < hi) {
+        unsigned mid = (lo + hi) / 2;
+        if (sm->cum[mid] > u)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    uint64_t b0, width;
+    hist_bucket_range(sm->idx[lo], &b0, &width);
+    return ((double)b0 + unit(r) * (double)width) / 1e6 * sm->stretch;
+}
+
+/* The pool: the times its c workers are free again, a min-heap. */
+static void sift_down(double *heap, int c, double v)
+{
+    int i = 0;
+    for (;;) {
+        int k = 2 * i + 1;
+        if (k >= c)
+            break;
+        if (k + 1 < c && heap[k + 1] < heap[k])
+            k++;
+        if (heap[k] >= v)
+            break;
+        heap[i] = heap[k];
+        i = k;
+    }
+    heap[i] = v;
+}
+
+static uint64_t arrivals_of(const struct sizing_load *l)
+{
+    uint64_t n = 0;
+    for (int s = 0; s < l->seconds; s++)
+        n += l->per_s[s];
+    return n;
+}
+
+/* One second's k arrivals, in order, from `at`: each the least of the uniforms left after
+ * the one before (order statistics drawn one by one, no array); into the pool. */
+static void second(double at, uint32_t k, const struct sampler *sm, struct rng *r,
+                   double *heap, int c, double wait_s, uint64_t *late)
+{
+    double x = 0;
+    for (uint32_t i = 0; i < k; i++) {
+        x += (1 - x) * (1 - pow(unit(r), 1.0 / (double)(k - i)));
+        double arrive = at + x, service = sample_s(sm, r);
+        double start = heap[0] > arrive ? heap[0] : arrive;
+        *late += start - arrive > wait_s;
+        sift_down(heap, c, start + service);
+    }
+}
+
+/* The share waiting over wait_s with c workers; heap: room for c. */
+static double simulate(const struct sizing_load *l, const struct sampler *sm, int c,
+                       double wait_s, double *heap)
+{
+    struct rng r = {SEED};
+    uint64_t per_pass = arrivals_of(l), n = 0, late = 0;
+    for (int i = 0; i < c; i++)
+        heap[i] = 0;
+    for (double t0 = 0; n < SIZING_MIN_SIMULATED; t0 += l->seconds, n += per_pass)
+        for (int s = 0; s < l->seconds; s++)
+            second(t0 + s, l->per_s[s], sm, &r, heap, c, wait_s, &late);
+    return (double)late / (double)n;
+}
+
+static int usable(const struct sizing_load *l, struct sampler *sm)
+{
+    if (!l || !l->per_s || l->seconds <= 0 || !l->service ||
+        arrivals_of(l) < SIZING_MIN_ARRIVALS)
+        return 0;
+    sm->stretch = l->headroom > 1 ? l->headroom : 1;
+    return sampler_init(sm, l->service) == 0;
+}
+
+double sizing_tail(const struct sizing_load *l, int c, double wait_s)
+{
+    struct sampler *sm = malloc(sizeof *sm);
+    double *heap = c > 0 ? malloc((size_t)c * sizeof *heap) : NULL;
+    double tail = -1;
+    if (sm && heap && usable(l, sm))
+        tail = simulate(l, sm, c, wait_s, heap);
+    free(heap);
+    free(sm);
+    return tail;
+}
+
+int sizing_required(const struct sizing_load *l, double wait_s, double quantile, int most)
+{
+    if (most < 1)
+        most = 1;
+    if (most > SIZING_MAX_WORKERS)
+        most = SIZING_MAX_WORKERS;
+    struct sampler *sm = malloc(sizeof *sm);
+    double *heap = malloc((size_t)most * sizeof *heap);
+    int answer = 0;
+    if (!sm || !heap || !usable(l, sm))
+        goto out;
+    double eps = 1 - quantile, a = (double)arrivals_of(l) / l->seconds * sm->mean_s;
+    if (simulate(l, sm, most, wait_s, heap) > eps) {
+        answer = most + 1;
+        goto out;
+    }
+    /* bad < good: fewer than the offered load (a, in erlangs) never keep up */
+    int bad = (int)ceil(a) - 1, good = most;
+    if (bad >= good)
+        bad = good - 1;
+    if (bad < 0)
+        bad = 0;
+    while (good - bad > 1) {
+        int mid = bad + (good - bad) / 2;
+        if (simulate(l, sm, mid, wait_s, heap) <= eps)
+            good = mid;
+        else
+            bad = mid;
+    }
+    answer = good;
+out:
+    free(heap);
+    free(sm);
+    return answer;
+}
