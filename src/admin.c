@@ -60,8 +60,8 @@ static uint64_t total(struct proxy *px, enum stat_id id)
 static const uint64_t spans[] = {10, 60, 300};
 static const char *const span_names[] = {"10s", "1m", "5m"};
 
-/* One window W of a series; cap > 0 adds utilisation (mean in flight / cap); extra: the
- * pool's queueing and upstream series. */
+/* One window W of a series; cap > 0 adds utilisation (mean in flight at backends / cap,
+ * from `up` when given); extra: the pool's queueing and upstream series. */
 static void json_window(struct evbuffer *o, const struct series *s, uint64_t span, int cap,
                         const struct series *q, const struct series *up)
 {
@@ -75,8 +75,18 @@ static void json_window(struct evbuffer *o, const struct series *s, uint64_t spa
                            ",\"3xx\":%" PRIu64 ",\"4xx\":%" PRIu64 ",\"5xx\":%" PRIu64 "}",
                         w.status[0], w.status[1], w.status[2], w.status[3], w.status[4],
                         w.status[5]);
-    if (cap > 0 && w.covered_s)
-        evbuffer_add_printf(o, ",\"utilisation\":%.4f", w.busy_s / (double)w.covered_s / cap);
+    if (cap > 0 && w.covered_s) {
+        /* busy workers / capacity: the time requests spent at backends (the upstream
+         * series when given: the pool's own total time counts their queueing too, which
+         * read 45.6 for a pool 99.9 % busy, issue 18) */
+        struct meter_win u;
+        if (up)
+            meter_window(up, span, &u);
+        const struct meter_win *b = up ? &u : &w;
+        if (b->covered_s)
+            evbuffer_add_printf(o, ",\"utilisation\":%.4f",
+                                b->busy_s / (double)b->covered_s / cap);
+    }
     if (q)
         evbuffer_add_printf(o, ",\"queue_p95_ms\":%.3f",
                             meter_quantile_us(q, span, 0.95) / 1e3);

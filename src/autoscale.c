@@ -64,6 +64,21 @@ static int any_up(const struct runtime *rt, uint64_t now)
     return 0;
 }
 
+/* The window to replay for mode model: arrivals per second and upstream times. Sized for
+ * the cluster when several instances share the pool: this instance's seconds scaled by
+ * the cluster's rate over its own. */
+static void gather_load(struct autoscale *a, uint64_t span, double own, struct scale_input *in)
+{
+    struct meter *m = a->px->meter;
+    int n = meter_arrivals(m, span, a->arrivals);
+    if (a->clustered && own > 0 && in->lambda > own)
+        for (int i = 0; i < n; i++)
+            a->arrivals[i] = (uint32_t)(a->arrivals[i] * (in->lambda / own) + 0.5);
+    meter_hist(m->upstream, span, &a->service);
+    in->load = (struct sizing_load){.per_s = a->arrivals, .seconds = n, .service = &a->service};
+    in->window_full = (uint64_t)n >= span;
+}
+
 static void gather(struct autoscale *a, uint64_t now, struct scale_input *in)
 {
     struct proxy *px = a->px;
@@ -80,6 +95,7 @@ static void gather(struct autoscale *a, uint64_t now, struct scale_input *in)
     in->service_s = up.mean_us / 1e6;
     in->samples = up.requests;
     in->queue_depth = queue_len(&px->queue);
+    in->queue_wait_s = (double)meter_quantile_us(px->meter->queue, 10, 0.95) / 1e6;
     in->supply = supply_of(rt, now);
     in->current = a->gunicorn_workers > 0 ? a->gunicorn_workers : 0;
     double busy = up.covered_s ? up.busy_s / (double)up.covered_s : 0; /* mean in flight */
@@ -93,6 +109,7 @@ static void gather(struct autoscale *a, uint64_t now, struct scale_input *in)
     in->utilisation = in->supply > 0 ? busy / in->supply : 0;
     if (in->utilisation > 1)
         in->utilisation = 1;
+    gather_load(a, span, meter_admitted_rate(px->meter, span), in);
 }
 
 /* ---- the exec hook ---- */
@@ -456,13 +473,13 @@ void autoscale_json(const struct autoscale *a, struct evbuffer *o)
     decision_json(a, body, sizeof body);
     evbuffer_add_printf(o,
                         "{\"mode\":\"%s\",\"required\":%d,\"required_little\":%d,"
-                        "\"required_erlang\":%d,\"supply\":%d,\"current\":%d,\"desired\":%d,"
+                        "\"required_erlang\":%d,\"required_model\":%d,\"supply\":%d,\"current\":%d,\"desired\":%d,"
                         "\"decision\":\"%s\",\"why\":\"%s\",\"db_cap\":%d,\"db_capped\":%s,"
                         "\"lambda\":%.3f,\"wq_s\":%.4f,\"service_s\":%.4f,\"margin\":%.2f,"
                         "\"utilisation\":%.3f,\"queue\":%d,\"decisions\":%" PRIu64 ","
                         "\"gunicorn_workers\":%d,\"last\":%s,",
                         scale_mode_name(a->sc.conf.mode), s->required, s->required_little,
-                        s->required_erlang, s->supply, s->current, s->desired,
+                        s->required_erlang, s->required_model, s->supply, s->current, s->desired,
                         scale_decision_name(s->decision), scale_why_name(s->why), s->db_cap,
                         s->db_capped ? "true" : "false", a->in.lambda, a->in.wq_s,
                         a->in.service_s, a->sc.conf.margin, a->in.utilisation,
@@ -502,8 +519,11 @@ void autoscale_metrics(const struct autoscale *a, struct evbuffer *o)
     } g[] = {
         {"scale_required_workers", "workers the measured load needs (the mode's estimate)",
          s->required},
-        {"scale_required_workers_little", "Little's law: lambda x Wq x margin",
+        {"scale_required_workers_little", "the rule of thumb: lambda x Wq x margin",
          s->required_little},
+        {"scale_required_workers_model",
+         "fewest with P(wait>target) <= epsilon, the window replayed (0: too little data)",
+         s->required_model},
         {"scale_required_workers_erlang", "Erlang C: fewest with P(wait>target) <= epsilon",
          s->required_erlang},
         {"scale_supply_workers", "worker capacity of the backends that are up", s->supply},

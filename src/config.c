@@ -214,7 +214,7 @@ static int store(const struct key_def *d, char *base, const char *v, const char 
         return 0;
     case K_SCALE_MODE: {
         enum scale_mode m;
-        *why = "expected little or erlang";
+        *why = "expected model, erlang or little";
         if (scale_mode_parse(v, &m) < 0)
             return -1;
         *(enum scale_mode *)(base + d->off) = m;
@@ -394,7 +394,7 @@ static const struct key_def admin_keys[] = {
 
 /* Bounds here are coarse; scale_conf_check() judges the values together after parsing. */
 static const struct key_def scale_keys[] = {
-    {"mode", K_SCALE_MODE, SC(mode), "little", 0, 0},
+    {"mode", K_SCALE_MODE, SC(mode), "model", 0, 0},
     {"margin", K_DOUBLE, SC(margin), "1.3", 1, 3},
     {"quantile", K_DOUBLE, SC(quantile), "0.95", 0, 1},
     {"target_wait", K_DURATION, SC(target_wait_ms), "500ms", 1, 600000},

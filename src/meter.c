@@ -141,8 +141,38 @@ void meter_tick(struct meter *m, uint64_t now_s, uint64_t admitted)
     for (struct series *s = m->all; s; s = s->next)
         tick_series(s, now_s);
     rate_window_tick(&m->admitted, now_s, admitted - m->admitted_prev);
+    if (!m->first_s)
+        m->first_s = now_s;
+    for (uint64_t t = m->last_s; m->last_s && t + 1 < now_s && t + 1 < m->last_s + HIST_WIN_MAX_S;
+         t++)
+        m->arrivals[t % HIST_WIN_MAX_S] = 0; /* seconds the ticks skipped: none seen */
+    if (now_s > m->last_s || !m->last_s)
+        m->arrivals[(now_s - 1) % HIST_WIN_MAX_S] = 0;
+    m->arrivals[(now_s - 1) % HIST_WIN_MAX_S] += (uint32_t)(admitted - m->admitted_prev);
     m->admitted_prev = admitted;
-    m->last_s = now_s;
+    if (now_s > m->last_s)
+        m->last_s = now_s;
+}
+
+int meter_arrivals(const struct meter *m, uint64_t span_s, uint32_t *out)
+{
+    if (!m->last_s)
+        return 0;
+    uint64_t n = m->last_s - m->first_s + 1; /* seconds ticked, the first one's included */
+    n = n < span_s ? n : span_s;
+    n = n < HIST_WIN_MAX_S ? n : HIST_WIN_MAX_S;
+    for (uint64_t i = 0; i < n; i++)
+        out[i] = m->arrivals[(m->last_s - n + i) % HIST_WIN_MAX_S];
+    return (int)n;
+}
+
+uint64_t meter_hist(const struct series *s, uint64_t span_s, struct hist_snap *out)
+{
+    if (!s) {
+        hist_reset(out);
+        return 0;
+    }
+    return hist_window_get(&s->win, span_s, out);
 }
 
 uint64_t meter_quantile_us(const struct series *s, uint64_t span_s, double q)

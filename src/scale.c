@@ -15,7 +15,7 @@
 #define LOW_SLOT_MS 10000   /* one bucket of Wq lows */
 #define MAX_MARGIN 3.0
 
-static const char *const mode_names[] = {"little", "erlang"};
+static const char *const mode_names[] = {"little", "erlang", "model"};
 static const char *const decision_names[] = {"hold", "up", "down"};
 static const char *const why_names[] = {"steady",   "required", "queue",    "queue_deep",
                                         "idle",     "bound",    "cooldown", "at_limit",
@@ -24,7 +24,7 @@ static const char *const why_names[] = {"steady",   "required", "queue",    "que
 void scale_conf_defaults(struct scale_conf *c)
 {
     *c = (struct scale_conf){
-        .mode = SCALE_MODE_LITTLE,
+        .mode = SCALE_MODE_MODEL,
         .margin = 1.3,
         .quantile = 0.95,
         .target_wait_ms = 500,
@@ -51,8 +51,9 @@ static int within(double v, double lo, double hi, int closed)
 
 static const char *conf_problem(const struct scale_conf *c)
 {
-    if (c->mode != SCALE_MODE_LITTLE && c->mode != SCALE_MODE_ERLANG)
-        return "mode must be little or erlang";
+    if (c->mode != SCALE_MODE_LITTLE && c->mode != SCALE_MODE_ERLANG &&
+        c->mode != SCALE_MODE_MODEL)
+        return "mode must be model, erlang or little";
     if (!within(c->margin, 1.0, MAX_MARGIN, 1))
         return "margin must be between 1.0 and 3.0";
     if (!within(c->quantile, 0.0, 1.0, 0))
@@ -86,7 +87,7 @@ int scale_conf_check(const struct scale_conf *c, char *err, size_t errlen)
 
 int scale_mode_parse(const char *s, enum scale_mode *mode)
 {
-    for (int m = SCALE_MODE_LITTLE; m <= SCALE_MODE_ERLANG; m++)
+    for (int m = SCALE_MODE_LITTLE; m <= SCALE_MODE_MODEL; m++)
         if (strcmp(s, mode_names[m]) == 0) {
             *mode = (enum scale_mode)m;
             return 0;
@@ -96,7 +97,7 @@ int scale_mode_parse(const char *s, enum scale_mode *mode)
 
 const char *scale_mode_name(enum scale_mode m)
 {
-    return m == SCALE_MODE_ERLANG ? mode_names[1] : mode_names[0];
+    return (unsigned)m <= SCALE_MODE_MODEL ? mode_names[m] : mode_names[0];
 }
 
 const char *scale_decision_name(enum scale_decision d)
@@ -190,7 +191,7 @@ int scale_db_cap(const struct scale_conf *c)
 static struct scale_conf sanitise(const struct scale_conf *c)
 {
     struct scale_conf s = *c;
-    s.mode = s.mode == SCALE_MODE_ERLANG ? SCALE_MODE_ERLANG : SCALE_MODE_LITTLE;
+    s.mode = (unsigned)s.mode <= SCALE_MODE_MODEL ? s.mode : SCALE_MODE_MODEL;
     s.margin = within(s.margin, 1.0, MAX_MARGIN, 1) ? s.margin : 1.0;
     s.epsilon = within(s.epsilon, 0.0, 1.0, 0) ? s.epsilon : 0.05;
     s.step = within(s.step, 0.0, 1.0, 1) ? s.step : 0.0; /* 0: steps of one worker */
@@ -273,13 +274,30 @@ static void quantile_label(const struct scale *s, char *buf, size_t n)
     snprintf(buf, n, "p%g", s->conf.quantile * 100.0);
 }
 
-static void size(const struct scale *s, const struct scale_input *in, struct scale_out *o)
+/* The model's figure, worked out again every SCALE_MODEL_EVERY_MS (and at once when it had
+ * none: the first window with enough requests). */
+static int model_figure(struct scale *s, const struct scale_input *in)
+{
+    const struct scale_conf *c = &s->conf;
+    if (s->model_ms && s->model > 0 && in->now_ms - s->model_ms < SCALE_MODEL_EVERY_MS)
+        return s->model;
+    struct sizing_load l = in->load;
+    l.headroom = l.headroom > 0 ? l.headroom : SIZING_HEADROOM;
+    s->model = sizing_required(&l, c->target_wait_ms / 1000.0, 1 - c->epsilon, c->max_workers);
+    s->model_ms = in->now_ms;
+    return s->model;
+}
+
+static void size(struct scale *s, const struct scale_input *in, struct scale_out *o)
 {
     const struct scale_conf *c = &s->conf;
     o->required_little = scale_required_little(in->lambda, in->wq_s, c->margin);
     o->required_erlang = scale_required_erlang(in->lambda, in->service_s,
                                                c->target_wait_ms / 1000.0, c->epsilon);
-    int req = c->mode == SCALE_MODE_ERLANG ? o->required_erlang : o->required_little;
+    o->required_model = model_figure(s, in);
+    int req = c->mode == SCALE_MODE_LITTLE ? o->required_little : o->required_erlang;
+    if (c->mode == SCALE_MODE_MODEL && o->required_model > 0)
+        req = o->required_model;
     o->db_cap = scale_db_cap(c);
     o->db_capped = o->db_cap > 0 && req > o->db_cap;
     if (o->db_capped)
@@ -306,17 +324,20 @@ static void track_conditions(struct scale *s, const struct tick *t)
     const struct scale_input *in = t->in;
     const struct scale_out *o = t->out;
     int live = in->supply > 0, up_ok = live && !t->bound;
-    timer_track(&s->need, up_ok && o->required > in->supply, in->now_ms);
+    timer_track(&s->need, up_ok && in->window_full && o->required > in->supply, in->now_ms);
     timer_track(&s->queue, up_ok && in->queue_depth > s->conf.queue_threshold, in->now_ms);
-    timer_track(&s->idle, live && in->utilisation < s->conf.down_utilisation &&
-                              o->required < in->supply, in->now_ms);
+    int spare = in->utilisation < s->conf.down_utilisation ||
+                (s->conf.mode == SCALE_MODE_MODEL && o->required_model > 0);
+    timer_track(&s->idle, live && in->window_full && spare && o->required < in->supply,
+                in->now_ms);
 }
 
 /* The up condition that is due now, or SCALE_WHY_STEADY. */
 static enum scale_why up_due(const struct scale *s, const struct scale_input *in)
 {
     uint64_t now = in->now_ms;
-    if (s->queue.on && in->queue_depth > 2 * s->conf.queue_threshold)
+    if (s->queue.on && in->queue_depth > 2 * s->conf.queue_threshold &&
+        in->queue_wait_s * 1000 > s->conf.target_wait_ms)
         return SCALE_WHY_QUEUE_DEEP;
     if (s->need.on && held(&s->need, now) >= s->conf.up_for_ms)
         return SCALE_WHY_REQUIRED;
@@ -355,14 +376,24 @@ static void say_condition(const struct scale *s, const struct tick *t, enum scal
         reason_add(o, "queue %d > %d for %llus", in->queue_depth, s->conf.queue_threshold,
                    secs(held(&s->queue, in->now_ms)));
     else if (why == SCALE_WHY_QUEUE_DEEP)
-        reason_add(o, "queue %d > 2 x %d: at once", in->queue_depth, s->conf.queue_threshold);
+        reason_add(o, "queue %d > 2 x %d and its p95 wait %.2fs > %.2fs: at once",
+                   in->queue_depth, s->conf.queue_threshold, in->queue_wait_s,
+                   s->conf.target_wait_ms / 1000.0);
+    else if (why == SCALE_WHY_IDLE && in->utilisation >= s->conf.down_utilisation)
+        reason_add(o, "required %d < supply %d (model; utilisation %.0f%%) for %llus",
+                   o->required, in->supply, in->utilisation * 100,
+                   secs(held(&s->idle, in->now_ms)));
     else if (why == SCALE_WHY_IDLE)
         reason_add(o, "utilisation %.0f%% < %.0f%% and required %d < supply %d for %llus",
                    in->utilisation * 100, s->conf.down_utilisation * 100, o->required,
                    in->supply, secs(held(&s->idle, in->now_ms)));
     if (need_ms)
         reason_add(o, " of %llus", secs(need_ms));
-    if (why == SCALE_WHY_REQUIRED && s->conf.mode == SCALE_MODE_ERLANG)
+    if (why == SCALE_WHY_REQUIRED && s->conf.mode == SCALE_MODE_MODEL && o->required_model)
+        reason_add(o, " (model: the last window replayed, P(wait > %.2fs) <= %.2f; rule of "
+                      "thumb %d)", s->conf.target_wait_ms / 1000.0, s->conf.epsilon,
+                   o->required_little);
+    else if (why == SCALE_WHY_REQUIRED && s->conf.mode != SCALE_MODE_LITTLE)
         reason_add(o, " (Erlang C: lambda %.1f/s, S %.3fs, P(wait > %.2fs) <= %.2f)",
                    in->lambda, in->service_s, s->conf.target_wait_ms / 1000.0,
                    s->conf.epsilon);
@@ -392,11 +423,14 @@ static int in_cooldown(const struct scale *s, uint64_t now)
     return s->changed && now - s->changed_ms < s->conf.cooldown_ms;
 }
 
-/* The count one step up or down from current, within every bound; current if none allows. */
-static int stepped(const struct scale *s, const struct scale_out *o, int dir)
+/* The count one step up or down from current, within every bound; current if none allows.
+ * Up for `required`: toward it, not past it. */
+static int stepped(const struct scale *s, const struct scale_out *o, int dir, enum scale_why why)
 {
     int n = round_tol(o->current * s->conf.step, 0);
     n = n < 1 ? 1 : n;
+    if (dir > 0 && why == SCALE_WHY_REQUIRED && o->required - o->current < n)
+        n = o->required - o->current > 1 ? o->required - o->current : 1;
     if (dir > 0) {
         int top = o->db_cap > 0 && o->db_cap < s->conf.max_workers ? o->db_cap
                                                                     : s->conf.max_workers;
@@ -430,7 +464,7 @@ static enum scale_why change(struct scale *s, const struct tick *t, enum scale_w
                    secs(now - s->changed_ms), secs(s->changed_ms + s->conf.cooldown_ms - now));
         return SCALE_WHY_COOLDOWN;
     }
-    o->desired = stepped(s, o, dir);
+    o->desired = stepped(s, o, dir, why);
     if (o->desired == o->current) {
         say_limit(s, o, dir);
         return SCALE_WHY_AT_LIMIT;

@@ -34,6 +34,8 @@ struct autoscale {
     struct scale sc;
     struct scale_out out;      /* the last tick's */
     struct scale_input in;     /* what it was fed */
+    uint32_t arrivals[HIST_WIN_MAX_S]; /* in.load's: the window's arrivals per second */
+    struct hist_snap service;  /* in.load's: the window's upstream times */
     int have;                  /* 1 after the first tick */
     int clustered;             /* the last tick sized the cluster (Redis heartbeat fresh) */
     struct cluster_view cv;    /* ... as it saw it; only the leader runs the sinks */

@@ -51,6 +51,9 @@ struct meter {
     struct series *all;                 /* every series, owned */
     struct rate_window admitted;        /* requests admitted (passed the rate limits) */
     uint64_t admitted_prev;
+    uint32_t arrivals[HIST_WIN_MAX_S];  /* admitted in each second, by second % 300 (sizing:
+                                         * the window's bursts, second by second) */
+    uint64_t first_s;                   /* the first tick's second; 0 = none yet */
     uint64_t last_s;                    /* the last tick's second */
 };
 
@@ -90,6 +93,14 @@ void meter_window(const struct series *s, uint64_t span_s, struct meter_win *out
 
 /* Main thread: the q quantile (0..1) of s over the last span_s seconds, us. */
 uint64_t meter_quantile_us(const struct series *s, uint64_t span_s, double q);
+
+/* Main thread: requests admitted in each of the last span_s seconds (at most 300),
+ * oldest first, into out; returns how many seconds that is (fewer just after a start). */
+int meter_arrivals(const struct meter *m, uint64_t span_s, uint32_t *out);
+
+/* Main thread: the latency histogram of s over the last span_s seconds into out; returns
+ * the seconds it covers (see hist_window_get). */
+uint64_t meter_hist(const struct series *s, uint64_t span_s, struct hist_snap *out);
 
 /* Main thread: admitted requests per second over the last span_s seconds. */
 double meter_admitted_rate(const struct meter *m, uint64_t span_s);

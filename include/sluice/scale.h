@@ -10,15 +10,19 @@
  * act on every UP/DOWN it is given: the cooldown starts at the decision). Not thread-safe.
  *
  * The rules ([scale] key defaults in brackets):
- * - Up by one step, step = ceil(current x step [0.25]) and at least 1, when required > supply at
- *   every tick for up_for [30s], or the queue depth was above queue_threshold [5] at every tick
- *   for up_for; at once when it is above 2 x queue_threshold. desired = current + step, NOT
- *   max(current + step, required): the reference says change by 20-30% and watch, and a
- *   `required` measured at the old size (its latency includes the queueing) overstates the need;
- *   if the need persists the next step follows after the cooldown. desired never passes
- *   max_workers or the database cap; when it cannot grow the decision is HOLD, saying so.
- * - Down by one step when utilisation < down_utilisation [0.30] and required < supply at every
- *   tick for down_for [5m]; desired = max(current - step, required, min_workers).
+ * - Up when required > supply at every tick for up_for [30s] (counted only once the window
+ *   holds its whole span: a figure from a few seconds is no evidence), or the queue depth was
+ *   above queue_threshold [5] at every tick for up_for; at once when it is above 2 x
+ *   queue_threshold AND requests are waiting past the SLO (the queue's p95 wait over
+ *   target_wait: a real emergency, not a deep queue that drains in time). The step: toward
+ *   `required`, at most ceil(current x step [0.25]) and at least 1 (issue 18: +25 % past the
+ *   figure overshot it and ratcheted up); on queue evidence alone, the whole step. desired
+ *   never passes max_workers or the database cap; when it cannot grow the decision is HOLD,
+ *   saying so.
+ * - Down by one step when required < supply at every tick for down_for [5m] and either
+ *   utilisation < down_utilisation [0.30] or the mode is model with a figure (it does not
+ *   grow with the queueing, so a pool over the figure is over-provisioned whatever its
+ *   utilisation); desired = max(current - step, required, min_workers).
  * - No two changes within cooldown [60s]. A change restarts every condition timer, so the
  *   evidence for the next step is gathered at the new size. Up wins over down.
  * - Hysteresis: a condition counts only while it holds at every tick; one tick without it
@@ -47,14 +51,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sluice/sizing.h>
+
 #define SCALE_REASON_LEN 240      /* the reason buffer, NUL included */
 #define SCALE_WORKERS_LIMIT 100000 /* required_little and required_erlang saturate here */
 #define SCALE_LOW_SLOTS 30        /* Wq lows kept for the bound test: 30 x 10 s = 5 minutes */
 /* The bound test reads a Wq only when it comes from this many requests: a p95 of a handful
  * (one readiness probe of 1 ms after a start) is no level to compare with (issue 14). */
 #define SCALE_MIN_SAMPLES 200
+/* The model's figure is worked out again this often (a replay costs ~10 ms; a window of a
+ * minute changes little in 5 s). */
+#define SCALE_MODEL_EVERY_MS 5000
 
-enum scale_mode { SCALE_MODE_LITTLE = 0, SCALE_MODE_ERLANG };
+enum scale_mode { SCALE_MODE_LITTLE = 0, SCALE_MODE_ERLANG, SCALE_MODE_MODEL };
 
 enum scale_decision { SCALE_HOLD = 0, SCALE_UP, SCALE_DOWN };
 
@@ -73,7 +82,7 @@ enum scale_why {
 
 /* The [scale] section; each field is the key of the same name (durations in ms). */
 struct scale_conf {
-    enum scale_mode mode;     /* [little] which figure drives decisions; both are shown */
+    enum scale_mode mode;     /* [model] which figure drives decisions; all are shown */
     double margin;            /* [1.3] Little's law margin, 1.0..3.0 (reference: 1.2-1.5) */
     double quantile;          /* [0.95] the latency quantile the caller measures Wq at (label) */
     uint32_t target_wait_ms;  /* [500] Erlang C: the wait to keep rare ... */
@@ -104,12 +113,17 @@ struct scale_input {
     int current;         /* workers the actuator knows; 0 = same as supply */
     double utilisation;  /* in-flight / supply, averaged over the window, 0..1 */
     uint64_t samples;    /* requests behind wq_s; fewer than SCALE_MIN_SAMPLES: no bound test */
+    struct sizing_load load; /* the window replayed by mode model (arrays: the caller's) */
+    int window_full;     /* the window holds its whole span: `required` may act */
+    double queue_wait_s; /* p95 of the time requests waited in sluice's queue, last 10 s */
 };
 
 /* Everything the status page shows. */
 struct scale_out {
     int required_little; /* ceil(lambda x Wq x margin), before cap and bounds */
     int required_erlang; /* fewest c with P(wait > target_wait) <= epsilon, before cap/bounds */
+    int required_model;  /* the same SLO by replaying the window (sizing.h); 0 = too little
+                          * data (then mode model sizes by Erlang C) */
     int required;        /* mode's figure, cut to db_cap, clamped to [min, max workers] */
     int db_cap;          /* floor(db_max_connections x db_share / pool_size); 0 = unknown */
     int db_capped;       /* 1 if the cap cut required this tick */
@@ -142,6 +156,8 @@ struct scale {
         uint64_t slot;               /* now_ms / 10000 + 1; 0 = empty */
         double low;                  /* the lowest Wq seen in that slot */
     } low[SCALE_LOW_SLOTS];
+    int model;                       /* the model's last figure ... */
+    uint64_t model_ms;               /* ... worked out at this time (0 = never) */
 };
 
 /* Defaults for every field: the bracketed values above. */
@@ -150,7 +166,7 @@ void scale_conf_defaults(struct scale_conf *c);
 /* 0 if c is usable, else -1 with a reason in err (for the configuration parser). */
 int scale_conf_check(const struct scale_conf *c, char *err, size_t errlen);
 
-/* "little" or "erlang" to the mode: 0, or -1 if s is neither. */
+/* "model", "erlang" or "little" to the mode: 0, or -1 if s is none of them. */
 int scale_mode_parse(const char *s, enum scale_mode *mode);
 
 const char *scale_mode_name(enum scale_mode m);

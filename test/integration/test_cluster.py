@@ -74,7 +74,8 @@ def test_the_leader_alone_acts_and_publishes_the_decision(backend_factory, sluic
                                "up_for = 2s\ncooldown = 600s\nredis_publish = yes\n"
                                "[redis]\nurl = %s\n" % (admins[i], redis_server.url))
           for i in range(2)]
-    load([ss[0].port, ss[1].port], 8, 8)
+    # 13 s: `required` counts once the 10 s window is full (issue 18), then up_for 2 s
+    load([ss[0].port, ss[1].port], 8, 13)
     docs = [scale_doc(p) for p in admins]
     leader = [d for d in docs if d["cluster"]["leader"]]
     follower = [d for d in docs if not d["cluster"]["leader"]]

@@ -67,7 +67,11 @@ def evidence(sluice, admin_port=None):
 
 
 def scale_extra(admin_port, **keys):
-    body = "".join("%s = %s\n" % (k, v) for k, v in keys.items())
+    """[scale] with these keys; mode = little unless given (these tests check the
+    controller's rules on Little's figure, which is easy to follow); mode=None: no mode
+    key, the default (model)."""
+    keys.setdefault("mode", "little")
+    body = "".join("%s = %s\n" % (k, v) for k, v in keys.items() if v is not None)
     return "[scale]\n" + body + admin_extra(admin_port)
 
 
@@ -286,6 +290,21 @@ def test_known_workload_gives_littles_answer(little_run):
     assert doc["queue"] == 0 and doc["decision"] == "hold" and doc["decisions"] == 0, why
     # Little's L measured directly: about 20 of the 64 slots busy.
     assert doc["utilisation"] == pytest.approx(20.0 / 64, rel=0.15), why
+
+
+def test_the_default_sizes_by_replaying_the_window(wide_backend, module_sluice_factory):
+    """No mode key: the window is replayed through a simulated pool (issue 14). 100 req/s
+    of 200 ms (20 erlangs, service times that hardly vary): a few workers over 20 keep
+    P(wait > 500 ms) <= 5 %; the rule of thumb (Little x p95 x 1.2) says 24 and stays on
+    show beside it."""
+    admin = helpers.free_port()
+    _, doc, s, m = known_workload(wide_backend, module_sluice_factory, admin, mode=None)
+    why = json.dumps(doc) + evidence(s)
+    assert doc["mode"] == "model", why
+    assert 21 <= doc["required_model"] <= 24, why
+    assert doc["required"] == doc["required_model"], why
+    assert doc["required_little"] == pytest.approx(24, rel=0.10), why
+    assert m["sluice_scale_required_workers_model"][""] == doc["required_model"], why
 
 
 def test_known_workload_erlang_c_figure(little_run):
@@ -637,7 +656,7 @@ def _check(tmp_path, lines):
 
 
 @pytest.mark.parametrize("lines, words", [
-    (["mode = guess"], "little or erlang"),
+    (["mode = guess"], "model, erlang or little"),
     (["window = 20s"], "window"),
     (["webhook = ftp://x"], "http://"),
     (["on_scale = relative/path"], "absolute"),
@@ -657,3 +676,27 @@ def test_scale_config_that_is_valid_passes(tmp_path):
                                    "on_scale = /bin/true", "gunicorn_pidfile = /run/g.pid",
                                    "gunicorn_backend = a"])
     assert p.returncode == 0, p.stderr
+
+
+def test_utilisation_is_busy_workers_over_capacity(backend_factory, sluice_factory):
+    """Issue 18: the pool's utilisation was (queue + service time) / capacity, 45.6 for a
+    pool 99.9 % busy. Two sync workers kept busy by six clients (four always queued): the
+    pool's utilisation and the controller's read about 1, not 3."""
+    b = backend_factory("a", workers=2)
+    admin = helpers.free_port()
+    s = sluice_factory([b], extra="[queue]\ntarget = off\n" + scale_extra(admin, window="10s"))
+    end = time.monotonic() + 4
+
+    def client():
+        while time.monotonic() < end:
+            assert helpers.request(s.port, "GET", "/slow?ms=100").status == 200
+    ts = [threading.Thread(target=client) for _ in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    pool = helpers.status_json(admin)["pool"]["windows"]["10s"]
+    why = json.dumps(pool) + evidence(s, admin)
+    assert 0.6 <= pool["utilisation"] <= 1.05, why
+    assert pool["queue_p95_ms"] > 100, why  # they did queue: the old figure would be ~3
+    assert scale_doc(admin)["utilisation"] <= 1.0, why

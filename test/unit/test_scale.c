@@ -57,6 +57,7 @@ static void run_init(struct run *r, const struct scale_conf *c)
     r->in = (struct scale_input){
         .lambda = 100, .wq_s = 0.2, .p50_s = 0.1, .service_s = 0.1,
         .supply = 18, .current = 18, .utilisation = 0.6, .samples = 6000,
+        .window_full = 1, .queue_wait_s = 1.0,
     };
     r->first_change = -1;
 }
@@ -65,7 +66,36 @@ static void run_std(struct run *r)
 {
     struct scale_conf c;
     scale_conf_defaults(&c);
+    c.mode = SCALE_MODE_LITTLE; /* the controller's rules, on figures easy to follow */
     run_init(r, &c);
+}
+
+/* A minute of 40 req/s whose requests take 50-149 ms (4 erlangs), for mode model. */
+static struct sizing_load model_window(void)
+{
+    static struct hist h;
+    static struct hist_snap svc;
+    static uint32_t per_s[60];
+    hist_init(&h);
+    for (int s = 0; s < 60; s++) {
+        per_s[s] = 40;
+        for (int i = 0; i < 40; i++)
+            hist_record(&h, 50000 + (uint64_t)(i % 10) * 10000 + (s % 7) * 1000);
+    }
+    hist_snapshot(&svc, &h);
+    return (struct sizing_load){.per_s = per_s, .seconds = 60, .service = &svc};
+}
+
+/* Mode model (the default), 40 req/s of ~100 ms, `workers` of them; no window yet. */
+static void run_model(struct run *r, int workers)
+{
+    struct scale_conf c;
+    scale_conf_defaults(&c);
+    run_init(r, &c);
+    r->in.lambda = 40;
+    r->in.wq_s = 0.2;
+    r->in.service_s = 0.1;
+    r->in.supply = r->in.current = workers;
 }
 
 /* One tick at second t; an UP or DOWN is carried out at once (current follows desired). */
@@ -110,7 +140,7 @@ static void test_conf(void **state)
     struct scale_conf c;
     char err[128] = "";
     scale_conf_defaults(&c);
-    assert_int_equal(c.mode, SCALE_MODE_LITTLE);
+    assert_int_equal(c.mode, SCALE_MODE_MODEL);
     assert_true(c.margin == 1.3 && c.quantile == 0.95 && c.epsilon == 0.05 && c.step == 0.25);
     assert_int_equal(c.target_wait_ms, 500);
     assert_int_equal(c.up_for_ms, 30000);
@@ -273,6 +303,7 @@ static void test_db_cap(void **state)
     assert_int_equal(scale_db_cap(&c2), 49); /* 48.99999999999999 in binary */
 
     struct run r;
+    c.mode = SCALE_MODE_LITTLE;
     c.margin = 1.0;
     run_init(&r, &c);
     r.in.wq_s = 0.4; /* 100 x 0.4 x 1.0 = 40 */
@@ -392,7 +423,7 @@ static void test_cooldown(void **state)
     assert_int_equal(r.ups, 1);
     tick(&r, 90);
     assert_int_equal(r.ups, 2);
-    assert_int_equal(r.out.desired, 23 + 6); /* ceil(23 x 0.25) = ceil(5.75) */
+    assert_int_equal(r.out.desired, 26); /* toward required 26, not 23 + ceil(23 x 0.25) */
 }
 
 /* Required 13 (50/s x 0.2 s x 1.3) <= supply 18, so only the queue speaks: `depth` deep. */
@@ -420,6 +451,81 @@ static void test_queue_at_once(void **state)
     assert_int_equal(r.out.why, SCALE_WHY_QUEUE);
 }
 
+/* Issue 18: early in a run a deep queue that drains in time scaled up at once. At once
+ * needs requests waiting past the SLO (the queue's p95 wait over target_wait); a deep
+ * queue of quick waits is ordinary queue evidence, which must last up_for. */
+static void test_deep_queue_needs_late_waits(void **state)
+{
+    (void)state;
+    struct run r;
+    run_queue(&r, 11);
+    r.in.queue_wait_s = 0.2;
+    ticks(&r, 0, 29);
+    assert_int_equal(r.ups, 0);
+    assert_int_equal(r.out.why, SCALE_WHY_QUEUE);
+    tick(&r, 30);
+    assert_int_equal(r.ups, 1);
+}
+
+/* Required counts only once the window holds its span: a few seconds are no evidence. */
+static void test_required_waits_for_a_full_window(void **state)
+{
+    (void)state;
+    struct run r;
+    run_std(&r); /* required 26 > supply 18 */
+    r.in.window_full = 0;
+    ticks(&r, 0, 59);
+    assert_int_equal(r.ups, 0);
+    r.in.window_full = 1;
+    ticks(&r, 60, 90);
+    assert_int_equal(r.ups, 1);
+    assert_int_equal(r.first_change, 90);
+}
+
+/* Issue 18: the step goes to the figure, not 25 % past it; and in mode model a pool over the
+ * figure for down_for comes down to it, busy or not (W1 went 5 -> 7 -> 9 -> 12 -> 15 and
+ * never came down). Here the model's figure is what sizing.h gives for 40 req/s of ~100 ms:
+ * from 12 workers (utilisation 37 %) the pool comes down to it and stays. */
+static void test_model_converges_and_comes_down(void **state)
+{
+    (void)state;
+    struct sizing_load window = model_window();
+    struct run r;
+    run_model(&r, 12);
+    r.in.utilisation = 0.37;
+    r.in.load = window;
+    for (int t = 0; t <= 1800; t++) {
+        r.in.supply = r.in.current;
+        tick(&r, t);
+    }
+    int need = r.out.required_model;
+    assert_true(need >= 5 && need <= 7);
+    assert_int_equal(r.in.current, need);
+    assert_int_equal(r.ups, 0);
+    assert_true(r.downs >= 1 && r.downs <= 4);
+    int downs = r.downs;
+    for (int t = 1801; t <= 3600; t++) { /* steady load at the figure: no flapping */
+        r.in.supply = r.in.current;
+        tick(&r, t);
+    }
+    assert_int_equal(r.downs, downs);
+    assert_int_equal(r.ups, 0);
+    assert_int_equal(r.in.current, need);
+
+    run_model(&r, 4); /* from 4 workers (under the figure): up to it, never past */
+    r.in.utilisation = 1.0;
+    r.in.load = window;
+    int most = 0;
+    for (int t = 0; t <= 600; t++) {
+        r.in.supply = r.in.current;
+        tick(&r, t);
+        most = r.in.current > most ? r.in.current : most;
+    }
+    assert_int_equal(r.in.current, need);
+    assert_int_equal(most, need);
+    assert_int_equal(r.downs, 0);
+}
+
 static void test_queue_sustained(void **state)
 {
     (void)state;
@@ -444,6 +550,7 @@ static void run_idle(struct run *r, int min_workers, double lambda)
 {
     struct scale_conf c;
     scale_conf_defaults(&c);
+    c.mode = SCALE_MODE_LITTLE;
     c.min_workers = min_workers;
     run_init(r, &c);
     r->in.lambda = lambda;
@@ -589,6 +696,27 @@ static void test_bound_needs_samples(void **state)
     assert_int_equal(r.first_change, 31); /* required > supply from second 1, for up_for */
 }
 
+/* The default mode sizes by the window replayed (sizing.h); the rule of thumb and Erlang C
+ * are shown beside it. 40 req/s of 100 ms, 4 erlangs: the model needs 6 or so for
+ * P(wait > 500 ms) <= 5 %, Little x 0.2 s x 1.3 says 11. Without a window (too few
+ * requests) it sizes by Erlang C. */
+static void test_model_mode(void **state)
+{
+    (void)state;
+    struct sizing_load window = model_window();
+    struct run r;
+    run_model(&r, 4);
+    tick(&r, 0);
+    assert_int_equal(r.out.required_model, 0); /* no window yet */
+    assert_int_equal(r.out.required, r.out.required_erlang);
+    r.in.load = window;
+    ticks(&r, 1, 31);
+    assert_true(r.out.required_model >= 5 && r.out.required_model <= 7);
+    assert_int_equal(r.out.required_little, 11);
+    assert_int_equal(r.ups, 1);
+    assert_reason_has(&r.out, "model: the last window replayed");
+}
+
 static void test_erlang_mode(void **state)
 {
     (void)state;
@@ -643,6 +771,10 @@ int main(void)
         cmocka_unit_test(test_bound_ends),
         cmocka_unit_test(test_bound_forgets),
         cmocka_unit_test(test_bound_needs_samples),
+        cmocka_unit_test(test_model_mode),
+        cmocka_unit_test(test_deep_queue_needs_late_waits),
+        cmocka_unit_test(test_required_waits_for_a_full_window),
+        cmocka_unit_test(test_model_converges_and_comes_down),
         cmocka_unit_test(test_erlang_mode),
         cmocka_unit_test(test_no_supply),
     };
