@@ -399,6 +399,10 @@ static const struct key_def scale_keys[] = {
     {"quantile", K_DOUBLE, SC(quantile), "0.95", 0, 1},
     {"target_wait", K_DURATION, SC(target_wait_ms), "500ms", 1, 600000},
     {"epsilon", K_DOUBLE, SC(epsilon), "0.05", 0, 1},
+    /* the SLO as users say it: slo_quantile of requests wait at most slo_wait (the same
+     * as target_wait and 1 - epsilon) */
+    {"slo_wait", K_DURATION, SC(target_wait_ms), NULL, 1, 600000},
+    {"slo_quantile", K_DOUBLE, SC(slo_quantile), NULL, 0, 1},
     {"step", K_DOUBLE, SC(step), "0.25", 0, 1},
     {"up_for", K_DURATION, SC(up_for_ms), "30s", 0, 86400000},
     {"down_for", K_DURATION, SC(down_for_ms), "5m", 0, 86400000},

@@ -60,6 +60,8 @@ static const char *conf_problem(const struct scale_conf *c)
         return "quantile must be between 0 and 1";
     if (!within(c->epsilon, 0.0, 1.0, 0))
         return "epsilon must be between 0 and 1";
+    if (c->slo_quantile != 0 && !within(c->slo_quantile, 0.0, 1.0, 0))
+        return "slo_quantile must be between 0 and 1";
     if (!(c->step > 0 && c->step <= 1.0))
         return "step must be above 0 and at most 1";
     if (c->min_workers < 1 || c->max_workers < c->min_workers)
@@ -193,6 +195,8 @@ static struct scale_conf sanitise(const struct scale_conf *c)
     struct scale_conf s = *c;
     s.mode = (unsigned)s.mode <= SCALE_MODE_MODEL ? s.mode : SCALE_MODE_MODEL;
     s.margin = within(s.margin, 1.0, MAX_MARGIN, 1) ? s.margin : 1.0;
+    if (within(s.slo_quantile, 0.0, 1.0, 0))
+        s.epsilon = 1.0 - s.slo_quantile;
     s.epsilon = within(s.epsilon, 0.0, 1.0, 0) ? s.epsilon : 0.05;
     s.step = within(s.step, 0.0, 1.0, 1) ? s.step : 0.0; /* 0: steps of one worker */
     s.min_workers = clamp_int(s.min_workers, 1, SCALE_WORKERS_LIMIT);

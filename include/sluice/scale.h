@@ -87,6 +87,9 @@ struct scale_conf {
     double quantile;          /* [0.95] the latency quantile the caller measures Wq at (label) */
     uint32_t target_wait_ms;  /* [500] Erlang C: the wait to keep rare ... */
     double epsilon;           /* [0.05] ... P(wait > target_wait) <= epsilon, 0 < eps < 1 */
+    double slo_quantile;      /* [0: unset] the same SLO as users say it: slo_quantile of
+                               * requests wait at most target_wait (key slo_wait); when set,
+                               * epsilon = 1 - slo_quantile */
     double step;              /* [0.25] a change is ceil(current x step) workers, at least 1 */
     uint32_t up_for_ms;       /* [30s] an up condition must hold this long */
     uint32_t down_for_ms;     /* [5m] the down condition must hold this long */

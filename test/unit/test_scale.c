@@ -717,6 +717,23 @@ static void test_model_mode(void **state)
     assert_reason_has(&r.out, "model: the last window replayed");
 }
 
+/* The SLO as users say it: 99 % of requests wait at most slo_wait is epsilon 0.01. */
+static void test_slo_quantile(void **state)
+{
+    (void)state;
+    struct scale_conf c;
+    char err[128];
+    scale_conf_defaults(&c);
+    c.slo_quantile = 0.99;
+    assert_int_equal(scale_conf_check(&c, err, sizeof err), 0);
+    struct scale s;
+    scale_init(&s, &c);
+    assert_true(fabs(s.conf.epsilon - 0.01) < 1e-12);
+    c.slo_quantile = 1.5;
+    assert_int_equal(scale_conf_check(&c, err, sizeof err), -1);
+    assert_string_equal(err, "scale: slo_quantile must be between 0 and 1");
+}
+
 static void test_erlang_mode(void **state)
 {
     (void)state;
@@ -772,6 +789,7 @@ int main(void)
         cmocka_unit_test(test_bound_forgets),
         cmocka_unit_test(test_bound_needs_samples),
         cmocka_unit_test(test_model_mode),
+        cmocka_unit_test(test_slo_quantile),
         cmocka_unit_test(test_deep_queue_needs_late_waits),
         cmocka_unit_test(test_required_waits_for_a_full_window),
         cmocka_unit_test(test_model_converges_and_comes_down),
