@@ -33,7 +33,7 @@ UNIT_SRCS := $(wildcard test/unit/test_*.c)
 UNIT_BINS := $(patsubst test/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 PYTEST  = /usr/bin/python3 -m pytest
 
-.PHONY: all deps test unit integration sanitize tsan demo bench install clean fuzz fuzz-smoke soak soak-valgrind soak-plain
+.PHONY: all deps test unit integration sanitize tsan demo bench bench-sizing install clean fuzz fuzz-smoke soak soak-valgrind soak-plain
 
 all: $(BUILD)/sluice
 
@@ -183,6 +183,11 @@ bench: deps all
 	$(Q)sh test/bench/run.sh
 	$(Q)if [ -f test/bench/tls.sh ]; then sh test/bench/tls.sh; fi
 	$(Q)if [ -f test/bench/overload.sh ]; then sh test/bench/overload.sh; fi
+
+# issue 14: the fewest workers real Gunicorn pools need, swept, beside sluice's figures
+# (~20 min; not part of `make bench`)
+bench-sizing: deps all
+	$(Q)/usr/bin/python3 test/bench/sizing.py
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/doc/sluice $(DESTDIR)/etc/sluice \

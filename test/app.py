@@ -16,7 +16,8 @@ Endpoints:
   /echo             JSON: method, path, query, version, headers (lower-case names), body
                     length and sha256
   /slow?ms=N        sleeps N ms, then answers "slept N" (&spread=P: a time drawn uniformly
-                    from N x (1 - P/100) to N x (1 + P/100), mean N: a pool of varied requests)
+                    from N x (1 - P/100) to N x (1 + P/100), mean N: a pool of varied requests;
+                    &sigma=S: lognormal with median N; &alt=A&p=P: A ms with chance P)
   /concurrent?ms=N  like /slow, counting requests in progress in this process
   /peak             the most /concurrent requests seen in progress at once (?reset=1 clears)
   /bytes?n=N        streams N bytes (a fixed pattern, see PATTERN) from a generator in
@@ -185,7 +186,12 @@ def app(environ, start_response):
     if path == "/slow":
         ms = int(q("ms", "1000"))
         spread = int(q("spread", "0"))  # percent: uniform in ms x (1 +- spread/100)
-        time.sleep(ms * (1 + random.uniform(-spread, spread) / 100.0) / 1000.0)
+        t = ms * (1 + random.uniform(-spread, spread) / 100.0)
+        if q("sigma", ""):  # lognormal, median ms
+            t = ms * random.lognormvariate(0, float(q("sigma", "0")))
+        if q("alt", "") and random.random() < float(q("p", "0")):  # ms, or alt with chance p
+            t = float(q("alt", "0"))
+        time.sleep(t / 1000.0)
         return _reply(start_response, 200, "slept %d\n" % ms, head=head)
 
     if path == "/bytes":

@@ -3,7 +3,7 @@
 
 usage: loadgen.py --port PORT [--host 127.0.0.1] --duration SECONDS
                   --stream NAME:RATE:PATH[:HEADER=VALUE[,HEADER=VALUE...]] [--stream ...]
-                  [--arrivals poisson|constant] [--seed N] [--timeout 10] [--good-ms 1000]
+                  [--arrivals poisson|constant|onoff] [--seed N] [--timeout 10] [--good-ms 1000]
                   [--out FILE] [--raw FILE]
 
 Open loop: each stream's requests are sent at their scheduled times whatever happened to
@@ -115,10 +115,15 @@ class Stream:
             n = int(args.duration * self.rate)
             self.schedule = [i / self.rate for i in range(n)]
         else:
+            # onoff: 5 s at 1.6 x RATE, 5 s at 0.4 x (mean RATE): Poisson at the peak rate,
+            # thinned to a quarter in the quiet seconds
+            peak = self.rate * (1.6 if args.arrivals == "onoff" else 1.0)
             while True:
-                t += rng.expovariate(self.rate)
+                t += rng.expovariate(peak)
                 if t >= args.duration:
                     break
+                if args.arrivals == "onoff" and int(t / 5) % 2 and rng.random() >= 0.25:
+                    continue
                 self.schedule.append(t)
         head = [f"Host: {args.host}:{args.port}"] + [f"{k}: {v}" for k, v in self.headers]
         self.head = "\r\n".join(head)
@@ -367,7 +372,7 @@ def main():
     ap.add_argument("--stream", type=parse_stream, action="append", required=True,
                     help="NAME:RATE:PATH[:HEADER=VALUE,...] (repeatable); {seq%%N} in a "
                          "VALUE is the request's number modulo N")
-    ap.add_argument("--arrivals", choices=("poisson", "constant"), default="poisson")
+    ap.add_argument("--arrivals", choices=("poisson", "constant", "onoff"), default="poisson")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=10.0, help="hard limit per request, s")
     ap.add_argument("--good-ms", type=float, default=1000.0,
