@@ -13,6 +13,7 @@
 #define SHALLOW 1           /* a queue at most this deep is shallow (reference: healthy 0-1) */
 #define HIGH_UTIL 0.90      /* utilisation at or above this is high (reference: > 90% add) */
 #define LOW_SLOT_MS 10000   /* one bucket of Wq lows */
+#define EMERGENCY 2.0       /* a queue whose p95 wait over 10 s is EMERGENCY x target_wait */
 #define MAX_MARGIN 3.0
 
 static const char *const mode_names[] = {"little", "erlang", "model"};
@@ -286,7 +287,7 @@ static int model_figure(struct scale *s, const struct scale_input *in)
     if (s->model_ms && s->model > 0 && in->now_ms - s->model_ms < SCALE_MODEL_EVERY_MS)
         return s->model;
     struct sizing_load l = in->load;
-    l.headroom = l.headroom > 0 ? l.headroom : SIZING_HEADROOM;
+    l.headroom = l.headroom != 0 ? l.headroom : SIZING_HEADROOM_AUTO;
     s->model = sizing_required(&l, c->target_wait_ms / 1000.0, 1 - c->epsilon, c->max_workers);
     s->model_ms = in->now_ms;
     return s->model;
@@ -329,19 +330,25 @@ static void track_conditions(struct scale *s, const struct tick *t)
     const struct scale_out *o = t->out;
     int live = in->supply > 0, up_ok = live && !t->bound;
     timer_track(&s->need, up_ok && in->window_full && o->required > in->supply, in->now_ms);
-    timer_track(&s->queue, up_ok && in->queue_depth > s->conf.queue_threshold, in->now_ms);
-    int spare = in->utilisation < s->conf.down_utilisation ||
-                (s->conf.mode == SCALE_MODE_MODEL && o->required_model > 0);
+    int modelled = s->conf.mode == SCALE_MODE_MODEL && o->required_model > 0;
+    timer_track(&s->queue, up_ok && !modelled && in->queue_depth > s->conf.queue_threshold,
+                in->now_ms);
+    timer_track(&s->deep, up_ok && in->queue_depth > 2 * s->conf.queue_threshold &&
+                              in->queue_wait_s * 1000 > EMERGENCY * s->conf.target_wait_ms,
+                in->now_ms);
+    int spare = in->utilisation < s->conf.down_utilisation || modelled;
+    int was_idle = s->idle.on;
     timer_track(&s->idle, live && in->window_full && spare && o->required < in->supply,
                 in->now_ms);
+    if (s->idle.on && (!was_idle || o->required > s->idle_peak))
+        s->idle_peak = o->required; /* the highest figure while the pool was over it */
 }
 
 /* The up condition that is due now, or SCALE_WHY_STEADY. */
 static enum scale_why up_due(const struct scale *s, const struct scale_input *in)
 {
     uint64_t now = in->now_ms;
-    if (s->queue.on && in->queue_depth > 2 * s->conf.queue_threshold &&
-        in->queue_wait_s * 1000 > s->conf.target_wait_ms)
+    if (s->deep.on)
         return SCALE_WHY_QUEUE_DEEP;
     if (s->need.on && held(&s->need, now) >= s->conf.up_for_ms)
         return SCALE_WHY_REQUIRED;
@@ -380,8 +387,8 @@ static void say_condition(const struct scale *s, const struct tick *t, enum scal
         reason_add(o, "queue %d > %d for %llus", in->queue_depth, s->conf.queue_threshold,
                    secs(held(&s->queue, in->now_ms)));
     else if (why == SCALE_WHY_QUEUE_DEEP)
-        reason_add(o, "queue %d > 2 x %d and its p95 wait %.2fs > %.2fs: at once",
-                   in->queue_depth, s->conf.queue_threshold, in->queue_wait_s,
+        reason_add(o, "queue %d > 2 x %d and its p95 wait %.2fs > %.0f x %.2fs: at once",
+                   in->queue_depth, s->conf.queue_threshold, in->queue_wait_s, EMERGENCY,
                    s->conf.target_wait_ms / 1000.0);
     else if (why == SCALE_WHY_IDLE && in->utilisation >= s->conf.down_utilisation)
         reason_add(o, "required %d < supply %d (model; utilisation %.0f%%) for %llus",
@@ -428,11 +435,15 @@ static int in_cooldown(const struct scale *s, uint64_t now)
 }
 
 /* The count one step up or down from current, within every bound; current if none allows.
- * Up for `required`: toward it, not past it. */
+ * Up for `required`: toward it, not past it. Down in mode model: to the highest figure of
+ * the down_for period at once (the figure already holds the SLO with headroom; stepping
+ * down 25 % per down_for took 15 minutes to come from 12 to 6). */
 static int stepped(const struct scale *s, const struct scale_out *o, int dir, enum scale_why why)
 {
     int n = round_tol(o->current * s->conf.step, 0);
     n = n < 1 ? 1 : n;
+    if (dir < 0 && s->conf.mode == SCALE_MODE_MODEL && o->required_model > 0)
+        n = o->current - (s->idle_peak > o->required ? s->idle_peak : o->required);
     if (dir > 0 && why == SCALE_WHY_REQUIRED && o->required - o->current < n)
         n = o->required - o->current > 1 ? o->required - o->current : 1;
     if (dir > 0) {
@@ -512,8 +523,9 @@ static uint64_t since(struct scale *s, enum scale_why why, uint64_t now)
     case SCALE_WHY_REQUIRED:
         return s->need.since_ms;
     case SCALE_WHY_QUEUE:
-    case SCALE_WHY_QUEUE_DEEP:
         return s->queue.since_ms;
+    case SCALE_WHY_QUEUE_DEEP:
+        return s->deep.since_ms;
     case SCALE_WHY_IDLE:
         return s->idle.since_ms;
     case SCALE_WHY_BOUND:
@@ -530,7 +542,7 @@ static void committed(struct scale *s, uint64_t now)
 {
     s->changed = 1;
     s->changed_ms = now;
-    s->need.on = s->queue.on = s->idle.on = 0;
+    s->need.on = s->queue.on = s->deep.on = s->idle.on = 0;
 }
 
 void scale_tick(struct scale *s, const struct scale_input *in, struct scale_out *out)

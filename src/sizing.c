@@ -116,12 +116,34 @@ static double simulate(const struct sizing_load *l, const struct sampler *sm, in
     return (double)late / (double)n;
 }
 
+/* 1 + SIZING_Z x sqrt(2 x E[S^2] / E[S]^2 / N): see SIZING_HEADROOM_AUTO. Moments from
+ * the buckets (a bucket's midpoint and its own spread, width^2 / 12). */
+static double sampling_headroom(const struct sizing_load *l)
+{
+    double n = 0, s1 = 0, s2 = 0;
+    for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+        if (!l->service->b[i])
+            continue;
+        uint64_t b0, width;
+        hist_bucket_range(i, &b0, &width);
+        double k = l->service->b[i], mid = (double)b0 + (double)width / 2;
+        n += k;
+        s1 += k * mid;
+        s2 += k * (mid * mid + (double)width * (double)width / 12);
+    }
+    double h = s1 > 0 ? 1 + SIZING_Z * sqrt(2 * s2 * n / (s1 * s1) / (double)arrivals_of(l))
+                      : 1;
+    return h < SIZING_MAX_HEADROOM ? h : SIZING_MAX_HEADROOM;
+}
+
 static int usable(const struct sizing_load *l, struct sampler *sm)
 {
     if (!l || !l->per_s || l->seconds <= 0 || !l->service ||
         arrivals_of(l) < SIZING_MIN_ARRIVALS)
         return 0;
-    sm->stretch = l->headroom > 1 ? l->headroom : 1;
+    sm->stretch = l->headroom == SIZING_HEADROOM_AUTO ? sampling_headroom(l)
+                : l->headroom > 1                     ? l->headroom
+                                                      : 1;
     return sampler_init(sm, l->service) == 0;
 }
 

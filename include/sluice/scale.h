@@ -148,8 +148,10 @@ struct scale_timer {
 struct scale {
     struct scale_conf conf;          /* a copy, sanitised */
     struct scale_timer need;         /* required > supply */
-    struct scale_timer queue;        /* queue > queue_threshold */
-    struct scale_timer idle;         /* utilisation low and required < supply */
+    struct scale_timer queue;        /* queue > queue_threshold (without a model figure) */
+    struct scale_timer deep;         /* queue > 2 x threshold, p95 wait > 2 x target_wait */
+    struct scale_timer idle;         /* utilisation low and required < supply ... */
+    int idle_peak;                   /* ... the highest `required` while it held */
     struct scale_timer bound;        /* backend or database bound */
     int changed;                     /* 1 once a change was decided ... */
     uint64_t changed_ms;             /* ... at this time */

@@ -14,7 +14,8 @@
  * - service times: drawn from the window's histogram of upstream time (what a worker
  *   spent on each request), uniformly within a bucket;
  * - the window is replayed back to back until SIZING_MIN_SIMULATED requests were
- *   simulated, so a short or quiet window still gives a steady figure.
+ *   simulated, so a short or quiet window still gives a steady figure;
+ * - the service times are stretched by the window's sampling error (SIZING_HEADROOM_AUTO).
  *
  * The random numbers come from a fixed seed and are the same for every c (common random
  * numbers): the share waiting is then non-increasing in c, the answer is found by a
@@ -31,20 +32,27 @@
 #define SIZING_MIN_ARRIVALS 50        /* fewer in the window: no figure (0) */
 #define SIZING_MIN_SIMULATED 20000    /* requests simulated per c, at least */
 #define SIZING_MAX_WORKERS 100000
-/* The default headroom: size for service times 5 % longer than measured. Near the
- * fewest workers a heavy-tailed load runs at 85 % and the share waiting long swings with
- * the minute measured (issue 14's W2 at 5 workers: 1 % to 44 % over eight minutes, where
- * real pools waited over 500 ms 6-17 % of the time); 5 % more load keeps the figure at or
- * above what real pools needed in every minute tried (test/unit/test_sizing.c), at most
- * one over. */
-#define SIZING_HEADROOM 1.05
+/* The headroom by default (SIZING_HEADROOM_AUTO): a window is a sample. The work it holds
+ * (its requests' total service time) is off the load's true mean by about
+ * sqrt(E[S^2] / E[S]^2 / N) for N requests (compound Poisson), and the next window, which
+ * the pool sized now will serve, is off by as much again. So the service times are
+ * stretched by 1 + SIZING_Z x sqrt(2 x E[S^2] / E[S]^2 / N): the figure is for a load at
+ * the upper 95 % bound of what the window says. At 40 req/s over a minute that is +5.4 %
+ * for issue 14's lognormal work and +9.1 % for its cache-heavy work (75 % at 5 ms, 25 % at
+ * 400 ms: a minute's mean service time swings by +-3.5 % there; a real 1-minute window
+ * read 98.4 ms against a mean of 106, and a flat 5 % said 5 workers where 6 were needed).
+ * Never above SIZING_MAX_HEADROOM (a window of a few dozen requests). */
+#define SIZING_HEADROOM_AUTO -1.0
+#define SIZING_Z 1.645
+#define SIZING_MAX_HEADROOM 1.5
 
 /* The measured load: arrivals per second (oldest first) and the service times. */
 struct sizing_load {
     const uint32_t *per_s;
     int seconds;
     const struct hist_snap *service;
-    double headroom;  /* service times are simulated this much longer (>= 1; 0 = 1) */
+    double headroom;  /* service times are simulated this much longer (>= 1; 0 = 1;
+                         SIZING_HEADROOM_AUTO: by the window's sampling error, above) */
 };
 
 /* The share of requests that wait over wait_s with c workers (0..1); -1 when the window
