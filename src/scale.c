@@ -290,6 +290,8 @@ static int model_figure(struct scale *s, const struct scale_input *in)
     l.headroom = l.headroom != 0 ? l.headroom : SIZING_HEADROOM_AUTO;
     s->model = sizing_required(&l, c->target_wait_ms / 1000.0, 1 - c->epsilon, c->max_workers);
     s->model_ms = in->now_ms;
+    s->model_requests = sizing_requests(&l);
+    s->model_headroom = s->model > 0 ? sizing_headroom(&l) : 0;
     return s->model;
 }
 
@@ -300,6 +302,8 @@ static void size(struct scale *s, const struct scale_input *in, struct scale_out
     o->required_erlang = scale_required_erlang(in->lambda, in->service_s,
                                                c->target_wait_ms / 1000.0, c->epsilon);
     o->required_model = model_figure(s, in);
+    o->model_requests = s->model_requests;
+    o->model_headroom = s->model_headroom;
     int req = c->mode == SCALE_MODE_LITTLE ? o->required_little : o->required_erlang;
     if (c->mode == SCALE_MODE_MODEL && o->required_model > 0)
         req = o->required_model;

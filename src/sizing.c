@@ -147,6 +147,17 @@ static int usable(const struct sizing_load *l, struct sampler *sm)
     return sampler_init(sm, l->service) == 0;
 }
 
+double sizing_headroom(const struct sizing_load *l)
+{
+    struct sampler sm;
+    return usable(l, &sm) ? sm.stretch : 1;
+}
+
+uint64_t sizing_requests(const struct sizing_load *l)
+{
+    return l && l->per_s ? arrivals_of(l) : 0;
+}
+
 double sizing_tail(const struct sizing_load *l, int c, double wait_s)
 {
     struct sampler *sm = malloc(sizeof *sm);

@@ -126,7 +126,9 @@ struct scale_out {
     int required_little; /* ceil(lambda x Wq x margin), before cap and bounds */
     int required_erlang; /* fewest c with P(wait > target_wait) <= epsilon, before cap/bounds */
     int required_model;  /* the same SLO by replaying the window (sizing.h); 0 = too little
-                          * data (then mode model sizes by Erlang C) */
+                          * data (then mode model sizes by Erlang C) ... */
+    uint64_t model_requests; /* ... from this many requests in the window ... */
+    double model_headroom;   /* ... their service times stretched by this */
     int required;        /* mode's figure, cut to db_cap, clamped to [min, max workers] */
     int db_cap;          /* floor(db_max_connections x db_share / pool_size); 0 = unknown */
     int db_capped;       /* 1 if the cap cut required this tick */
@@ -162,7 +164,9 @@ struct scale {
         double low;                  /* the lowest Wq seen in that slot */
     } low[SCALE_LOW_SLOTS];
     int model;                       /* the model's last figure ... */
-    uint64_t model_ms;               /* ... worked out at this time (0 = never) */
+    uint64_t model_ms;               /* ... worked out at this time (0 = never) ... */
+    uint64_t model_requests;         /* ... from this many requests ... */
+    double model_headroom;           /* ... stretched by this */
 };
 
 /* Defaults for every field: the bracketed values above. */

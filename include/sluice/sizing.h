@@ -55,6 +55,13 @@ struct sizing_load {
                          SIZING_HEADROOM_AUTO: by the window's sampling error, above) */
 };
 
+/* The stretch of the service times that l's model runs with (its headroom, or for
+ * SIZING_HEADROOM_AUTO the window's sampling error); 1 for a window holding too little. */
+double sizing_headroom(const struct sizing_load *l);
+
+/* The requests the window holds (the sum of its arrivals). */
+uint64_t sizing_requests(const struct sizing_load *l);
+
 /* The share of requests that wait over wait_s with c workers (0..1); -1 when the window
  * holds too little (fewer than SIZING_MIN_ARRIVALS arrivals or no service time). */
 double sizing_tail(const struct sizing_load *l, int c, double wait_s);

@@ -305,6 +305,13 @@ def test_the_default_sizes_by_replaying_the_window(wide_backend, module_sluice_f
     assert doc["required"] == doc["required_model"], why
     assert doc["required_little"] == pytest.approx(24, rel=0.10), why
     assert m["sluice_scale_required_workers_model"][""] == doc["required_model"], why
+    # what the status page's sentence says, each part checkable: the SLO, the requests of
+    # the window, the stretch for its sampling error (200 ms that hardly vary: E[S^2] /
+    # E[S]^2 ~ 1, so 1 + 1.645 x sqrt(2 / N))
+    assert doc["slo_wait_s"] == 0.5 and doc["slo_quantile"] == 0.95, why
+    n = doc["model_requests"]
+    assert n == pytest.approx(doc["lambda"] * doc["window_s"], rel=0.15), why
+    assert doc["model_headroom"] == pytest.approx(1 + 1.645 * math.sqrt(2.0 / n), abs=0.004), why
 
 
 def test_known_workload_erlang_c_figure(little_run):

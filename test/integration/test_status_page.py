@@ -221,6 +221,10 @@ def test_page_renders_the_fixture(page_server):
     routes = p.text(p.element("table", "routes"))
     assert "/api/v1/sqllab" in routes
     assert html.escape(d["scale"]["reason"], quote=False) in p.dom
+    # the model's figure in one sentence a person can check (issue 14)
+    assert ("model: 8 is the fewest workers with which at most 5% of the 1158 requests of "
+            "the last 1 min would have waited over 500 ms, replayed through a simulated pool "
+            "with their service times 7.6% longer") in p.text(p.element("p", "model-sentence"))
     chart = p.element("div", "chart")
     assert "<svg" in chart
     series = re.findall(r'<(?:path|polyline)\b[^>]*class="series"[^>]*\bd="M[^"]+"', chart)
