@@ -548,8 +548,8 @@ static void pump_response(struct session *s, int eof)
     size_t before = evbuffer_get_length(out);
     int rc = sess_body_pump(&s->resp, in, out, eof);
     s->bytes_out += evbuffer_get_length(out) - before;
-    sess_flush_cli(s);
     if (rc < 0) {
+        sess_flush_cli(s); /* what came before the bad framing, then the cut */
         up_fail(s->backend, up_now_ms());
         sess_abort_session(s, STAT_upstream_truncated);
         return;
@@ -561,9 +561,10 @@ static void pump_response(struct session *s, int eof)
             stats_add(&s->w->stats, STAT_upstream_dirty, 1);
         int reusable = !eof && s->resp.kind != HTTP1_BODY_CLOSE && s->req.done && s->up_keep &&
                        !s->up_tainted && !extra;
-        finish_response(s, reusable);
+        finish_response(s, reusable); /* gives the slot back, then writes the last bytes */
         return;
     }
+    sess_flush_cli(s);
     if (evbuffer_get_length(out) > HIGH_WM)
         bufferevent_disable(s->up->bev, EV_READ);
 }
@@ -589,10 +590,17 @@ static void finish_response(struct session *s, int upstream_reusable)
     sess_access_log(s);
     sess_release_tenant(s);
     sess_release_backend(s);
+    /* Only now the client gets the response's last bytes: a client that sends its next
+     * request the moment it has them (on another connection, another thread) must find the
+     * slot free. Written before the release, one client in a closed loop was seen with two
+     * requests in flight for a moment, and the adaptive limit grew on it (CI on 8110658:
+     * test_an_app_limited_backend_is_not_given_a_limit_it_never_used, limit 4 for one
+     * client). */
     if (!s->keep_alive || w->draining) {
         sess_close_after_flush(s);
         return;
     }
+    sess_flush_cli(s);
     sess_next_request(s);
 }
 
