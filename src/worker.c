@@ -1,5 +1,5 @@
 /* worker: a thread's event loop, its SO_REUSEPORT listeners, its idle upstream pools and
- * its part in a graceful stop. Sessions live in session.c. */
+ * its part in a graceful stop. Client connections live in conn.c. */
 #include <sluice/worker.h>
 
 #include <errno.h>
@@ -20,7 +20,8 @@
 
 #include <sluice/listener.h>
 #include <sluice/log.h>
-#include <sluice/session.h>
+#include <sluice/conn.h>
+#include <sluice/upconn.h>
 #include <sluice/upstream.h>
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
@@ -28,7 +29,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 {
     struct wlistener *wl = arg;
     (void)l;
-    session_accept(wl->w, fd, sa, salen, wl->tls);
+    conn_accept(wl->w, fd, sa, salen, wl->tls);
     worker_fd_check(wl->w);
 }
 
@@ -42,19 +43,19 @@ static void listeners_enable(struct worker *w, int on)
     }
 }
 
-/* Accepting pauses while sessions and backend connections use three quarters of the
- * worker's share of RLIMIT_NOFILE: the sessions it holds must still find descriptors for
+/* Accepting pauses while client and backend connections use three quarters of the
+ * worker's share of RLIMIT_NOFILE: the connections it holds must still find descriptors for
  * their backend connections (an accept that took the last one turned a request into a 502
  * and marked a healthy backend down). HAProxy derives maxconn from the same limit. */
 void worker_fd_check(struct worker *w)
 {
-    int used = w->nsessions + w->nupconns, high = w->fd_share - w->fd_share / 4;
+    int used = w->nconns + w->nupconns, high = w->fd_share - w->fd_share / 4;
     if (!w->fd_paused && used >= high) {
         w->fd_paused = 1;
         listeners_enable(w, 0);
         stats_add(&w->stats, STAT_accept_pauses, 1);
         log_warn("listener", "thread=%d: %d client and %d backend connections, near its %d "
-                 "descriptors (RLIMIT_NOFILE): accepting paused", w->id, w->nsessions,
+                 "descriptors (RLIMIT_NOFILE): accepting paused", w->id, w->nconns,
                  w->nupconns, w->fd_share);
     } else if (w->fd_paused && used < high - high / 8) {
         w->fd_paused = 0;
@@ -331,7 +332,7 @@ static void ctl_cb(evutil_socket_t fd, short what, void *arg)
             int cfd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
             if (cfd < 0)
                 break;
-            session_accept(w, cfd, (struct sockaddr *)&ss, (int)sl, w->lst[i].tls);
+            conn_accept(w, cfd, (struct sockaddr *)&ss, (int)sl, w->lst[i].tls);
         }
         evconnlistener_free(w->lst[i].lev);
         free(w->lst[i].spec);
@@ -339,13 +340,13 @@ static void ctl_cb(evutil_socket_t fd, short what, void *arg)
     w->nlst = 0;
     evtimer_del(w->accept_retry);
     pools_free(w);
-    session_drain_idle(w);
+    conn_drain_idle(w);
     struct timeval tv;
     uint32_t ms = w->rt->cfg->proxy.shutdown_grace_ms;
     tv.tv_sec = ms / 1000;
     tv.tv_usec = (ms % 1000) * 1000;
     evtimer_add(w->grace, &tv);
-    worker_session_gone(w);
+    worker_conn_gone(w);
 }
 
 static void grace_cb(evutil_socket_t fd, short what, void *arg)
@@ -354,7 +355,7 @@ static void grace_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     log_warn("worker", "shutdown grace expired thread=%d sessions=%d: closing them", w->id,
-             w->nsessions);
+             w->nconns);
     event_base_loopbreak(w->base);
 }
 
@@ -363,18 +364,18 @@ void worker_stop(struct worker *w)
     event_active(w->ctl, EV_READ, 0);
 }
 
-void worker_session_gone(struct worker *w)
+void worker_conn_gone(struct worker *w)
 {
     worker_fd_check(w);
-    if (w->draining && w->nsessions == 0)
+    if (w->draining && w->nconns == 0)
         event_base_loopbreak(w->base);
 }
 
 void worker_free(struct worker *w)
 {
-    while (w->sessions)
-        session_kill(w->sessions);
-    rclient_free(&w->redis); /* after the sessions: none holds a call any more */
+    while (w->conns)
+        conn_kill(w->conns);
+    rclient_free(&w->redis); /* after the connections: none holds a call any more */
     if (w->pools)
         pools_free(w);
     for (int i = 0; i < w->nlst; i++) {

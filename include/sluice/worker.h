@@ -1,4 +1,4 @@
-/* worker: one thread with its own event_base, SO_REUSEPORT listeners, client sessions,
+/* worker: one thread with its own event_base, SO_REUSEPORT listeners, client connections,
  * upstream connection pools and stats shard; and the shared proxy context. */
 #ifndef SLUICE_WORKER_H
 #define SLUICE_WORKER_H
@@ -19,7 +19,7 @@
 struct event_base;
 struct event;
 struct evconnlistener;
-struct session;
+struct conn;
 struct upconn;
 
 /* Idle pooled connections to one backend, on one thread. */
@@ -68,8 +68,8 @@ struct worker {
     struct event *reload_ev;           /* owned: woken by main to adopt px->rt */
     struct event *grace;               /* owned: forced stop after shutdown_grace */
     struct event *accept_retry;        /* owned: re-enables accept after EMFILE */
-    struct session *sessions;          /* all live client sessions (list) */
-    int nsessions;
+    struct conn *conns;                /* all live client connections (list) */
+    int nconns;
     struct pool *pools;                /* owned array, one per backend of rt */
     struct http1_header *hdrs;         /* owned scratch for parsing, max_headers entries */
     size_t nhdrs;
@@ -114,10 +114,10 @@ void worker_free(struct worker *w);
 /* Fill out with 32 lowercase hex characters and a NUL. */
 void worker_request_id(struct worker *w, char out[33]);
 
-/* A session ended (already unlinked); exits the loop when draining and none are left. */
-void worker_session_gone(struct worker *w);
+/* A client connection ended (already unlinked); exits the loop when draining and none are left. */
+void worker_conn_gone(struct worker *w);
 
-/* Its connections (sessions, backend connections) changed: pause accepting when they come
+/* Its connections (client and backend connections) changed: pause accepting when they come
  * near its share of RLIMIT_NOFILE, resume once they are well below it. */
 void worker_fd_check(struct worker *w);
 

@@ -104,6 +104,9 @@ class _Sluices:
             if rc != 0:
                 problems.append("sluice (%s) exit status %r, expected 0\n%s"
                                 % (s.config, rc, s.diagnostics()))
+            bugs = s.bug_reports()
+            if bugs:
+                problems.append("sluice (%s) reported bugs:\n%s" % (s.config, "\n".join(bugs[:20])))
             if helpers.SANITIZED:
                 reports = s.sanitizer_reports()
                 if reports:

@@ -492,6 +492,11 @@ class Sluice:
     def errors(self):
         return read_text(self.error_log)
 
+    def bug_reports(self):
+        """Lines where sluice caught itself in a bug (a request state move not drawn)."""
+        text = self.stderr() + "\n" + self.errors()
+        return [l for l in text.splitlines() if "bug: " in l]
+
     def sanitizer_reports(self):
         text = self.stderr() + "\n" + self.errors()
         return [l for l in text.splitlines() if any(m in l for m in SANITIZER_MARKERS)]

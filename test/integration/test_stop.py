@@ -218,5 +218,5 @@ def test_sigterm_exits_after_shutdown_grace_even_with_a_stuck_request(backend_fa
     assert "shutdown grace expired" in s.errors(), s.errors()[-2000:]
     # the request cut is named, not lost silently
     cut = [l for l in s.errors().splitlines() if "closed at shutdown" in l]
-    assert len(cut) == 1 and "state=forward" in cut[0] and "target=/slow?ms=20000" in cut[0] \
+    assert len(cut) == 1 and "state=waiting" in cut[0] and "target=/slow?ms=20000" in cut[0] \
         and "backend=a" in cut[0], s.errors()[-2000:]

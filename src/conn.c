@@ -1,0 +1,259 @@
+/* conn: a client connection: accept (TLS or plain), its timer, its timeouts, closing with a
+ * linger, the shutdown drain. Everything about HTTP is its codec's (h1.c); the codec is
+ * called for reads, drains, events and the timer while the connection is OPEN. */
+#include <sluice/conn.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+
+#include <sluice/h1.h>
+#include <sluice/runtime.h>
+#include <sluice/stats.h>
+#include <sluice/tls.h>
+#include <sluice/worker.h>
+
+#define LINGER_MS 2000
+#define CLI_READ_WM (64 * 1024) /* a client's input held at most (more for larger heads) */
+
+static const struct config *cfg_of(const struct conn *c)
+{
+    return c->rt->cfg;
+}
+
+void conn_timer_ms(struct conn *c, uint32_t ms)
+{
+    struct timeval tv;
+    ms_tv(&tv, ms);
+    evtimer_add(c->timer, &tv);
+}
+
+void conn_timeouts(struct conn *c, uint32_t read_ms)
+{
+    struct timeval rt, wt;
+    ms_tv(&rt, read_ms);
+    ms_tv(&wt, cfg_of(c)->proxy.send_timeout_ms);
+    bufferevent_set_timeouts(c->bev, read_ms ? &rt : NULL, &wt);
+}
+
+void conn_flush(struct conn *c)
+{
+    bev_flush_now(c->bev, c->tls);
+}
+
+/* ---- lifetime ---- */
+
+static void conn_destroy(struct conn *c)
+{
+    if (c->codec)
+        c->codec->free(c); /* its requests first: they may log with the connection's peer */
+    if (c->timer)
+        event_free(c->timer);
+    runtime_unref(c->rt);
+    if (c->bev)
+        bufferevent_free(c->bev);
+    struct worker *w = c->w;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nconns--;
+    free(c);
+    worker_conn_gone(w);
+}
+
+void conn_free(struct conn *c)
+{
+    if (c->busy) {
+        c->dead = 1;
+        return;
+    }
+    conn_destroy(c);
+}
+
+void conn_kill(struct conn *c)
+{
+    c->killed = 1;
+    c->busy = 0;
+    conn_destroy(c);
+}
+
+/* ---- closing ---- */
+
+void conn_linger(struct conn *c)
+{
+    c->state = C_LINGER;
+    if (c->tls) { /* no half-close under TLS: end on the next loop turn */
+        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+        conn_timer_ms(c, 0);
+        return;
+    }
+    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    bufferevent_disable(c->bev, EV_WRITE);
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    bufferevent_enable(c->bev, EV_READ);
+    conn_timer_ms(c, LINGER_MS);
+}
+
+void conn_close_after_flush(struct conn *c)
+{
+    c->state = C_CLOSING;
+    bufferevent_disable(c->bev, EV_READ);
+    evtimer_del(c->timer);
+    conn_flush(c);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        conn_linger(c);
+    else
+        conn_timer_ms(c, cfg_of(c)->proxy.send_timeout_ms);
+}
+
+/* ---- callbacks: the connection's own states, the rest to the codec ---- */
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    bev_read_more(bev, c->tls);
+    if (c->state == C_OPEN) {
+        c->codec->read(c);
+        return;
+    }
+    struct evbuffer *in = bufferevent_get_input(bev);
+    evbuffer_drain(in, evbuffer_get_length(in)); /* lingering: read and drop */
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    if (c->state == C_OPEN) {
+        c->codec->drained(c);
+        return;
+    }
+    if (c->state == C_CLOSING && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+        evtimer_del(c->timer);
+        conn_linger(c);
+    }
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+    (void)bev;
+    if (what == BEV_EVENT_CONNECTED)
+        return; /* TLS handshake done */
+    if (c->state == C_OPEN) {
+        c->codec->event(c, what);
+        return;
+    }
+    if (c->state == C_CLOSING && (what & BEV_EVENT_TIMEOUT))
+        stats_add(&c->w->stats, STAT_client_aborts, 1); /* it never took the answer */
+    conn_free(c);
+}
+
+/* Header deadline, keep-alive idle limit, send deadline on close, or linger end. */
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    (void)fd;
+    (void)what;
+    if (c->state == C_OPEN) {
+        c->codec->timer(c);
+        return;
+    }
+    conn_free(c);
+}
+
+/* ---- accept ---- */
+
+static void peer_name(struct conn *c, const struct sockaddr *peer)
+{
+    if (peer->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, c->peer, sizeof c->peer);
+    else if (peer->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, c->peer,
+                  sizeof c->peer);
+    else
+        snprintf(c->peer, sizeof c->peer, "unix");
+}
+
+static struct bufferevent *client_bev(struct worker *w, int fd, int tls)
+{
+    if (!tls)
+        return bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    SSL *ssl = tls_server_ssl(w->rt->tls);
+    if (!ssl)
+        return NULL;
+    struct bufferevent *bev = bufferevent_openssl_socket_new(w->base, fd, ssl,
+                                                             BUFFEREVENT_SSL_ACCEPTING,
+                                                             BEV_OPT_CLOSE_ON_FREE);
+    if (bev)
+        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    else
+        SSL_free(ssl);
+    return bev;
+}
+
+void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, int peerlen, int tls)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return;
+    }
+    (void)peerlen;
+    c->w = w;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    stats_add(&w->stats, STAT_connections, 1);
+    peer_name(c, peer);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->rt = w->rt;
+    runtime_ref(c->rt);
+    c->tls = tls;
+    c->bev = client_bev(w, fd, tls);
+    c->timer = evtimer_new(w->base, timer_cb, c);
+    if (!c->bev || !c->timer) {
+        if (!c->bev)
+            close(fd);
+        conn_free(c);
+        return;
+    }
+    c->codec = &h1_codec;
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, LOW_WM, 0);
+    /* input held per connection: enough for the largest head allowed, no more than
+     * that (a pipelining client waits in its socket, not in sluice's memory) */
+    size_t head = c->rt->lim.max_head + 4096;
+    bufferevent_setwatermark(c->bev, EV_READ, 0, head > CLI_READ_WM ? head : CLI_READ_WM);
+    bufferevent_set_max_single_read(c->bev, MAX_IO);
+    bufferevent_set_max_single_write(c->bev, MAX_IO);
+    conn_timeouts(c, 0);
+    c->state = C_OPEN;
+    bufferevent_enable(c->bev, c->tls ? EV_READ | EV_WRITE : EV_READ);
+    conn_timer_ms(c, cfg_of(c)->proxy.client_header_timeout_ms);
+}
+
+void conn_drain_idle(struct worker *w)
+{
+    struct conn *c = w->conns;
+    while (c) {
+        struct conn *next = c->next;
+        if (c->state == C_OPEN)
+            c->codec->drain(c);
+        c = next;
+    }
+}
