@@ -7,7 +7,7 @@ SANITIZER ?=
 V ?= 0
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-PKGS      := libevent libevent_pthreads libevent_openssl openssl inih hiredis
+PKGS      := libevent libevent_pthreads libevent_openssl openssl inih hiredis libnghttp2
 WARN      := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -105,7 +105,7 @@ sanitize:
 # threads share state (the queue and its wake-ups across threads, tenants, reloads, the
 # admin and scale readers, floods, pools). Part of make test.
 TSAN_TESTS = test_queue.py test_fair_queue.py test_tenants.py test_reload.py test_admin.py test_pipeline_flood.py \
-	test_pool_safety.py test_balancing.py test_robustness.py
+	test_pool_safety.py test_balancing.py test_robustness.py test_http2.py
 tsan:
 	$(Q)$(MAKE) --no-print-directory -j$(JOBS) BUILD=build-tsan SANITIZER=thread CFLAGS="-O1 -g -DSLUICE_QUEUE_CHECK" build-tsan/sluice
 	$(Q)TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 suppressions=$(abspath test/tsan.supp)" \
@@ -184,6 +184,7 @@ soak-plain: deps
 bench: deps all
 	$(Q)sh test/bench/run.sh
 	$(Q)if [ -f test/bench/tls.sh ]; then sh test/bench/tls.sh; fi
+	$(Q)if [ -f test/bench/h2.sh ]; then sh test/bench/h2.sh; fi
 	$(Q)if [ -f test/bench/overload.sh ]; then sh test/bench/overload.sh; fi
 
 # issue 14: the fewest workers real Gunicorn pools need, swept, beside sluice's figures

@@ -7,6 +7,7 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <arpa/inet.h>
 #include <unistd.h>
@@ -15,8 +16,10 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #include <sluice/h1.h>
+#include <sluice/h2.h>
 #include <sluice/runtime.h>
 #include <sluice/stats.h>
 #include <sluice/tls.h>
@@ -120,9 +123,29 @@ void conn_close_after_flush(struct conn *c)
 
 /* ---- callbacks: the connection's own states, the rest to the codec ---- */
 
+/* TLS: the protocol ALPN chose (HTTP/1.1 unless it is h2). 0, or -1: c was freed. */
+static int choose_protocol(struct conn *c)
+{
+    const unsigned char *p = NULL;
+    unsigned int len = 0;
+    c->proto_known = 1;
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    if (ssl)
+        SSL_get0_alpn_selected(ssl, &p, &len);
+    if (len == 2 && memcmp(p, "h2", 2) == 0 && h2_start(c) < 0) {
+        conn_free(c);
+        return -1;
+    }
+    return 0;
+}
+
 static void read_cb(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
+    if (c->tls && !c->proto_known) {
+        if (choose_protocol(c) < 0 || c->codec != &h1_codec)
+            return; /* HTTP/2 has read what came */
+    }
     bev_read_more(bev, c->tls);
     if (c->state == C_OPEN) {
         c->codec->read(c);
@@ -149,8 +172,11 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
     (void)bev;
-    if (what == BEV_EVENT_CONNECTED)
-        return; /* TLS handshake done */
+    if (what == BEV_EVENT_CONNECTED) { /* TLS handshake done */
+        if (!c->proto_known)
+            choose_protocol(c);
+        return;
+    }
     if (c->state == C_OPEN) {
         c->codec->event(c, what);
         return;

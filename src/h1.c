@@ -18,6 +18,7 @@
 #include <event2/event.h>
 #include <openssl/err.h>
 
+#include <sluice/h2.h>
 #include <sluice/http1.h>
 #include <sluice/log.h>
 #include <sluice/request.h>
@@ -57,6 +58,7 @@ static struct request *current(struct conn *c)
         return NULL;
     r->src = input_of(c);
     c->req = r;
+    c->nheads++;
     c->head_scan = (struct head_scan){0, 0};
     conn_timer_ms(c, cfg_of(c)->proxy.client_header_timeout_ms);
     return r;
@@ -74,6 +76,16 @@ static void read_head(struct conn *c)
     struct evbuffer *in = input_of(c);
     if (evbuffer_get_length(in) == 0)
         return;
+    if (c->nheads == 0 && !c->tls && cfg_of(c)->proxy.h2c) {
+        int pre = h2_preface(in); /* HTTP/2 with prior knowledge */
+        if (pre < 0)
+            return; /* its first bytes: wait for the rest */
+        if (pre > 0) {
+            if (h2_start(c) < 0)
+                conn_free(c);
+            return;
+        }
+    }
     struct request *r = current(c);
     if (!r) {
         conn_free(c); /* out of memory */

@@ -67,12 +67,23 @@ void req_advance(struct request *r, enum req_state to)
 
 /* ---- lifetime ---- */
 
+/* Requests freed on a worker are kept for its next ones (at most REQ_POOL_MAX, with their
+ * upstream head buffer): no allocation per request for them. */
+#define REQ_POOL_MAX 256
+
 struct request *req_new(struct conn *c)
 {
-    struct request *r = calloc(1, sizeof *r);
-    if (!r)
-        return NULL;
     struct worker *w = c->w;
+    struct request *r = w->req_pool;
+    if (r) {
+        struct evbuffer *head_out = r->head_out;
+        w->req_pool = r->next;
+        w->req_pooled--;
+        memset(r, 0, sizeof *r);
+        r->head_out = head_out;
+    } else if (!(r = calloc(1, sizeof *r))) {
+        return NULL;
+    }
     if (c->rt != w->rt) { /* a reload happened: new requests use the new generation */
         runtime_unref(c->rt);
         c->rt = w->rt;
@@ -138,10 +149,31 @@ void req_free(struct request *r)
     runtime_unref(r->rt);
     if (r->timer)
         event_free(r->timer);
+    free(r->target);
+    struct worker *w = r->w;
+    if (w->req_pooled < REQ_POOL_MAX) {
+        if (r->head_out)
+            evbuffer_drain(r->head_out, evbuffer_get_length(r->head_out));
+        r->next = w->req_pool;
+        w->req_pool = r;
+        w->req_pooled++;
+        return;
+    }
     if (r->head_out)
         evbuffer_free(r->head_out);
-    free(r->target);
     free(r);
+}
+
+void req_pool_free(struct worker *w)
+{
+    while (w->req_pool) {
+        struct request *r = w->req_pool;
+        w->req_pool = r->next;
+        if (r->head_out)
+            evbuffer_free(r->head_out);
+        free(r);
+    }
+    w->req_pooled = 0;
 }
 
 void req_finish(struct request *r)
@@ -155,9 +187,11 @@ void req_finish(struct request *r)
 void req_abort(struct request *r, enum stat_id why)
 {
     stats_add(&r->w->stats, why, 1);
-    log_info("session", "aborted reason=%s client=%s target=%s backend=%s rid=%s",
-             stats_name(why), r->c->peer, r->target ? r->target : "-",
-             r->backend ? r->backend->conf->name : "-", r->rid);
+    /* an HTTP/2 client resets streams in normal use (a page left): not worth a line each */
+    log_msg(r->stream && why == STAT_client_aborts ? LOG_DEBUG : LOG_INFO, "session",
+            "aborted reason=%s client=%s target=%s backend=%s rid=%s", stats_name(why),
+            r->c->peer, r->target ? r->target : "-", r->backend ? r->backend->conf->name : "-",
+            r->rid);
     if (r->status == 0)
         r->status = 499;
     req_access_log(r);
@@ -233,7 +267,8 @@ static void note_head(struct request *r, const struct http1_msg *m)
     r->upgrade = m->upgrade;
     r->body_kind = m->body;
     r->body_len = m->content_length;
-    r->body_chunk_out = m->body == HTTP1_BODY_CHUNKED;
+    /* a body without a length (HTTP/2 DATA to the end of the stream) goes up chunked */
+    r->body_chunk_out = m->body == HTTP1_BODY_CHUNKED || m->body == HTTP1_BODY_CLOSE;
 }
 
 /* The checks a head must pass before anything else is done; 0, or -1 answered. */

@@ -209,12 +209,13 @@ void req_access_log(struct request *r)
         snprintf(upbuf, sizeof upbuf, "%.0f", upt);
     else
         snprintf(upbuf, sizeof upbuf, "-");
-    int n = snprintf(line, sizeof line, "%s %s %s %s %s %d %" PRIu64 " %" PRIu64 " %s %.0f %s %s\n",
+    const char *proto = r->stream ? "HTTP/2" : r->minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
+    int n = snprintf(line, sizeof line, "%s %s %s %s %s %d %" PRIu64 " %" PRIu64 " %s %.0f %s %s %s\n",
                      ts, r->c->peer, r->tenant ? admit_label(r->tenant) : "-",
                      r->method[0] ? r->method : "-", r->target ? r->target : "-",
                      r->status, r->bytes_in, r->bytes_out,
                      r->backend ? r->backend->conf->name : "-", total, upbuf,
-                     r->rid[0] ? r->rid : "-");
+                     r->rid[0] ? r->rid : "-", proto);
     if (n > 0)
         log_access(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }

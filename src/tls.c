@@ -34,14 +34,16 @@ static void ssl_reason(char *buf, size_t len)
     ERR_clear_error();
 }
 
-/* ALPN: we speak http/1.1 only; with no overlap the handshake goes on without ALPN. */
+/* ALPN: h2 first when [proxy] http2 is on (arg non-NULL), then http/1.1; with no overlap
+ * the handshake goes on without ALPN (and HTTP/1.1 is spoken). */
 static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                    const unsigned char *in, unsigned int inlen, void *arg)
 {
-    static const unsigned char ours[] = "\x08http/1.1";
+    static const unsigned char h2[] = "\x02h2\x08http/1.1", h1[] = "\x08http/1.1";
     (void)ssl;
-    (void)arg;
-    if (SSL_select_next_proto((unsigned char **)out, outlen, ours, sizeof ours - 1, in, inlen) !=
+    const unsigned char *ours = arg ? h2 : h1;
+    unsigned int len = arg ? sizeof h2 - 1 : sizeof h1 - 1;
+    if (SSL_select_next_proto((unsigned char **)out, outlen, ours, len, in, inlen) !=
         OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_NOACK;
     return SSL_TLSEXT_ERR_OK;
@@ -92,7 +94,7 @@ static int load_cert(struct tls_ctx *t, size_t i, const struct proxy_conf *pc, c
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
-    SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, pc->http2 ? (void *)ctx : NULL);
     if (SSL_CTX_set_cipher_list(ctx, pc->tls_ciphers) != 1) {
         snprintf(err, errlen, "%s:0: [proxy] tls_ciphers = %s: no usable cipher", path,
                  pc->tls_ciphers);

@@ -21,6 +21,7 @@
 #include <sluice/listener.h>
 #include <sluice/log.h>
 #include <sluice/conn.h>
+#include <sluice/request.h>
 #include <sluice/upconn.h>
 #include <sluice/upstream.h>
 
@@ -376,6 +377,7 @@ void worker_free(struct worker *w)
     while (w->conns)
         conn_kill(w->conns);
     rclient_free(&w->redis); /* after the connections: none holds a call any more */
+    req_pool_free(w);
     if (w->pools)
         pools_free(w);
     for (int i = 0; i < w->nlst; i++) {

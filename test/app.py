@@ -176,6 +176,20 @@ def app(environ, start_response):
             _conc["now"] -= 1
         return _reply(start_response, 200, "ok\n", head=head)
 
+    if path == "/fetches":  # a page that fires n fetches at once, as a Superset dashboard does
+        n, ms = int(q("n", "30")), int(q("ms", "1500"))
+        page = """<!doctype html><html><body><p id="out">running</p><script>
+const t0 = performance.now();
+Promise.all(Array.from({length: %d}, (_, i) => fetch("/concurrent?ms=%d&i=" + i)
+  .then(r => r.status))).then(st => {
+  const protos = new Set(performance.getEntriesByType("resource").map(e => e.nextHopProtocol));
+  document.getElementById("out").textContent = "done " + st.filter(s => s === 200).length +
+    " " + Array.from(protos).join(",") + " " + Math.round(performance.now() - t0);
+});
+</script></body></html>
+""" % (n, ms)
+        return _reply(start_response, 200, page, ctype="text/html", head=head)
+
     if path == "/peak":
         with _conc_lock:
             peak = _conc["peak"]

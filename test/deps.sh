@@ -2,7 +2,7 @@
 # Install the Debian packages sluice builds and tests with, only those missing.
 set -e
 PKGS="build-essential pkg-config libevent-dev libssl-dev libhiredis-dev libinih-dev libcmocka-dev clang libclang-rt-14-dev
-gunicorn python3-pytest python3-pytest-xdist curl openssl redis-server nginx haproxy wrk procps chromium"
+libnghttp2-dev nghttp2-client python3-h2 gunicorn python3-pytest python3-pytest-xdist curl openssl redis-server nginx haproxy wrk procps chromium"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

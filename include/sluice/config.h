@@ -55,6 +55,9 @@ struct proxy_conf {
     struct strlist tls_key;          /* PEM keys, paired with tls_cert in order */
     char *tls_ciphers;               /* owned: TLS 1.2 cipher list */
     int redirect_http;               /* [no] answer plain HTTP with 308 to https */
+    int http2;                       /* [yes] offer HTTP/2 over TLS (ALPN h2) */
+    int h2c;                         /* [no] HTTP/2 with prior knowledge on plain listeners */
+    int http2_max_streams;           /* [100] concurrent streams per HTTP/2 connection */
     int threads;                     /* [auto] 0 = number of cores */
     char *access_log;                /* owned, NULL = none; "-" or "stdout" = stdout */
     char *error_log;                 /* owned, NULL = stderr */

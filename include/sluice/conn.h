@@ -18,6 +18,7 @@ struct bufferevent;
 struct conn;
 struct event;
 struct evbuffer;
+struct h2;
 struct http1_msg;
 struct request;
 struct runtime;
@@ -75,14 +76,17 @@ struct conn {
     struct event *timer;          /* owned: header deadline, keep-alive idle, linger */
     const struct codec *codec;
     struct request *req;          /* HTTP/1.1: the current request (owned) */
+    struct h2 *h2;                /* HTTP/2: the session and its streams (owned, h2.c) */
     enum conn_state state;
     unsigned busy;                /* codec frames on the stack: freeing waits for them */
     unsigned dead : 1;            /* freed while busy: freed on the way out */
     unsigned again : 1;           /* HTTP/1.1: a request ended while serving heads: next */
     unsigned resume : 1;          /* HTTP/1.1: the timer serves heads on the next turn */
     unsigned killed : 1;          /* closed at forced shutdown (its requests are logged) */
+    unsigned proto_known : 1;     /* TLS: ALPN looked at */
     int tls;                      /* accepted on an HTTPS listener */
     int nreq;                     /* requests started on it */
+    int nheads;                   /* HTTP/1.1: request heads begun on it */
     struct head_scan head_scan;   /* HTTP/1.1: the request head being read */
     char peer[64];
 };

@@ -72,6 +72,7 @@ struct request {
     struct worker *w;             /* borrowed */
     struct runtime *rt;           /* the generation it runs on (a reference) */
     struct request *next;         /* the codec's list (HTTP/2 streams) */
+    void *cs;                     /* the codec's state for it (HTTP/2: its stream's) */
     enum req_state state;
     int32_t stream;               /* HTTP/2 stream id; 0 on HTTP/1.1 */
     /* the body source the codec fills: the connection's input (HTTP/1.1), or the stream's
@@ -155,6 +156,9 @@ void req_answer(struct request *r, int status, const char *code, const char *msg
                 const char *extra);
 /* req_answer() without extra header lines. */
 void req_error(struct request *r, int status, const char *code, const char *msg);
+
+/* Free the requests kept for reuse on worker w (at its end). */
+void req_pool_free(struct worker *w);
 
 /* ---- for the request's parts (request*.c) ---- */
 

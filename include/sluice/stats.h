@@ -41,7 +41,10 @@
     X(redis_errors, "Redis connection failures and error replies")                         \
     X(redis_timeouts, "Redis calls not answered within [redis] timeout")                   \
     X(redis_fallbacks, "requests decided by [redis] on_failure instead of Redis")           \
-    X(rejected_limiter_down, "requests refused because Redis was down (on_failure = closed)")
+    X(rejected_limiter_down, "requests refused because Redis was down (on_failure = closed)") \
+    X(h2_connections, "client connections that speak HTTP/2")                              \
+    X(h2_requests, "requests received over HTTP/2 (streams)")                              \
+    X(h2_protocol_errors, "HTTP/2 connections closed for a protocol error or a flood")
 
 enum stat_id {
 #define STAT_ENUM(name, help) STAT_##name,

@@ -20,6 +20,7 @@ struct event_base;
 struct event;
 struct evconnlistener;
 struct conn;
+struct request;
 struct upconn;
 
 /* Idle pooled connections to one backend, on one thread. */
@@ -70,6 +71,8 @@ struct worker {
     struct event *accept_retry;        /* owned: re-enables accept after EMFILE */
     struct conn *conns;                /* all live client connections (list) */
     int nconns;
+    struct request *req_pool;          /* owned: freed requests kept for reuse (request.c) */
+    int req_pooled;
     struct pool *pools;                /* owned array, one per backend of rt */
     struct http1_header *hdrs;         /* owned scratch for parsing, max_headers entries */
     size_t nhdrs;

@@ -12,7 +12,7 @@ HEX32 = re.compile(r"^[0-9a-f]{32}$")
 NUM = re.compile(r"^\d+(\.\d+)?$")
 
 FIELDS = ("time", "client", "tenant", "method", "path", "status", "bytes_in", "bytes_out",
-          "backend", "total_ms", "upstream_ms", "request_id")
+          "backend", "total_ms", "upstream_ms", "request_id", "protocol")
 
 
 def parse_access(line):

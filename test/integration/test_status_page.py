@@ -147,7 +147,8 @@ class Page:
         assert not uncaught, uncaught
 
 
-def chromium(url, width=1280, height=1400, screenshot=None, budget_ms=5000, timeout=45):
+def chromium(url, width=1280, height=1400, screenshot=None, budget_ms=5000, timeout=45,
+             extra_args=()):
     """Load url in headless Chromium, let the page's timers run for budget_ms of virtual
     time, return the DOM then (and save a screenshot). Chromium runs in its own process
     group, killed as a whole if it overruns."""
@@ -158,7 +159,7 @@ def chromium(url, width=1280, height=1400, screenshot=None, budget_ms=5000, time
             "--disable-component-update", "--hide-scrollbars", "--mute-audio",
             "--user-data-dir=" + profile, "--enable-logging=stderr", "--v=0",
             "--virtual-time-budget=%d" % budget_ms, "--window-size=%d,%d" % (width, height),
-            "--dump-dom"]
+            "--dump-dom"] + list(extra_args)
     if screenshot:
         os.makedirs(os.path.dirname(screenshot), exist_ok=True)
         if os.path.exists(screenshot):
@@ -233,6 +234,7 @@ def test_page_renders_the_fixture(page_server):
         assert 'data-series="%s"' % name in chart
     header = p.text(p.dom.split("</header>")[0])
     assert d["instance"] in header and "3d 4h" in header
+    assert "HTTP/2 64% of requests" in header, header  # 30977 of 48211 (issue 15)
     text = p.text()
     for bad in ("NaN", "undefined", "null", "[object"):
         assert bad not in text, "%r shown on the page" % bad
