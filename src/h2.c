@@ -50,6 +50,7 @@ struct h2 {
     struct event *tick;           /* owned: go on (input left, frames to send) next turn */
     struct request *reqs;         /* its streams' requests (r->next) */
     int nstreams;
+    int ever;                     /* a stream was ever opened */
     int started;                  /* new streams this wakeup */
     int goaway;                   /* GOAWAY submitted: no new streams; close when none */
     int dying;                    /* the connection is being freed */
@@ -72,6 +73,7 @@ struct h2s {
     int closed;                   /* nghttp2 closed the stream */
     int paused;                   /* the request body is not wanted now */
     uint64_t received;            /* DATA bytes put into the request's source */
+    uint64_t last_data_ms;        /* when its body last moved (or was first wanted) */
     uint64_t consumed;            /* of them, given back as window */
 };
 
@@ -215,7 +217,8 @@ static int begin_headers_cb(nghttp2_session *ss, const nghttp2_frame *f, void *a
     h->reqs = r;
     h->nstreams++;
     h->started++;
-    h->last_active_ms = up_now_ms();
+    h->ever = 1;
+    h->last_active_ms = st->last_data_ms = up_now_ms();
     nghttp2_session_set_stream_user_data(ss, r->stream, r);
     stats_add(&c->w->stats, STAT_requests, 1);
     stats_add(&c->w->stats, STAT_h2_requests, 1);
@@ -367,6 +370,7 @@ static int data_chunk_cb(nghttp2_session *ss, uint8_t flags, int32_t id, const u
     }
     evbuffer_add(r->src, data, len);
     st_of(r)->received += len;
+    st_of(r)->last_data_ms = up_now_ms();
     return 0;
 }
 
@@ -534,6 +538,8 @@ static void h2_flush(struct request *r)
 
 static void h2_body_want(struct request *r, enum body_want want)
 {
+    if (want == BODY_WANT) /* a wait before (queue, backend, a pause) was sluice's */
+        st_of(r)->last_data_ms = up_now_ms();
     st_of(r)->paused = want == BODY_PAUSE;
     if (want != BODY_PAUSE)
         schedule(r->c); /* the window it frees goes out */
@@ -619,6 +625,27 @@ static int head_late(struct conn *c, uint64_t now)
     return 0;
 }
 
+/* Streams whose body stopped coming for client_body_timeout (while sluice wanted it: a
+ * slow upload must not hold a backend worker): 408, or a reset once the response began. */
+static void body_timeouts(struct conn *c, uint64_t now)
+{
+    uint32_t limit = cfg_of(c)->proxy.client_body_timeout_ms;
+    struct request *r = c->h2->reqs;
+    while (r) {
+        struct request *next = r->next; /* (r stays listed: it is freed at its close) */
+        struct h2s *st = st_of(r);
+        int reading = r->state == RQ_BODY || r->state == RQ_SENDING ||
+                      (r->state == RQ_STREAMING && !r->req.done);
+        if (reading && !st->paused && !r->src_eof && now - st->last_data_ms > limit) {
+            if (!r->resp_started)
+                req_error(r, 408, "body-timeout", "the request body did not arrive in time");
+            else
+                req_abort(r, STAT_client_aborts);
+        }
+        r = next;
+    }
+}
+
 /* Some response waits for a client that takes nothing (its window stays shut). */
 static int send_stalled(struct conn *c, uint64_t now)
 {
@@ -654,13 +681,15 @@ static void h2_timer(struct conn *c)
             conn_close_after_flush(c);
         return;
     }
+    body_timeouts(c, now);
     if (send_stalled(c, now)) {
         stats_add(&c->w->stats, STAT_client_aborts, 1);
         conn_free(c);
         return;
     }
-    if (h->nstreams == 0 && now - h->last_active_ms > (p->keepalive_timeout_ms
-                                                        ? p->keepalive_timeout_ms : 1)) {
+    /* idle: keepalive_timeout, or client_header_timeout before its first stream */
+    uint32_t idle = h->ever ? p->keepalive_timeout_ms : p->client_header_timeout_ms;
+    if (h->nstreams == 0 && now - h->last_active_ms > (idle ? idle : 1)) {
         goaway(c, NGHTTP2_NO_ERROR); /* idle: closed quietly */
         send_frames(c);
         if (c->state == C_OPEN)

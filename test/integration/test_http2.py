@@ -406,6 +406,26 @@ def test_refusals_are_per_stream(backend_factory, sluice_factory, cert):
         assert c.wait([again]) and c.responses[again]["status"] == 200
 
 
+def test_a_body_that_stops_coming_gets_408_and_frees_the_backend(backend_factory,
+                                                                  sluice_factory, cert):
+    """A slow upload must not hold a Gunicorn worker: with request_buffer 0 the body streams
+    to the backend at once; when it stops for client_body_timeout (2 s here), 408."""
+    b = backend_factory("h2-b", workers=1, worker_class="gthread", threads=2)
+    s, tls_port = start_site(sluice_factory, [b], cert,
+                             proxy={"client_body_timeout": "2s", "request_buffer": "0"})
+    with H2(tls_port, tls=True) as c:
+        sid = c.headers("/upload", "POST", [("content-length", "100000")], end_stream=False)
+        c.data(sid, b"x" * 1000)
+        t0 = time.monotonic()
+        assert c.pump(lambda: c.responses[sid]["ended"], timeout=15 * SLOW)
+        took = time.monotonic() - t0
+        r = c.responses[sid]
+        assert r["status"] == 408, r
+        assert 1.5 <= took <= 8 * SLOW, took
+        ok = c.get("/")  # the connection serves on
+        assert c.wait([ok]) and c.responses[ok]["status"] == 200
+
+
 def test_max_concurrent_streams_is_configurable(backend_factory, sluice_factory, cert):
     s, tls_port = start_site(sluice_factory, [backend_factory("h2-m")], cert,
                              proxy={"http2_max_streams": "5"})
