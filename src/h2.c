@@ -53,6 +53,7 @@ struct h2 {
     int ever;                     /* a stream was ever opened */
     int started;                  /* new streams this wakeup */
     int goaway;                   /* GOAWAY submitted: no new streams; close when none */
+    int peer_goaway;              /* the client sent GOAWAY (it is leaving) */
     int dying;                    /* the connection is being freed */
     uint64_t last_active_ms;      /* a stream was open, or a frame came */
     uint64_t last_sent_ms;        /* bytes were handed to the socket */
@@ -116,7 +117,7 @@ static void close_if_done(struct conn *c)
 {
     struct h2 *h = c->h2;
     if (!nghttp2_session_want_read(h->ss) && !nghttp2_session_want_write(h->ss)) {
-        if (!h->goaway) /* nghttp2 ended it: a protocol error or a flood (rapid reset) */
+        if (!h->goaway && !h->peer_goaway) /* nghttp2 ended it: an error or a flood */
             stats_add(&c->w->stats, STAT_h2_protocol_errors, 1);
         conn_close_after_flush(c);
         return;
@@ -344,6 +345,8 @@ static int frame_recv_cb(nghttp2_session *ss, const nghttp2_frame *f, void *arg)
 {
     struct conn *c = arg;
     c->h2->last_active_ms = up_now_ms();
+    if (f->hd.type == NGHTTP2_GOAWAY)
+        c->h2->peer_goaway = 1;
     if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
         return 0;
     struct request *r = nghttp2_session_get_stream_user_data(ss, f->hd.stream_id);

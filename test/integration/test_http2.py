@@ -434,6 +434,30 @@ def test_max_concurrent_streams_is_configurable(backend_factory, sluice_factory,
         assert c.conn.remote_settings.max_concurrent_streams == 5
 
 
+def test_a_reload_keeps_the_connection_and_its_next_streams_use_the_new_config(
+        backend_factory, sluice_factory, cert):
+    """sluice reloads in place: an HTTP/2 connection (as an HTTP/1.1 keep-alive one) is not
+    closed; its next streams run on the new generation; a bad config keeps the old one."""
+    from test_reload import reload
+    b = backend_factory("h2-r", workers=1, worker_class="gthread", threads=4)
+    s, tls_port = start_site(sluice_factory, [b], cert)
+    with H2(tls_port, tls=True) as c:
+        first = c.get("/", extra=[("x-tenant", "acme")])
+        assert c.wait([first]) and c.responses[first]["status"] == 200
+        with open(s.config, "a") as f:
+            f.write(TENANTS.replace("rate = 0.01\nburst = 3", "rate = 0.01\nburst = 1"))
+        reload(s)
+        sids = [c.get("/", extra=[("x-tenant", "acme")]) for _ in range(3)]
+        assert c.wait(sids, 15 * SLOW)
+        assert sorted(c.responses[x]["status"] for x in sids) == [200, 429, 429]
+        with open(s.config, "a") as f:
+            f.write("\n[proxy]\nnot_a_key = 1\n")
+        reload(s, expect="fail")
+        again = c.get("/")
+        assert c.wait([again]) and c.responses[again]["status"] == 200
+        assert not c.closed and c.goaway is None
+
+
 # ---------------------------------------------------------------- stop
 
 def test_stop_sends_goaway_and_finishes_the_streams_in_flight(backend_factory, sluice_factory,
