@@ -426,6 +426,24 @@ def test_a_body_that_stops_coming_gets_408_and_frees_the_backend(backend_factory
         assert c.wait([ok]) and c.responses[ok]["status"] == 200
 
 
+def test_streams_wait_in_the_fair_queue_and_are_refused_per_stream(backend_factory,
+                                                                   sluice_factory, cert):
+    """One backend slot: of 6 streams on one connection, 1 runs, 3 wait in the queue
+    ([queue] max = 3) and are served in turn, 2 get 503 queue-full at once."""
+    b = backend_factory("h2-q", workers=1)
+    s, tls_port = start_site(sluice_factory, [b], cert,
+                             extra="[queue]\nmax = 3\ntimeout = 30s\ntarget = off\n")
+    with H2(tls_port, tls=True) as c:
+        sids = [c.get("/slow?ms=300&i=%d" % i) for i in range(6)]
+        assert c.wait(sids, 20 * SLOW)
+        st = [c.responses[x]["status"] for x in sids]
+        assert sorted(st) == [200, 200, 200, 200, 503, 503], st
+        refused = [x for x in sids if c.responses[x]["status"] == 503]
+        assert all(c.header(x, "x-sluice-reject") == "queue-full" for x in refused)
+        assert all(c.header(x, "retry-after") for x in refused)
+        assert not c.closed
+
+
 def test_max_concurrent_streams_is_configurable(backend_factory, sluice_factory, cert):
     s, tls_port = start_site(sluice_factory, [backend_factory("h2-m")], cert,
                              proxy={"http2_max_streams": "5"})
