@@ -493,7 +493,7 @@ struct upconn *worker_pool_get(struct worker *w, struct backend *b)
                                                                                 : idle_arrived(u);
         if (got == 0) {
             /* off the loop entirely (a read or timeout already due is dropped with it): the
-             * session enables reading, with its own timeouts, when it sends */
+             * request enables reading, with its own timeouts, when it sends */
             bufferevent_disable(u->bev, EV_READ);
             bufferevent_set_timeouts(u->bev, NULL, NULL);
             return u;

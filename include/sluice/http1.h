@@ -1,6 +1,6 @@
 /* http1: strict, in-place HTTP/1.1 message-head parser and chunked-body decoder (RFC 9112).
  * It never allocates: parsed fields are pointers + lengths into the caller's buffer.
- * It does not do I/O; session.c feeds it bytes from bufferevents. */
+ * It does not do I/O; the codecs (h1.c, h2.c) and request_upstream.c feed it bytes. */
 #ifndef SLUICE_HTTP1_H
 #define SLUICE_HTTP1_H
 

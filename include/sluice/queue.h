@@ -50,7 +50,7 @@ enum waiter_state { W_IDLE = 0, W_QUEUED, W_WOKEN, W_SHED, W_DROPPED };
 
 #define QUEUE_AUTO UINT32_MAX /* [queue] target/interval = auto: from the tenant's cost */
 
-/* Embedded in a session. */
+/* Embedded in a request. */
 struct waiter {
     struct waiter *next;        /* in its tenant's FIFO */
     struct tenant_state *ts;    /* whose FIFO (shared across reloads) */
@@ -59,7 +59,7 @@ struct waiter {
     int max_queue;
     atomic_int *route_inflight; /* its route's count when the route has a cap, else NULL */
     int route_max;
-    struct event *wake;         /* owned by the session: activated when popped */
+    struct event *wake;         /* owned by the request: activated when popped */
     _Atomic(enum waiter_state) state; /* read without the lock by its owner (queue_leave
                                 * of an idle waiter, wake_cb): written under it */
     uint64_t since_ms;          /* when it queued */

@@ -11,9 +11,9 @@
  *   A. one shot: all bytes at once;
  *   B. split: the same bytes in fragments cut at the split points, the unconsumed bytes kept
  *      and the next fragment appended, as a caller of http1_chunked_parse must;
- *   C. the proxy's own loop, sess_body_pump() (session_upstream.c), fed the same fragments
+ *   C. the proxy's own loop, body_pump() (body.c), fed the same fragments
  *      through an evbuffer;
- *   D. the body sluice re-chunks (sess_body_pump with out_chunked) decodes back to the
+ *   D. the body sluice re-chunks (body_pump with out_chunked) decodes back to the
  *      same payload.
  * Same final state (done / error / waiting), same payload bytes, same number of input
  * bytes consumed (the bytes after the last chunk belong to the next message). Every call
@@ -29,11 +29,11 @@
 #include <event2/buffer.h>
 
 #include <sluice/http1.h>
-#include <sluice/session-int.h>
+#include <sluice/body.h>
 
 #include "fuzz_common.h"
 
-#define WINDOW 8200 /* session_upstream.c: bytes handed to http1_chunked_parse at once */
+#define WINDOW 8200 /* body.c: bytes handed to http1_chunked_parse at once */
 
 struct dec {
     struct http1_chunked c;
@@ -141,15 +141,15 @@ static void proxy_pump(const struct dec *a, const char *body, const size_t *c, s
     struct evbuffer *src = evbuffer_new(), *dst = evbuffer_new();
     FUZZ_CHECK(src && dst, "oom");
     struct body b;
-    sess_body_init(&b, HTTP1_BODY_CHUNKED, 0, 0);
+    body_init(&b, HTTP1_BODY_CHUNKED, 0, 0);
     int rc = 0;
     size_t added = 0;
     for (size_t i = 0; i + 1 < nc && rc == 0 && !b.done; i++) {
         evbuffer_add(src, body + c[i], c[i + 1] - c[i]);
         added += c[i + 1] - c[i];
-        rc = sess_body_pump(&b, src, dst, 0);
+        rc = body_pump(&b, src, dst, 0);
     }
-    int rc_eof = rc == 0 && !b.done ? sess_body_pump(&b, src, dst, 1) : rc;
+    int rc_eof = rc == 0 && !b.done ? body_pump(&b, src, dst, 1) : rc;
     size_t olen = evbuffer_get_length(dst);
     size_t consumed = added - evbuffer_get_length(src);
     int st = final_state(a->c.state);
@@ -182,8 +182,8 @@ static void rechunk(const struct dec *a, const char *body, size_t len)
     FUZZ_CHECK(src && dst, "oom");
     evbuffer_add(src, body, len);
     struct body b;
-    sess_body_init(&b, HTTP1_BODY_CHUNKED, 0, 1);
-    int rc = sess_body_pump(&b, src, dst, 0);
+    body_init(&b, HTTP1_BODY_CHUNKED, 0, 1);
+    int rc = body_pump(&b, src, dst, 0);
     FUZZ_CHECK(rc == 0 && b.done, "re-chunk: rc %d done %d", rc, b.done);
     size_t n = evbuffer_get_length(dst);
     char *o = fuzz_dup(evbuffer_pullup(dst, -1), n);

@@ -16,9 +16,9 @@
  *     prefixes. A backend's bytes arrive split anywhere, so the answer may not depend on it;
  *  3. round trip: the head rebuilt from the parsed fields (as the proxy forwards it)
  *     parses again to the same fields;
- *  4. the proxy's read loop (session_upstream.c read_response_head): the head span
+ *  4. the proxy's read loop (request_upstream.c read_response_head): the head span
  *     (through the first CRLFCRLF, capped at max_head + 2), interim 1xx answers skipped,
- *     then the body after the head through sess_body_pump, the code the proxy runs. */
+ *     then the body after the head through body_pump, the code the proxy runs. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* memmem; the Makefile's fuzz line does not pass -D_GNU_SOURCE */
 #endif
@@ -31,7 +31,7 @@
 #include <event2/buffer.h>
 
 #include <sluice/http1.h>
-#include <sluice/session-int.h>
+#include <sluice/body.h>
 
 #include "fuzz_common.h"
 
@@ -306,7 +306,7 @@ static void round_trip(const struct http1_msg *m, enum http1_method meth)
     free(p);
 }
 
-/* sess_head_span without an evbuffer: through the first CRLFCRLF, else all; capped. */
+/* evbuf_head_span without an evbuffer: through the first CRLFCRLF, else all; capped. */
 static size_t head_span(const char *p, size_t len, size_t cap)
 {
     const char *e = memmem(p, len, "\r\n\r\n", 4);
@@ -314,7 +314,7 @@ static size_t head_span(const char *p, size_t len, size_t cap)
     return take < cap ? take : cap;
 }
 
-/* What session_upstream.c does with a backend's bytes: skip interim answers, take the final
+/* What request_upstream.c does with a backend's bytes: skip interim answers, take the final
  * head, then pump the body that follows with the proxy's own code. */
 static void proxy_read(const char *data, size_t len, enum http1_method meth, int upgrade)
 {
@@ -349,8 +349,8 @@ static void proxy_read(const char *data, size_t len, enum http1_method meth, int
         FUZZ_CHECK(src && dst, "oom");
         evbuffer_add(src, data + off, len - off);
         struct body b;
-        sess_body_init(&b, kind, cl, out_chunked);
-        int rc = sess_body_pump(&b, src, dst, 1);
+        body_init(&b, kind, cl, out_chunked);
+        int rc = body_pump(&b, src, dst, 1);
         size_t moved = len - off - evbuffer_get_length(src);
         FUZZ_CHECK(b.total <= moved, "body moved %llu payload bytes from %zu",
                    (unsigned long long)b.total, moved);

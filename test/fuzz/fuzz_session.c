@@ -1,5 +1,6 @@
-/* libFuzzer target: whole client sessions, driven through a real worker loop. A client
- * (one end of a socketpair handed to session_accept) sends the input's first part, often
+/* libFuzzer target: whole client connections (HTTP/1.1, and HTTP/2 by h2c prior knowledge
+ * when the input opens with the client preface), driven through a real worker loop. A client
+ * (one end of a socketpair handed to conn_accept) sends the input's first part, often
  * several pipelined requests; a fake keep-alive backend on 127.0.0.1 (on the same loop)
  * answers each request head it receives with the next response of the input's second part.
  * The loop runs a bounded number of turns after each step.
@@ -9,7 +10,7 @@
  * Invariants: no crash, leak or sanitizer report; what the
  * client receives is a sequence of responses that each begin with "HTTP/1.1 " (sluice
  * never passes a backend's bytes through unframed); every session and backend connection
- * is gone once the client has closed and sluice was stopped (session_kill). */
+ * is gone once the client has closed and sluice was stopped (conn_kill). */
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -30,7 +31,7 @@
 #include <sluice/meter.h>
 #include <sluice/queue.h>
 #include <sluice/runtime.h>
-#include <sluice/session.h>
+#include <sluice/conn.h>
 #include <sluice/worker.h>
 
 #include "fuzz_common.h"
@@ -104,7 +105,7 @@ static void write_config(const char *path, int port)
     FILE *f = fopen(path, "w");
     FUZZ_CHECK(f, "cannot write %s: %s", path, strerror(errno));
     fprintf(f, "[proxy]\nlisten = 127.0.0.1:1\nthreads = 1\nclient_header_timeout = 1s\n"
-               "keepalive_timeout = 1s\nmax_body_size = 64k\nrequest_buffer = 4k\n"
+               "keepalive_timeout = 1s\nmax_body_size = 64k\nrequest_buffer = 4k\nh2c = yes\n"
                "error_log = /dev/null\n"
                "[backend a]\naddress = 127.0.0.1:%d\nworkers = 2\nread_timeout = 1s\n"
                "max_fails = 0\n"
@@ -179,7 +180,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
     evutil_make_socket_nonblocking(sv[0]);
     evutil_make_socket_nonblocking(sv[1]);
     struct sockaddr_in peer = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000002)};
-    session_accept(w, sv[1], (struct sockaddr *)&peer, sizeof peer, 0);
+    conn_accept(w, sv[1], (struct sockaddr *)&peer, sizeof peer, 0);
     struct evbuffer *got = evbuffer_new();
     size_t off = 0;
     while (off < clen) { /* in pieces, as a socket buffer allows */
@@ -202,18 +203,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
     if (getenv("FUZZ_SESSION_SHOW")) /* to see what a saved input does */
         fprintf(stderr, "client got %zu bytes:\n%.*s\n", glen, (int)glen,
                 (const char *)evbuffer_pullup(got, -1));
-    if (glen > 0) {
+    /* HTTP/2 (h2c: the input opens with the client preface): the server's first frame is
+     * its SETTINGS (type 4, stream 0); otherwise HTTP/1.1 responses */
+    int h2 = clen >= 24 && memcmp(data, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24) == 0;
+    if (glen > 0 && h2) {
+        const unsigned char *g = evbuffer_pullup(got, 9 < glen ? 9 : (ssize_t)glen);
+        FUZZ_CHECK(glen >= 9 && g[3] == 4 && g[5] == 0 && g[6] == 0 && g[7] == 0 && g[8] == 0,
+                   "the HTTP/2 client did not get SETTINGS first (%zu bytes)", glen);
+    } else if (glen > 0) {
         const char *g = (const char *)evbuffer_pullup(got, 9 < glen ? 9 : (ssize_t)glen);
         FUZZ_CHECK(memcmp(g, "HTTP/1.1 ", glen < 9 ? glen : 9) == 0,
                    "the client got bytes that are not a response: %.40s", g);
     }
     evbuffer_free(got);
     /* what shutdown does: every session that is left is closed, then the pools */
-    while (w->sessions)
-        session_kill(w->sessions);
+    while (w->conns)
+        conn_kill(w->conns);
     while (worker_pool_evict(w))
         ;
     settle();
-    FUZZ_CHECK(w->nsessions == 0, "%d sessions left", w->nsessions);
+    FUZZ_CHECK(w->nconns == 0, "%d connections left", w->nconns);
     return 0;
 }

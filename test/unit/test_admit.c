@@ -41,7 +41,7 @@ static void test_gcra_admits_exactly_rate_times_t_plus_burst(void **state)
             admitted++;
     assert_int_equal(admitted, 5 + 10 * 3);
     assert_int_equal(t->st->admitted, admitted);
-    assert_int_equal(t->st->rejected[REJ_rate], 0); /* counted when answered (session.c) */
+    assert_int_equal(t->st->rejected[REJ_rate], 0); /* counted when answered (request_answer.c) */
     admit_free(&a);
 }
 
