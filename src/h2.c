@@ -41,7 +41,7 @@
 #define H2_CONN_WINDOW (1 << 20) /* the connection's receive window (streams: 64 KiB) */
 #define H2_SLICE 16384           /* input given to nghttp2 at once */
 #define STREAMS_PER_WAKEUP 32    /* new streams started per wakeup; the rest next turn */
-#define MAX_FIELDS 128           /* response header fields sent (more are dropped) */
+#define MAX_FIELDS 16            /* fields of sluice's own answers */
 
 static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -431,8 +431,6 @@ static void resume(struct request *r)
 static void add_nv(nghttp2_nv *nv, size_t *n, const char *name, size_t nl, const char *v,
                    size_t vl)
 {
-    if (*n >= MAX_FIELDS)
-        return;
     nv[*n] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)v, nl, vl, NGHTTP2_NV_FLAG_NONE};
     (*n)++;
 }
@@ -456,20 +454,29 @@ static void submit(struct request *r, nghttp2_nv *nv, size_t n, int has_body)
 
 static int h2_resp_head(struct request *r, const struct http1_msg *m)
 {
-    nghttp2_nv nv[MAX_FIELDS];
-    char names[MAX_FIELDS][64], status[4], cl[24];
+    /* one allocation: the field array and the names lowercased (HTTP/2 wants them so) */
+    size_t names = 0, max = m->num_headers + 3;
+    for (size_t i = 0; i < m->num_headers; i++)
+        names += m->headers[i].name_len;
+    nghttp2_nv *nv = malloc(max * sizeof *nv + names), few[3];
+    char *low = nv ? (char *)(nv + max) : NULL, status[4], cl[24];
     size_t n = 0;
+    if (!nv) { /* out of memory: the status and the framing only */
+        nv = few;
+        max = 0;
+    }
     snprintf(status, sizeof status, "%03d", m->status);
     add_nv(nv, &n, ":status", 7, status, 3);
     int has_rid = 0;
-    for (size_t i = 0; i < m->num_headers && n < MAX_FIELDS - 3; i++) {
+    for (size_t i = 0; i < m->num_headers && max; i++) {
         const struct http1_header *h = &m->headers[i];
-        if (h->hop || h->name_len >= sizeof names[0])
+        if (h->hop)
             continue;
         has_rid |= h->id == HTTP1_H_X_REQUEST_ID;
-        for (size_t k = 0; k < h->name_len; k++) /* HTTP/2 field names are lowercase */
-            names[n][k] = (char)tolower((unsigned char)h->name[k]);
-        add_nv(nv, &n, names[n], h->name_len, h->value, h->value_len);
+        for (size_t k = 0; k < h->name_len; k++)
+            low[k] = (char)tolower((unsigned char)h->name[k]);
+        add_nv(nv, &n, low, h->name_len, h->value, h->value_len);
+        low += h->name_len;
     }
     if (m->body == HTTP1_BODY_LENGTH) {
         int l = snprintf(cl, sizeof cl, "%llu", (unsigned long long)m->content_length);
@@ -479,9 +486,11 @@ static int h2_resp_head(struct request *r, const struct http1_msg *m)
         if (h && m->status != 204 && m->status != 304) /* a HEAD answer's length */
             add_nv(nv, &n, "content-length", 14, h->value, h->value_len);
     }
-    if (!has_rid)
+    if (!has_rid && max)
         add_nv(nv, &n, "x-request-id", 12, r->rid, strlen(r->rid));
-    submit(r, nv, n, m->body != HTTP1_BODY_NONE);
+    submit(r, nv, n, m->body != HTTP1_BODY_NONE); /* nghttp2 copies the fields */
+    if (nv != few)
+        free(nv);
     return 0;
 }
 
@@ -490,7 +499,7 @@ static void h2_answer(struct request *r, int status, const char *reason, const c
                       const char *extra, const char *body, size_t blen)
 {
     nghttp2_nv nv[MAX_FIELDS];
-    char st_buf[4], len_buf[24], fields[1024];
+    char st_buf[4], len_buf[24], fields[2048]; /* extra: a Location is at most ~1.4 KB */
     size_t n = 0;
     (void)reason;
     snprintf(st_buf, sizeof st_buf, "%03d", status);
@@ -502,7 +511,8 @@ static void h2_answer(struct request *r, int status, const char *reason, const c
     if (r->rid[0])
         add_nv(nv, &n, "x-request-id", 12, r->rid, strlen(r->rid));
     snprintf(fields, sizeof fields, "%s", extra ? extra : "");
-    for (char *line = fields, *end; *line && (end = strstr(line, "\r\n")); line = end + 2) {
+    for (char *line = fields, *end; *line && n < MAX_FIELDS && (end = strstr(line, "\r\n"));
+         line = end + 2) {
         *end = '\0';
         char *colon = strchr(line, ':');
         if (!colon)

@@ -96,6 +96,17 @@ def test_curl_speaks_http2_over_tls_by_alpn(site):
     assert [l for l in site.s.access_lines() if "/echo?x=1" in l][-1].split()[-1] == "HTTP/2", line
 
 
+def test_response_fields_reach_the_client_lowercased_and_repeated(site):
+    """Superset's login sets several cookies: every Set-Cookie arrives, as its own field."""
+    with H2(site.tls_port, tls=True) as c:
+        sid = c.get("/cookie")
+        assert c.wait([sid])
+        hs = c.responses[sid]["headers"]
+        assert [v for k, v in hs if k == "set-cookie"] == ["a=1; Path=/", "b=2; Path=/; HttpOnly"]
+        assert ("x-app-name", "h2-a") in hs and all(k == k.lower() for k, _ in hs)
+        assert c.header(sid, "x-request-id") and c.responses[sid]["body"] == b"cookies\n"
+
+
 def test_a_client_without_h2_gets_http11_on_the_same_listener(site):
     p = curl("--http1.1", "-w", "\n%{http_version}", *tls_url(site, "/"))
     assert p.returncode == 0 and p.stdout == b"hello from h2-a\n\n1.1", p
