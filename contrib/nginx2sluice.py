@@ -873,13 +873,19 @@ class Converter:
                 continue
             if p == "reuseport":
                 continue            # sluice always sets SO_REUSEPORT
+            if p == "http2" and is_ssl:
+                continue            # sluice offers h2 on every tls_listen ([proxy] http2)
+            if p == "http2":        # h2c with prior knowledge on a plain listener
+                self.proxy.set("h2c", "yes", node, "HTTP/2 with prior knowledge on plain "
+                               "listeners (all of them in sluice)")
+                continue
             if k == "ipv6only" or k == "backlog":
                 continue
             ignored.append(p)
         notes = []
         if ignored:
-            notes.append("not converted: %s (sluice speaks HTTP/1.1 only; no PROXY "
-                         "protocol; socket options are fixed)" % " ".join(ignored))
+            notes.append("not converted: %s (no HTTP/3 or PROXY protocol; socket options "
+                         "are fixed)" % " ".join(ignored))
         if notes:
             self.decided[node] = conv(why="; ".join(notes))
         (tls if is_ssl else plain).append((spec, node))
@@ -1367,6 +1373,17 @@ class Converter:
                     why="tries counts the first attempt, retries does not" if t <= 6 else
                     "clamped to 5 retries, sluice's maximum")
 
+    def d_http2_max_concurrent_streams(self, n, a):
+        if not a or not a[0].isdigit():
+            return nope("cannot read the number")
+        t = int(a[0])
+        if t < 1 or t > 1000:
+            c = min(max(t, 1), 1000)
+            return conv(("proxy", "http2_max_streams", str(c)),
+                        why="clamped to %d, sluice's %s" % (c, "maximum" if t > 1000 else
+                                                            "minimum"))
+        return conv(("proxy", "http2_max_streams", str(t)))
+
     def d_proxy_set_header(self, n, a):
         if len(a) < 2:
             return nope("expected NAME VALUE")
@@ -1645,7 +1662,7 @@ SCALAR = {"proxy_connect_timeout", "proxy_read_timeout", "proxy_send_timeout",
           "proxy_next_upstream", "proxy_next_upstream_tries", "proxy_redirect",
           "limit_req_status", "ssl_protocols", "ssl_ciphers", "proxy_ssl_verify",
           "proxy_ssl_trusted_certificate", "proxy_ssl_name", "ssl_prefer_server_ciphers",
-          "server_tokens"}
+          "server_tokens", "http2_max_concurrent_streams"}
 ARRAY = {"proxy_set_header", "access_log", "limit_req", "limit_conn", "add_header",
          "ssl_certificate", "ssl_certificate_key"}
 

@@ -341,7 +341,7 @@ def test_tls_limit_req_websocket_and_health_location_convert_and_pass_sluice_t(t
     assert "WebSocket" in built_in[at("proxy_set_header Upgrade")]
     partly = notes(p.stdout, "converted only in part")
     assert "clamped to 1h" in partly[at("proxy_read_timeout 86400s")]
-    assert "http2" in partly[at("ssl http2")]
+    assert at("ssl http2") not in partly        # HTTP/2 is on by default over TLS
     assert "308" in partly[at("return 301")]
     assert "forwards it to the backends" in partly[at('return 200 "ok"')]
     nc = notes(p.stdout)
@@ -546,3 +546,30 @@ def test_converted_sizing_config_proxies_to_real_gunicorn_backends(tmp_path, bac
     lines = s.wait_access_lines(8)
     names = {l.split()[8] for l in lines}
     assert names == {"127.0.0.1-%d" % a.port, "127.0.0.1-%d" % b.port}, lines
+
+
+def test_http2_listens_and_streams_convert(tmp_path):
+    cert, key = make_cert(str(tmp_path))
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("""
+http {
+    upstream app { server 127.0.0.1:8088; }
+    server {
+        listen 127.0.0.1:%d ssl http2;
+        listen 127.0.0.1:%d http2;
+        ssl_certificate %s;
+        ssl_certificate_key %s;
+        http2_max_concurrent_streams 64;
+        location / { proxy_pass http://app; }
+    }
+}
+""" % (helpers.free_port(), helpers.free_port(), cert, key))
+    p = convert_ok(conf)
+    out = tmp_path / "sluice.ini"
+    out.write_text(p.stdout)
+    assert_sluice_t_ok(out)
+    px = keys(ini(p.stdout), "proxy")
+    assert px["h2c"] == "yes"                   # listen ... http2 without ssl
+    assert px["http2_max_streams"] == "64"
+    assert "http2" not in px                    # on by default over TLS
+    assert "not converted: http2" not in p.stdout
