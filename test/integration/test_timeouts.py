@@ -71,6 +71,17 @@ def test_slow_client_body_times_out(backend_factory, sluice_factory):
         assert got.startswith(b"HTTP/1.1 408"), got[:200]
 
 
+def test_a_whole_body_is_not_timed_out_while_the_backend_works(backend_factory, sluice_factory):
+    """client_body_timeout is for a body that stops coming, not for the backend's time: a
+    POST whose body arrived whole waits for a backend slower than that timeout (before the
+    session rebuild it was cut at client_body_timeout as a client abort)."""
+    a = backend_factory("a", workers=1, worker_class="gthread", threads=2)
+    s = sluice_factory([a], proxy={"client_body_timeout": "1s"})
+    r = request(s.port, "POST", "/slow?ms=2500", {"Host": "x", "Content-Length": "7"},
+                b"hello=1", timeout=15 * SLOW)
+    assert r.status == 200 and r.body == b"slept 2500\n", r
+
+
 def test_backend_read_timeout_gives_504(backend_factory, sluice_factory):
     a = backend_factory("a", workers=1, worker_class="gthread", threads=4)
     s = sluice_factory([a], backend_opts={"read_timeout": "1s", "max_fails": "0"})
