@@ -5,24 +5,25 @@
  * queue, its Redis call, its buffered body, its backend connection) and gives all of it back
  * in one function, req_release(). docs/architecture.md has its way through.
  *
- * Its life is one enum, set only by req_advance(), which refuses a move not drawn here:
+ * Its life is one enum, set only by req_advance(), which checks every move against this:
  *
- *   HEAD ---> ADMIT ---> BODY ---------> CONNECTING ----> SENDING ----> WAITING
- *    |  head   | Redis    | buffer up to   ^  |  ^ retry   | body goes    | whole request
- *    |  read,  | decides  | request_buffer |  |  |         | upstream     | sent
- *    |  checked|          +--> QUEUED -----+  |  +---------(+)------------(+) pooled conn
- *    |         |               no slot: the   |            |              |  died: once
- *    |         |               fair queue     |            v              v
- *    |         |                              |          STREAMING <------+ response head
- *    |         |                              |            |  (from SENDING: the backend
- *    v         v                              v            |   answered before the body)
- *   DONE <--- refused, malformed, timed out, no backend,   |           WAITING --101--> TUNNEL
- *             the client or the backend gone (any state) --+---------------------------> DONE
+ *   HEAD ----> ADMIT ----> BODY ----> CONNECTING <-----> QUEUED
+ *     | head read,  | Redis    | buffer  ^  |  |  ^      no slot free: the fair queue;
+ *     | checked,    | decides  | up to   |  |  |  |      woken: CONNECTING again
+ *     | classified  | the rate | request_|  |  |  +--- retry elsewhere (a connect failed),
+ *     +-------------+----------+--buffer-+  |  |       or once on a new connection (a
+ *       (no Redis, no body: straight on)    |  |       pooled one died before answering)
+ *                                           v  v
+ *                    body still to send  SENDING --> WAITING --101--> TUNNEL
+ *                                              \      /   whole request sent
+ *                                              STREAMING  the response head came (from
+ *                                                         SENDING: the backend answered
+ *                                                         before the whole body)
  *
- * HEAD, ADMIT and BODY may also go straight to CONNECTING or QUEUED (no Redis, no body);
- * every state ends in DONE: answered by the backend, answered by sluice (4xx, 429, 503,
- * 502, 504) or cut (the reason counted). At DONE the request is logged and has given
- * everything back; its codec then frees it.
+ * Every state ends in DONE: answered by the backend, answered by sluice (4xx, 429, 503,
+ * 502, 504), or cut (the client or the backend went away; the reason counted). At DONE the
+ * request is logged and has given everything back; its codec then frees it. The table
+ * moves[] in request.c is this drawing.
  *
  * The request never touches a client socket: its codec (HTTP/1.1 or HTTP/2) fills its body
  * source and takes its response through struct codec (conn.h). Modules call downward:
@@ -162,8 +163,9 @@ void req_pool_free(struct worker *w);
 
 /* ---- for the request's parts (request*.c) ---- */
 
-/* Move r to `to`: the one place its state is set. A move not drawn above is a bug: it is
- * logged and r is cut. */
+/* Move r to `to`: the one place its state is set. A move not drawn above (the table moves[]
+ * in request.c) is a bug: it is logged as one ("bug: a request moved from X to Y"), and the
+ * integration tests fail on such a line. */
 void req_advance(struct request *r, enum req_state to);
 
 /* Give back every slot, token, count and buffer r holds: its Redis call, its queue place,
