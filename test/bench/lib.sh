@@ -94,6 +94,11 @@ start() {      # start NAME CMD...: background, stdout/stderr to $W/NAME.out, re
 
 alive() { kill -0 "${PID[$1]}" 2>/dev/null; }
 
+pin() {        # pin NAME CPU: every thread of NAME's processes (pids_of) to one CPU
+  local p
+  for p in $(pids_of "$1"); do taskset -a -p -c "$2" "$p" >/dev/null 2>&1 || log "cannot pin $1 ($p)"; done
+}
+
 stop_all() {   # stop_all NAME...: stop the named processes (SIGTERM, by PID) if still running
   local n
   for n in "$@"; do
@@ -276,10 +281,10 @@ start_haproxy() {  # start_haproxy: haproxy in the foreground with $W/haproxy/ha
   start haproxy "$HAPROXY" -db -f "$W/haproxy/haproxy.cfg"
 }
 
-haproxy_head() {  # haproxy_head MAXCONN: global and defaults sections
+haproxy_head() {  # haproxy_head MAXCONN [THREADS]: global and defaults sections
   cat <<EOF
 global
-    nbthread 2
+    nbthread ${2:-2}
     maxconn $1
 
 defaults
@@ -303,7 +308,8 @@ start_sluice() {  # start_sluice BIN CONFIG: SLUICE_ARGS with {config} replaced
 wrk_run() {  # wrk_run PROXY URL SECONDS: bounded wrk run; sets WRK_OUT, ORIGIN_DELTA, CPU_DELTA
   local p=$1 o0 o1 c0 c1
   o0=$(origin_requests); c0=$(cpu_ticks "$p")
-  WRK_OUT=$(timeout $(($3 + 30)) "$WRK" -t"$WRK_THREADS" -c"$CONNS" -d"$3s" --latency "$2" 2>&1)
+  # shellcheck disable=SC2086
+  WRK_OUT=$(timeout $(($3 + 30)) ${WRK_PREFIX:-} "$WRK" -t"$WRK_THREADS" -c"$CONNS" -d"$3s" --latency "$2" 2>&1)
   c1=$(cpu_ticks "$p"); o1=$(origin_requests)
   ORIGIN_DELTA=$((o1 - o0)); CPU_DELTA=$((c1 - c0))
 }

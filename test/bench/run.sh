@@ -12,6 +12,10 @@
 # Options / environment (defaults in brackets):
 #   --skip-sluice | SKIP_SLUICE=1    benchmark nginx and haproxy only
 #   --quick                          smoke test: 3 s runs, 1 round, 2,000 idle connections
+#   --pinned                         per core (issue 16): each proxy with one thread/worker
+#                                    pinned to CPU BENCH_PROXY_CPU [0]; wrk (64 connections)
+#                                    and the origins pinned to BENCH_LOAD_CPU [1]; no memory
+#                                    test (run.sh without --pinned measures it)
 #   BENCH_DURATION [10]  seconds per wrk run      BENCH_ROUNDS [3]   interleaved rounds
 #   BENCH_WARMUP   [3]   seconds of warm-up       BENCH_CONNS  [50]  wrk connections
 #   BENCH_WRK_THREADS [1]                         BENCH_IDLE [10000] idle connections
@@ -36,12 +40,24 @@ for arg in "$@"; do
   case $arg in
     --skip-sluice) SKIP_SLUICE=1 ;;
     --quick) DURATION=3; ROUNDS=1; WARMUP=1; IDLE=2000 ;;
+    --pinned) PINNED=1 ;;
     -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "bench: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
 
+PINNED=${PINNED:-0}
+PROXY_THREADS=2
+if [ "$PINNED" = 1 ]; then
+  PROXY_THREADS=1
+  CONNS=${BENCH_CONNS:-64}
+  PROXY_CPU=${BENCH_PROXY_CPU:-0}; LOAD_CPU=${BENCH_LOAD_CPU:-1}
+  WRK_PREFIX="taskset -c $LOAD_CPU"
+  BENCH_NAME=bench-pinned
+fi
+
 check_tools "$NGINX" "$HAPROXY" "$PY" curl
+[ "$PINNED" = 1 ] && { command -v taskset >/dev/null || die "--pinned needs taskset (util-linux)"; }
 
 # File descriptors: the proxy and the idle-connection client each hold IDLE sockets.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -57,7 +73,7 @@ if [ $((2 * (IDLE + 500) + 100)) -gt "$NOFILE" ]; then
 fi
 MAXCONN=$((IDLE + 500))   # nginx worker_connections / haproxy maxconn
 
-setup_workdir bench   # $W, $ART, $RUNS, $RAW; stops every started process on exit
+setup_workdir "$BENCH_NAME"   # $W, $ART, $RUNS, $RAW; stops every started process on exit
 MEM=$W/mem.tsv
 
 # ---------------------------------------------------------------- ports and content
@@ -78,6 +94,7 @@ for o in o1 o2; do
 done
 wait_http o1 "http://127.0.0.1:$P_O1/small" || exit 1
 wait_http o2 "http://127.0.0.1:$P_O2/small" || exit 1
+if [ "$PINNED" = 1 ]; then pin o1 "$LOAD_CPU"; pin o2 "$LOAD_CPU"; fi
 
 origin_split() {
   local port out=""
@@ -93,7 +110,7 @@ if has_sluice; then
   cat >"$d/sluice.ini" <<EOF
 [proxy]
 listen = 127.0.0.1:$P_SLUICE
-threads = 2
+threads = $PROXY_THREADS
 error_log = $d/error.log
 keepalive_timeout = 75s
 
@@ -112,7 +129,7 @@ fi
 
 d=$W/nginx; nginx_dir "$d"
 cat >"$d/nginx.conf" <<EOF
-$(nginx_head "$d" 2 "$NOFILE" "$MAXCONN")
+$(nginx_head "$d" "$PROXY_THREADS" "$NOFILE" "$MAXCONN")
 http {
     access_log off;
     keepalive_timeout 75s;
@@ -136,7 +153,7 @@ start_nginx nginx
 
 d=$W/haproxy; mkdir -p "$d"
 cat >"$d/haproxy.cfg" <<EOF
-$(haproxy_head "$MAXCONN")
+$(haproxy_head "$MAXCONN" "$PROXY_THREADS")
 
 frontend fe
     bind 127.0.0.1:$P_HAPROXY
@@ -151,6 +168,7 @@ start_haproxy
 
 for p in $PROXIES; do
   wait_http "$p" "http://127.0.0.1:${PORT[$p]}/small" || exit 1
+  [ "$PINNED" = 1 ] && pin "$p" "$PROXY_CPU"
 done
 
 # ---------------------------------------------------------------- correctness pre-flight
@@ -178,6 +196,7 @@ log "pre-flight ok: $PROXIES return the origin's bytes (small, 64k, 404)"
   fi
   echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (anything else using the CPU skews the figures)"
   echo "# wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s --latency; $ROUNDS interleaved rounds; ${WARMUP}s warm-up; paths $PATHS"
+  [ "$PINNED" = 1 ] && echo "# pinned: each proxy one thread/worker on CPU $PROXY_CPU; wrk and the origins on CPU $LOAD_CPU"
   echo "# idle connections: $IDLE; open-file limit $NOFILE; nginx worker_connections / haproxy maxconn $MAXCONN"
   echo
 } >>"$RAW"
@@ -224,7 +243,9 @@ echo "# origin request split o1/o2 after the load runs:$(origin_split)" >>"$RAW"
 
 # ---------------------------------------------------------------- memory per idle connection
 printf 'proxy\tconns\tok\tfailed\tnon200\trss_before\trss_after\tfds_before\tfds_after\tclosed\tper_conn\n' >"$MEM"
-for p in $PROXIES; do
+MEM_PROXIES=$PROXIES
+[ "$PINNED" = 1 ] && MEM_PROXIES=""   # per core only; memory is measured without --pinned
+for p in $MEM_PROXIES; do
   if ! check_alive "$p" "memory test"; then
     printf '%s\t%s\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\n' "$p" "$IDLE" >>"$MEM"; continue
   fi
