@@ -18,7 +18,7 @@ import helpers
 from h2client import (CONTINUATION, END_HEADERS, END_STREAM, H2, HEADERS, PING, PREFACE,
                       RST_STREAM, SETTINGS, frame)
 from helpers import SLOW, wait_for, wait_port
-from test_tls import insert_proxy_lines, make_cert, tls_lines
+from test_tls import make_cert, start_tls_sluice
 
 NGHTTP = shutil.which("nghttp") or "/usr/bin/nghttp"
 
@@ -36,12 +36,7 @@ class Site:
 def start_site(factory, backends, cert, proxy=None, extra=None):
     p = {"h2c": "yes"}
     p.update(proxy or {})
-    s = factory(backends, proxy=p, start=False, extra=extra)
-    tls_port = helpers.free_port()
-    insert_proxy_lines(s.config, tls_lines(tls_port, [cert]))
-    s.start()
-    wait_port(tls_port, 15 * SLOW, s.proc, "sluice tls listener")
-    return s, tls_port
+    return start_tls_sluice(factory, backends, [cert], proxy=p, extra=extra)
 
 
 @pytest.fixture(scope="module")

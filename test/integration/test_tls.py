@@ -82,8 +82,8 @@ class TlsSite:
         self.tls_port = tls_port
 
 
-def start_tls_sluice(sluice_factory, backends, pairs, redirect=False, proxy=None):
-    s = sluice_factory(backends, proxy=proxy, start=False)
+def start_tls_sluice(sluice_factory, backends, pairs, redirect=False, proxy=None, extra=None):
+    s = sluice_factory(backends, proxy=proxy, start=False, extra=extra)
     tls_port = helpers.free_port()
     insert_proxy_lines(s.config, tls_lines(tls_port, pairs, redirect))
     s.start()
