@@ -419,6 +419,20 @@ static struct waiter **ready(struct tenant_state *t, struct waiter **prev)
     return NULL;
 }
 
+/* Whether t has a waiter after w that may take a slot now. The slot is t's turn by
+ * virtual time: a late head is shed only when one of t's own takes the turn. Shedding
+ * t's last gave the worker to a tenant ahead of it, whose long requests then made every
+ * later waiter of t late in turn, and t was shed at each of its turns from then on (seen:
+ * a tenant of 50 ms requests beside one of 500 ms got no worker time for 6 s after one
+ * of its requests stalled; test_fair_queue's stalled_once test). */
+static int another_ready(const struct waiter *w)
+{
+    for (const struct waiter *x = w->next; x; x = x->next)
+        if (route_room(x))
+            return 1;
+    return 0;
+}
+
 /* One step of a standing-queue episode (a flow's or a class's), from x, what is judged
  * against the target (a served waiter's wait, a class's backlog), ms. x over target for
  * an interval: it stands; it stands until x has been under half the target for an
@@ -575,8 +589,9 @@ void queue_kick(struct queue *q)
          * W_IDLE waiter does not) */
         uint64_t now = now_ms(), waited = now > w->since_ms ? now - w->since_ms : 0;
         struct tenant_state *c = class_of(t);
-        if (sojourn(q, t, waited, now) ||
-            (c->class_standing && waited > 2 * (uint64_t)class_target(q, c))) {
+        int late = sojourn(q, t, waited, now) ||
+                   (c->class_standing && waited > 2 * (uint64_t)class_target(q, c));
+        if (late && another_ready(w)) {
             refuse(q, t, w, prev, W_SHED); /* too late to be worth serving: the next */
             continue;
         }

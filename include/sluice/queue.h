@@ -15,7 +15,8 @@
  *   finishes), whatever the other tenants' requests do. While it stands, its newcomers are
  *   refused at once when they would wait over target (their place times the gap between
  *   its services; at least BACKLOG_MIN wait), and its waiters that waited over twice the
- *   target are shed when their turn comes. It stands
+ *   target are shed when their turn comes (but for its last ready one, which is served:
+ *   its turn is not given to a tenant ahead of it). It stands
  *   until, for an interval, its queue was empty or its waiters were served within half the
  *   target (its load fell).
  * - per-class sojourn control, for the default class of many unnamed keys (100 keys that

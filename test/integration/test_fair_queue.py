@@ -4,6 +4,7 @@ tenants as flows (issue 13).
 
 Each test asserts who is served and who is refused, and why (X-Sluice-Reject), from the
 responses, the backend's own log and the access log; none relies on a fixed sleep."""
+import datetime
 import http.client
 import threading
 import time
@@ -208,6 +209,59 @@ def test_worker_time_is_shared_evenly_between_slow_and_fast_requests(backend_fac
             used["slow" if "t=slow" in f[4] else "fast"] += int(f[10]) / 1000.0
     share = used["slow"] / (used["slow"] + used["fast"])
     assert 0.4 <= share <= 0.6, "slow got %.0f %% of the worker time (%r)" % (100 * share, used)
+
+
+def _held_in(lines, since, until):
+    """Worker time per tenant held within [since, until] (wall clock), from the access
+    log: each 200's backend time ended when its line was written."""
+    used = {}
+    for l in lines:
+        f = l.split()
+        if f[5] != "200":
+            continue
+        end = datetime.datetime.strptime(f[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+        start = end - int(f[10]) / 1000.0
+        held = max(0.0, min(end, until) - max(start, since))
+        used[f[2]] = used.get(f[2], 0.0) + held
+    return used
+
+
+def test_a_tenant_whose_requests_stall_keeps_its_share(backend_factory, sluice_factory):
+    """Two named tenants keep a 2-worker pool saturated: 6 clients of 500 ms requests and
+    10 of 50 ms ones. The quick tenant's queue stands (its clients send more than its half
+    finishes), so its waiters wait near twice its 100 ms target; every 1.5 s one of its
+    requests stalls for 400 ms (a slow query), which pushes all of them over it. They were
+    all shed at the tenant's turn, and its turn, a worker, went to the slow tenant; with
+    both workers on 500 ms requests every later waiter of the quick tenant was late at its
+    turn too, and it got no worker time from then on (seen under TSan after one chance
+    stall). Its late waiters are shed but its last is served: over the 10 s after the
+    first stall each tenant holds half the workers."""
+    b = backend_factory("a", workers=2)
+    s = sluice_factory([b], extra=PLAIN + "[tenant slow]\n[tenant fast]\n")
+    t0, wall0 = time.monotonic(), time.time()
+    first, stop = t0 + 2, t0 + 12
+    out, lock = [], threading.Lock()
+
+    def client(tenant, ms, stalls):
+        i, mine, due = 0, [], first
+        while time.monotonic() < stop:
+            this = 400 if stalls and time.monotonic() >= due else ms
+            _get(s.port, "/slow?ms=%d&t=%s&i=%d" % (this, tenant, i), tenant, mine, lock)
+            if this == 400 and mine[-1][2] == 200:
+                due += 1.5  # the next stall
+            i += 1
+        with lock:
+            out.extend(mine)
+    ths = [threading.Thread(target=client, args=(t, ms, st)) for t, ms, st in
+           [("slow", 500, False)] * 6 + [("fast", 50, True)] + [("fast", 50, False)] * 9]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join(60)
+    used = _held_in(s.wait_access_lines(len(out), 10), wall0 + 2, wall0 + 12)
+    share = used.get("slow", 0) / sum(used.values())
+    assert 0.4 <= share <= 0.6, "slow held %.0f %% of the workers (%r)" % (100 * share, used)
 
 
 def test_unnamed_keys_in_metrics_are_bounded_and_sanitised(backend_factory, sluice_factory,

@@ -323,6 +323,38 @@ static void test_stale_head_is_shed_not_served(void **state)
     queue_destroy(&q);
 }
 
+/* A late head is shed only when one of its tenant's own takes the turn: the turn of a
+ * standing tenant whose waiters are all late goes to its youngest, not to a tenant ahead
+ * of it in virtual time (whose long requests would make its next waiters late in turn:
+ * a tenant of 50 ms requests got no worker time for seconds beside one of 500 ms). */
+static void test_late_tenant_keeps_its_turn(void **state)
+{
+    (void)state;
+    struct queue q;
+    setup(&q);
+    queue_configure(&q, 100, 0);
+    struct tenant_state a = {.name = "a"}, b = {.name = "b"};
+    struct waiter wa[3], wb;
+    for (int i = 0; i < 3; i++) {
+        waiter(&wa[i], &a, 1);
+        wa[i].since_ms = now_ms() - 300 + (uint64_t)i; /* all over twice the target */
+        assert_int_equal(queue_push(&q, &wa[i], 0, 100, NULL), 0);
+    }
+    waiter(&wb, &b, 1);
+    assert_int_equal(queue_push(&q, &wb, 0, 100, NULL), 0);
+    a.standing = 1;
+    atomic_store(&b.cvtime, 1000000); /* b is ahead: the turn is a's */
+    queue_kick(&q);
+    assert_int_equal(nwoken, 3);
+    assert_int_equal(wa[0].state, W_SHED);
+    assert_int_equal(wa[1].state, W_SHED);
+    assert_ptr_equal(woken[2], &wa[2]);
+    assert_int_equal(wa[2].state, W_WOKEN);
+    assert_int_equal(wb.state, W_QUEUED);
+    assert_int_equal(b.queued, 1);
+    queue_destroy(&q);
+}
+
 /* Sojourn control decides from the served waiter's wait before waking it: after the
  * wake-up its owner may reuse it at once (here: a fresh since_ms), which must not change
  * the verdict. Before the fix the queue read since_ms after event_active (a use-after-free
@@ -355,6 +387,7 @@ int main(void)
         cmocka_unit_test(test_per_tenant_standing_queue),
         cmocka_unit_test(test_class_of_many_keys_is_bounded),
         cmocka_unit_test(test_stale_head_is_shed_not_served),
+        cmocka_unit_test(test_late_tenant_keeps_its_turn),
         cmocka_unit_test(test_unnamed_keys_share_the_default_class),
         cmocka_unit_test(test_served_waiter_is_not_read_after_its_wake_up),
     };
