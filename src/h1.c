@@ -19,6 +19,7 @@
 #include <openssl/err.h>
 
 #include <sluice/h2.h>
+#include <sluice/headw.h>
 #include <sluice/http1.h>
 #include <sluice/log.h>
 #include <sluice/request.h>
@@ -255,37 +256,45 @@ static void h1_free(struct conn *c)
 
 /* ---- from the request ---- */
 
-static void add_field(struct evbuffer *o, const char *name, size_t nl, const char *v, size_t vl)
-{
-    evbuffer_add(o, name, nl);
-    evbuffer_add(o, ": ", 2);
-    evbuffer_add(o, v, vl);
-    evbuffer_add(o, "\r\n", 2);
-}
-
-/* The framing fields of a response head (not a tunnel's); 1 if its body goes chunked. */
+/* The framing fields of a response head (not a tunnel's). */
 static void framing_fields(struct request *r, const struct http1_msg *m, int chunk_out,
-                           struct evbuffer *o)
+                           struct headw *o)
 {
-    if (m->body == HTTP1_BODY_LENGTH)
-        evbuffer_add_printf(o, "Content-Length: %" PRIu64 "\r\n", m->content_length);
-    else if (chunk_out)
-        evbuffer_add(o, "Transfer-Encoding: chunked\r\n", 28);
-    else if (m->body == HTTP1_BODY_NONE && m->status != 204 && m->status != 304) {
+    if (m->body == HTTP1_BODY_LENGTH) {
+        headw_add(o, "Content-Length: ", 16);
+        headw_u64(o, m->content_length);
+        headw_add(o, "\r\n", 2);
+    } else if (chunk_out) {
+        headw_add(o, "Transfer-Encoding: chunked\r\n", 28);
+    } else if (m->body == HTTP1_BODY_NONE && m->status != 204 && m->status != 304) {
         const struct http1_header *cl = http1_find(m, HTTP1_H_CONTENT_LENGTH);
         if (cl) /* a HEAD answer states the length of what GET would send */
-            add_field(o, "Content-Length", 14, cl->value, cl->value_len);
+            headw_field(o, "Content-Length", 14, cl->value, cl->value_len);
     }
     if (!r->keep_alive)
-        evbuffer_add(o, "Connection: close\r\n", 19);
+        headw_add(o, "Connection: close\r\n", 19);
     else if (r->minor == 0)
-        evbuffer_add(o, "Connection: keep-alive\r\n", 24);
+        headw_add(o, "Connection: keep-alive\r\n", 24);
+}
+
+static void status_line(struct headw *o, int status, const char *reason, size_t rlen)
+{
+    headw_add(o, "HTTP/1.1 ", 9);
+    headw_u64(o, (uint64_t)status);
+    headw_add(o, " ", 1);
+    headw_add(o, reason, rlen);
+    headw_add(o, "\r\n", 2);
+}
+
+static void rid_field(struct headw *o, const struct request *r)
+{
+    headw_field(o, "X-Request-ID", 12, r->rid, strlen(r->rid));
 }
 
 static int h1_resp_head(struct request *r, const struct http1_msg *m)
 {
-    struct evbuffer *o = output_of(r->c);
-    size_t before = evbuffer_get_length(o);
+    struct headw o;
+    headw_init(&o, output_of(r->c));
     int tunnel = m->status == 101 && r->upgrade;
     int chunk_out = 0;
     if (m->body == HTTP1_BODY_CHUNKED || m->body == HTTP1_BODY_CLOSE) {
@@ -295,50 +304,50 @@ static int h1_resp_head(struct request *r, const struct http1_msg *m)
     }
     if (!r->req.done || r->cli_eof)
         r->keep_alive = 0; /* the rest of the request body cannot be skipped safely */
-    evbuffer_add_printf(o, "HTTP/1.1 %d ", m->status);
-    evbuffer_add(o, m->reason, m->reason_len);
-    evbuffer_add(o, "\r\n", 2);
+    status_line(&o, m->status, m->reason, m->reason_len);
     int has_rid = 0;
     for (size_t i = 0; i < m->num_headers; i++) {
         const struct http1_header *h = &m->headers[i];
         if (h->hop)
             continue;
         has_rid |= h->id == HTTP1_H_X_REQUEST_ID;
-        add_field(o, h->name, h->name_len, h->value, h->value_len);
+        headw_field(&o, h->name, h->name_len, h->value, h->value_len);
     }
     if (!has_rid)
-        evbuffer_add_printf(o, "X-Request-ID: %s\r\n", r->rid);
+        rid_field(&o, r);
     if (tunnel) {
         const struct http1_header *u = http1_find(m, HTTP1_H_UPGRADE);
-        evbuffer_add(o, "Connection: upgrade\r\n", 21);
+        headw_add(&o, "Connection: upgrade\r\n", 21);
         if (u)
-            add_field(o, "Upgrade", 7, u->value, u->value_len);
+            headw_field(&o, "Upgrade", 7, u->value, u->value_len);
     } else {
-        framing_fields(r, m, chunk_out, o);
+        framing_fields(r, m, chunk_out, &o);
     }
-    evbuffer_add(o, "\r\n", 2);
-    r->bytes_out += evbuffer_get_length(o) - before;
+    headw_add(&o, "\r\n", 2);
+    r->bytes_out += headw_end(&o);
     return chunk_out;
 }
 
 static void h1_answer(struct request *r, int status, const char *reason, const char *code,
                       const char *extra, const char *body, size_t blen)
 {
-    struct evbuffer *out = output_of(r->c);
-    size_t before = evbuffer_get_length(out);
-    evbuffer_add_printf(out,
-                        "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
-                        "%sX-Sluice-Error: %s\r\n",
-                        status, reason, blen, r->keep_alive ? "" : "Connection: close\r\n",
-                        code);
+    struct headw o;
+    headw_init(&o, output_of(r->c));
+    status_line(&o, status, reason, strlen(reason));
+    headw_add(&o, "Content-Type: text/plain\r\nContent-Length: ", 42);
+    headw_u64(&o, blen);
+    headw_add(&o, "\r\n", 2);
+    if (!r->keep_alive)
+        headw_add(&o, "Connection: close\r\n", 19);
+    headw_field(&o, "X-Sluice-Error", 14, code, strlen(code));
     if (r->rid[0])
-        evbuffer_add_printf(out, "X-Request-ID: %s\r\n", r->rid);
+        rid_field(&o, r);
     if (extra)
-        evbuffer_add(out, extra, strlen(extra));
-    evbuffer_add(out, "\r\n", 2);
+        headw_str(&o, extra);
+    headw_add(&o, "\r\n", 2);
     if (r->meth != HTTP1_M_HEAD)
-        evbuffer_add(out, body, blen);
-    r->bytes_out += evbuffer_get_length(out) - before;
+        headw_add(&o, body, blen);
+    r->bytes_out += headw_end(&o);
 }
 
 static struct evbuffer *h1_sink(struct request *r)

@@ -19,6 +19,7 @@
 #include <event2/event.h>
 #include <openssl/err.h>
 
+#include <sluice/headw.h>
 #include <sluice/http1.h>
 #include <sluice/log.h>
 #include <sluice/queue.h>
@@ -66,23 +67,22 @@ int ups_build_head(struct request *r, const struct http1_msg *m)
 {
     if (!r->head_out && !(r->head_out = evbuffer_new()))
         return -1;
-    struct evbuffer *o = r->head_out;
+    evbuffer_drain(r->head_out, evbuffer_get_length(r->head_out));
+    struct headw o;
+    headw_init(&o, r->head_out);
     const struct http1_header *xff = NULL, *host = m->host >= 0 ? &m->headers[m->host] : NULL;
-    evbuffer_drain(o, evbuffer_get_length(o));
-    evbuffer_add(o, m->method, m->method_len);
-    evbuffer_add(o, m->slash_missing ? " /" : " ", m->slash_missing ? 2 : 1);
-    evbuffer_add(o, m->target, m->target_len);
-    evbuffer_add(o, " HTTP/1.1\r\n", 11);
+    headw_add(&o, m->method, m->method_len);
+    headw_add(&o, m->slash_missing ? " /" : " ", m->slash_missing ? 2 : 1);
+    headw_add(&o, m->target, m->target_len);
+    headw_add(&o, " HTTP/1.1\r\n", 11);
     if (m->authority) { /* absolute-form: its authority replaces Host (RFC 9112 3.2.2) */
-        evbuffer_add(o, "Host: ", 6);
-        evbuffer_add(o, m->authority, m->authority_len);
-        evbuffer_add(o, "\r\n", 2);
+        headw_field(&o, "Host", 4, m->authority, m->authority_len);
     } else if (!host) {
         /* HTTP/1.0 may omit Host; the HTTP/1.1 request we send must not (RFC 9112 3.2):
          * name the address the client connected to */
         char addr[80];
         local_address(r, addr, sizeof addr);
-        evbuffer_add_printf(o, "Host: %s\r\n", addr);
+        headw_field(&o, "Host", 4, addr, strlen(addr));
     }
     for (size_t i = 0; i < m->num_headers; i++) {
         const struct http1_header *h = &m->headers[i];
@@ -96,39 +96,40 @@ int ups_build_head(struct request *r, const struct http1_msg *m)
             xff = h; /* appended below, all values joined in order */
             continue;
         }
-        evbuffer_add(o, h->name, h->name_len);
-        evbuffer_add(o, ": ", 2);
-        evbuffer_add(o, h->value, h->value_len);
-        evbuffer_add(o, "\r\n", 2);
+        headw_field(&o, h->name, h->name_len, h->value, h->value_len);
     }
-    evbuffer_add(o, "X-Forwarded-For: ", 17);
+    headw_add(&o, "X-Forwarded-For: ", 17);
     if (xff) {
         for (size_t i = 0; i < m->num_headers; i++)
             if (m->headers[i].id == HTTP1_H_X_FORWARDED_FOR && m->headers[i].value_len) {
-                evbuffer_add(o, m->headers[i].value, m->headers[i].value_len);
-                evbuffer_add(o, ", ", 2);
+                headw_add(&o, m->headers[i].value, m->headers[i].value_len);
+                headw_add(&o, ", ", 2);
             }
     }
-    evbuffer_add_printf(o, "%s\r\nX-Forwarded-Proto: %s\r\n", r->c->peer, r->c->tls ? "https" : "http");
+    headw_str(&o, r->c->peer);
+    headw_add(&o, "\r\nX-Forwarded-Proto: ", 21);
+    headw_str(&o, r->c->tls ? "https" : "http");
+    headw_add(&o, "\r\n", 2);
     const char *fh = m->authority ? m->authority : host ? host->value : NULL;
     size_t fhl = m->authority ? m->authority_len : host ? host->value_len : 0;
-    if (fhl) {
-        evbuffer_add(o, "X-Forwarded-Host: ", 18);
-        evbuffer_add(o, fh, fhl);
-        evbuffer_add(o, "\r\n", 2);
+    if (fhl)
+        headw_field(&o, "X-Forwarded-Host", 16, fh, fhl);
+    headw_field(&o, "X-Request-ID", 12, r->rid, strlen(r->rid));
+    if (r->body_kind == HTTP1_BODY_LENGTH) {
+        headw_add(&o, "Content-Length: ", 16);
+        headw_u64(&o, r->body_len);
+        headw_add(&o, "\r\n", 2);
+    } else if (r->body_chunk_out) {
+        headw_add(&o, "Transfer-Encoding: chunked\r\n", 28);
     }
-    evbuffer_add_printf(o, "X-Request-ID: %s\r\n", r->rid);
-    if (r->body_kind == HTTP1_BODY_LENGTH)
-        evbuffer_add_printf(o, "Content-Length: %" PRIu64 "\r\n", r->body_len);
-    else if (r->body_chunk_out)
-        evbuffer_add(o, "Transfer-Encoding: chunked\r\n", 28);
     if (m->upgrade) {
         const struct http1_header *u = http1_find(m, HTTP1_H_UPGRADE);
-        evbuffer_add(o, "Connection: upgrade\r\nUpgrade: ", 30);
-        evbuffer_add(o, u->value, u->value_len);
-        evbuffer_add(o, "\r\n", 2);
+        headw_add(&o, "Connection: upgrade\r\nUpgrade: ", 30);
+        headw_add(&o, u->value, u->value_len);
+        headw_add(&o, "\r\n", 2);
     }
-    evbuffer_add(o, "\r\n", 2);
+    headw_add(&o, "\r\n", 2);
+    headw_end(&o);
     return 0;
 }
 
