@@ -288,7 +288,8 @@ static int model_figure(struct scale *s, const struct scale_input *in)
         return s->model;
     struct sizing_load l = in->load;
     l.headroom = l.headroom != 0 ? l.headroom : SIZING_HEADROOM_AUTO;
-    s->model = sizing_required(&l, c->target_wait_ms / 1000.0, 1 - c->epsilon, c->max_workers);
+    s->model = sizing_required_near(&l, c->target_wait_ms / 1000.0, 1 - c->epsilon,
+                                    c->max_workers, s->model);
     s->model_ms = in->now_ms;
     s->model_requests = sizing_requests(&l);
     s->model_headroom = s->model > 0 ? sizing_headroom(&l) : 0;

@@ -170,7 +170,55 @@ double sizing_tail(const struct sizing_load *l, int c, double wait_s)
     return tail;
 }
 
+/* One simulation's verdict for c workers: the share late is within eps. */
+struct trial {
+    const struct sizing_load *l;
+    const struct sampler *sm;
+    double wait_s, eps, *heap;
+};
+
+static int fits(const struct trial *t, int c)
+{
+    return simulate(t->l, t->sm, c, t->wait_s, t->heap) <= t->eps;
+}
+
+/* From a hint (the last answer, which the load seldom moves far from): bad < good found by
+ * steps doubling away from it, in 2 simulations when it still holds, instead of a search of
+ * the whole range (each simulation replays the whole window: ~120 ms at 25,000 req/s). *good
+ * stays most + 1 when nothing at most was tried. */
+static void bracket(const struct trial *t, int hint, int most, int *bad, int *good)
+{
+    if (hint <= *bad || hint > most)
+        return;
+    if (fits(t, hint)) {
+        *good = hint;
+        for (int step = 1; *good - step > *bad; step *= 2) {
+            if (!fits(t, *good - step)) {
+                *bad = *good - step;
+                return;
+            }
+            *good -= step;
+        }
+        return;
+    }
+    *bad = hint;
+    for (int step = 1; *bad < most; step *= 2) {
+        int c = *bad + step < most ? *bad + step : most;
+        if (fits(t, c)) {
+            *good = c;
+            return;
+        }
+        *bad = c;
+    }
+}
+
 int sizing_required(const struct sizing_load *l, double wait_s, double quantile, int most)
+{
+    return sizing_required_near(l, wait_s, quantile, most, 0);
+}
+
+int sizing_required_near(const struct sizing_load *l, double wait_s, double quantile, int most,
+                         int hint)
 {
     if (most < 1)
         most = 1;
@@ -181,20 +229,25 @@ int sizing_required(const struct sizing_load *l, double wait_s, double quantile,
     int answer = 0;
     if (!sm || !heap || !usable(l, sm))
         goto out;
-    double eps = 1 - quantile, a = (double)arrivals_of(l) / l->seconds * sm->mean_s;
-    if (simulate(l, sm, most, wait_s, heap) > eps) {
-        answer = most + 1;
-        goto out;
-    }
+    struct trial t = {l, sm, wait_s, 1 - quantile, heap};
+    double a = (double)arrivals_of(l) / l->seconds * sm->mean_s;
     /* bad < good: fewer than the offered load (a, in erlangs) never keep up */
-    int bad = (int)ceil(a) - 1, good = most;
-    if (bad >= good)
-        bad = good - 1;
+    int bad = (int)ceil(a) - 1, good = most + 1;
+    if (bad >= most)
+        bad = most - 1;
     if (bad < 0)
         bad = 0;
+    bracket(&t, hint, most, &bad, &good);
+    if (good > most) {
+        if (bad >= most || !fits(&t, most)) {
+            answer = most + 1;
+            goto out;
+        }
+        good = most;
+    }
     while (good - bad > 1) {
         int mid = bad + (good - bad) / 2;
-        if (simulate(l, sm, mid, wait_s, heap) <= eps)
+        if (fits(&t, mid))
             good = mid;
         else
             bad = mid;

@@ -70,4 +70,9 @@ double sizing_tail(const struct sizing_load *l, int c, double wait_s);
  * `most` do not keep it; 0 when the window holds too little. */
 int sizing_required(const struct sizing_load *l, double wait_s, double quantile, int most);
 
+/* The same answer, searched from hint (the last one; 0: none): 2 simulations when it still
+ * holds, instead of about log2(most). */
+int sizing_required_near(const struct sizing_load *l, double wait_s, double quantile, int most,
+                         int hint);
+
 #endif

@@ -174,6 +174,27 @@ static void test_a_light_minute_still_sizes_the_load(void **state)
     assert_int_equal(sizing_required(&l, 0.5, 0.95, 64), 6);
 }
 
+/* Searched from the last answer (scale.c passes it), the answer is the same for every
+ * hint, near or far, too low or too high, and at the bounds; when the hint still holds it
+ * takes 2 simulations instead of a search of the whole range. */
+static void test_a_hint_changes_the_time_not_the_answer(void **state)
+{
+    (void)state;
+    static struct workload w;
+    make(&w, 40, 1, CACHE_HEAVY, 0.1, 0.003);
+    struct sizing_load l = load_of(&w);
+    l.headroom = SIZING_HEADROOM_AUTO;
+    for (int most = 6; most <= 64; most += 58) { /* 6: at most most + 1 is the answer */
+        int plain = sizing_required(&l, 0.1, 0.95, most);
+        assert_true(plain > 0);
+        for (int hint = 0; hint <= most + 2; hint++)
+            assert_int_equal(sizing_required_near(&l, 0.1, 0.95, most, hint), plain);
+    }
+    make(&w, 0.5, 0, LOGNORMAL, 0.1, 0); /* too little data: 0 whatever the hint */
+    l = load_of(&w);
+    assert_int_equal(sizing_required_near(&l, 0.5, 0.95, 64, 7), 0);
+}
+
 static void test_too_little_data(void **state)
 {
     (void)state;
@@ -191,6 +212,7 @@ int main(void)
         cmocka_unit_test(test_tail_falls_with_workers),
         cmocka_unit_test(test_the_issues_workloads),
         cmocka_unit_test(test_a_light_minute_still_sizes_the_load),
+        cmocka_unit_test(test_a_hint_changes_the_time_not_the_answer),
         cmocka_unit_test(test_too_little_data),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
