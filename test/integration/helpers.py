@@ -39,11 +39,40 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime
 
 # ---------------------------------------------------------------- ports and waiting
 
+_PORTS_LO, _PORTS_HI = 20000, 32768  # below Linux's ephemeral range (32768-60999 here)
+_next_port = None
+
+
+def _port_block():
+    """This test process's own ports: the range split between pytest-xdist's workers (and
+    the process that runs without them)."""
+    n = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    w = os.environ.get("PYTEST_XDIST_WORKER", "")
+    i = int(w[2:]) + 1 if w.startswith("gw") else 0
+    size = (_PORTS_HI - _PORTS_LO) // (n + 1)
+    return _PORTS_LO + i * size, _PORTS_LO + (i + 1) * size
+
+
 def free_port():
-    """A port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1 that nothing is bound to right now, from this process's own
+    block, handed out in turn. Not bind(0): that gives an ephemeral port, which another
+    xdist worker's bind(0) or any outgoing connection's source port may take before the
+    server the test starts binds it (seen under TSan: a sluice could not listen, and its
+    test's request reached another test's server)."""
+    global _next_port
+    lo, hi = _port_block()
+    if _next_port is None or not lo <= _next_port < hi:
+        _next_port = lo
+    for _ in range(hi - lo):
+        port = _next_port
+        _next_port = lo if _next_port + 1 >= hi else _next_port + 1
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port in %d-%d" % (lo, hi))
 
 
 def port_open(port, timeout=0.2):
