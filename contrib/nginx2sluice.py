@@ -59,7 +59,7 @@ SLUICE_KEYS = {
         "workers_min": ("int", 1, 100000), "workers_max": ("int", 1, 100000),
         "max_fails": ("int", 0, 1000), "fail_timeout": ("dur", 0, 3600000),
         "connect_timeout": ("dur", 1, 600000), "read_timeout": ("dur", 1, 3600000),
-        "keepalive": ("int", 0, 10000), "idle_timeout": ("dur", 1, 3600000),
+        "keepalive": ("autoint", 0, 10000), "idle_timeout": ("dur", 1, 3600000),
         "health_check": ("str",), "health_interval": ("dur", 100, 3600000),
         "health_timeout": ("dur", 10, 600000), "rise": ("int", 1, 100),
         "fall": ("int", 1, 100), "health_status": ("int", 100, 599),

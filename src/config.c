@@ -14,7 +14,7 @@
 #include <string.h>
 
 enum key_type { K_STR, K_INT, K_DURATION, K_SIZE, K_THREADS, K_LEVEL, K_LIST, K_BOOL, K_DOUBLE,
-                K_FAILURE, K_WORKERS, K_SCALE_MODE, K_RATE, K_AUTO_DURATION };
+                K_FAILURE, K_WORKERS, K_SCALE_MODE, K_RATE, K_AUTO_DURATION, K_KEEPALIVE };
 
 struct key_def {
     const char *name;
@@ -69,7 +69,7 @@ static const struct key_def backend_keys[] = {
     {"fail_timeout", K_DURATION, B(fail_timeout_ms), "10s", 0, 3600000},
     {"connect_timeout", K_DURATION, B(connect_timeout_ms), "5s", 1, 600000},
     {"read_timeout", K_DURATION, B(read_timeout_ms), "60s", 1, 3600000},
-    {"keepalive", K_INT, B(keepalive), "32", 0, 10000},
+    {"keepalive", K_KEEPALIVE, B(keepalive), "auto", 0, 10000},
     {"idle_timeout", K_DURATION, B(idle_timeout_ms), "1s", 1, 3600000},
     {"health_check", K_STR, B(health_check), NULL, 0, 0},
     {"health_interval", K_DURATION, B(health_interval_ms), "5s", 100, 3600000},
@@ -239,6 +239,16 @@ static int store(const struct key_def *d, char *base, const char *v, const char 
         }
         *why = d->type == K_THREADS ? "expected 'auto' or 1..256"
                                     : "expected 'auto' or a whole number 0..100000";
+        if (parse_int_range(v, d->min, d->max, &n) < 0)
+            return -1;
+        *(int *)(base + d->off) = (int)n;
+        return 0;
+    case K_KEEPALIVE: /* auto: -1, at least KEEPALIVE_AUTO_MIN, more while more are in use */
+        if (strcmp(v, "auto") == 0) {
+            *(int *)(base + d->off) = -1;
+            return 0;
+        }
+        *why = "expected 'auto' or a whole number 0..10000";
         if (parse_int_range(v, d->min, d->max, &n) < 0)
             return -1;
         *(int *)(base + d->off) = (int)n;

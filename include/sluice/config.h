@@ -30,7 +30,7 @@ struct backend_conf {
     uint32_t fail_timeout_ms;    /* [10s] */
     uint32_t connect_timeout_ms; /* [5s] */
     uint32_t read_timeout_ms;    /* [60s] time to wait for response bytes */
-    int keepalive;               /* [32] idle upstream connections kept per thread */
+    int keepalive;               /* [auto: -1] idle upstream connections kept per thread */
     uint32_t idle_timeout_ms;    /* [1s] an idle pooled connection is closed after this */
     char *health_check;          /* owned: path for active checks; NULL = none */
     uint32_t health_interval_ms; /* [5s] */
@@ -182,5 +182,8 @@ int config_parse_duration(const char *s, uint32_t *ms);
 
 /* Parse "512", "16k", "64m", "1g" into bytes. 0 ok, -1 bad. */
 int config_parse_size(const char *s, uint64_t *bytes);
+
+/* keepalive = auto keeps at least this many idle connections per thread (worker.c) */
+#define KEEPALIVE_AUTO_MIN 32
 
 #endif

@@ -27,6 +27,9 @@ struct upconn;
 struct pool {
     struct upconn *head; /* doubly linked through upconn.prev/next */
     int count;
+    int peak;            /* keepalive = auto: the most requests the backend had in flight
+                          * when this thread sent one, since peak_ms */
+    uint64_t peak_ms;
 };
 
 #define WORKER_MAX_LISTEN (2 * CONFIG_MAX_LIST)

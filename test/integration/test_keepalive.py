@@ -1,8 +1,9 @@
 """Keep-alive on both sides: pooled upstream connections, sync backends that close every
 response, idle client connections, and pipelining."""
+import threading
 import time
 
-from helpers import SLOW, Conn
+from helpers import SLOW, Conn, request, status_json, wait_port
 
 
 def test_upstream_connections_are_reused_with_a_gthread_backend(backend_factory, sluice_factory):
@@ -65,6 +66,37 @@ def test_idle_client_connection_is_closed_quietly_after_keepalive_timeout(
     assert closed, "idle keep-alive connection still open after %.1fs" % elapsed
     assert extra == b"", "sluice sent bytes on an idle connection: %r" % extra[:200]
     assert 0.5 <= elapsed <= 4 * SLOW, "closed after %.2fs, keepalive_timeout is 1s" % elapsed
+
+
+def test_backend_connections_are_kept_for_as_many_requests_as_were_in_flight(
+        backend_factory, sluice_factory, free_port):
+    """keepalive = auto (the default): a wave of 100 requests in flight at once (more than
+    the 32 a thread kept before, as HTTP/2 clients send) leaves their backend connections
+    open, and the next wave uses them instead of connecting again (with keepalive = 32 it
+    opened 68)."""
+    a = backend_factory("a", workers=2, worker_class="gthread", threads=64)
+    admin = free_port()
+    # one thread: with two, the kernel shares the waves' connections out between the
+    # threads' listeners anew each time, and each thread keeps its own pool
+    s = sluice_factory([a], proxy={"threads": "1"},
+                       backend_opts={"keepalive": None},  # the default: auto
+                       extra="[admin]\nlisten = 127.0.0.1:%d\n" % admin)
+    wait_port(admin, 15 * SLOW, s.proc, "sluice admin listener")
+
+    def wave():
+        out = []
+        ths = [threading.Thread(target=lambda: out.append(
+            request(s.port, "GET", "/slow?ms=300", timeout=30 * SLOW).status)) for _ in range(100)]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join(60)
+        assert out == [200] * 100, out
+        return status_json(admin)["totals"]["upstream_connects"]
+    first = wave()
+    assert first >= 90, first  # the first wave had to open its connections
+    second = wave() - first
+    assert second <= 5, "the second wave opened %d backend connections" % second
 
 
 def test_pipelined_requests_are_answered_in_order(backend_factory, sluice_factory):

@@ -502,7 +502,7 @@ def test_converter_key_table_agrees_with_src_config_c():
     types = {"K_DURATION": "dur", "K_SIZE": "size", "K_INT": "int", "K_DOUBLE": "double",
              "K_BOOL": "bool", "K_STR": "str", "K_LIST": "list", "K_THREADS": "threads",
              "K_LEVEL": "level", "K_WORKERS": "workers", "K_RATE": "double",
-             "K_AUTO_DURATION": "autodur"}
+             "K_AUTO_DURATION": "autodur", "K_KEEPALIVE": "autoint"}
     c = _c_tables()
     for table, section in (("proxy", "proxy"), ("backend", "backend"), ("tenant", "tenant"),
                            ("route", "route"), ("queue", "queue"), ("admin", "admin")):
@@ -512,7 +512,8 @@ def test_converter_key_table_agrees_with_src_config_c():
         for key, (ctype, lo, hi) in c[table].items():
             t = mine[key]
             assert t[0] == types[ctype], (table, key, t, ctype)
-            if t[0] in ("dur", "autodur", "size", "int", "double", "threads", "workers"):
+            if t[0] in ("dur", "autodur", "size", "int", "double", "threads", "workers",
+                        "autoint"):
                 assert tuple(t[1:3]) == (lo, hi), (table, key, t, lo, hi)
 
 
