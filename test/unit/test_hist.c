@@ -480,11 +480,31 @@ static void test_rate_window(void **state)
     assert_true(rate_window_per_s(&r, 300) == 5.0);
     assert_int_equal(rate_window_get(&r, 300, &count), 300);
     assert_int_equal(count, 1500);
-    rate_window_tick(&r, 405, 5); /* 400..403 skipped */
+    rate_window_tick(&r, 405, 5); /* 400..403 skipped: the 5 are spread over 400..404 */
     assert_int_equal(rate_window_get(&r, 10, &count), 10);
-    assert_int_equal(count, 6 + 4 + 6 + 4 + 6 + 5); /* 395..399 and 404 */
+    assert_int_equal(count, 6 + 4 + 6 + 4 + 6 + 5); /* 395..399 and 400..404 */
+    assert_int_equal(rate_window_get(&r, 5, &count), 5);
+    assert_int_equal(count, 5);
     assert_int_equal(rate_window_get(&r, 60, &count), 65); /* [340, 405) */
     assert_int_equal(count, 300 + 5);
+}
+
+/* A steady 100/s whose tick came a second late once (the main loop busy): every 10 s
+ * window read after a tick reads 100/s. With the late tick's 200 in its last second alone,
+ * the window that began at that second read 110 (test_scale's database-cap test did). */
+static void test_a_late_tick_is_spread_over_its_seconds(void **state)
+{
+    (void)state;
+    struct rate_window r;
+    rate_window_init(&r);
+    for (uint64_t t = 1; t <= 30; t++)
+        rate_window_tick(&r, t, 100);
+    rate_window_tick(&r, 32, 200); /* no tick in second 31 */
+    for (uint64_t t = 33; t <= 60; t++) {
+        rate_window_tick(&r, t, 100);
+        assert_true(rate_window_per_s(&r, 10) == 100.0);
+        assert_true(rate_window_per_s(&r, 60) == 100.0);
+    }
 }
 
 /* ------------------------------------------------------------------ threads */
@@ -571,6 +591,7 @@ int main(void)
         cmocka_unit_test(test_window_repeated_second),
         cmocka_unit_test(test_window_spans),
         cmocka_unit_test(test_rate_window),
+        cmocka_unit_test(test_a_late_tick_is_spread_over_its_seconds),
         cmocka_unit_test(test_one_writer_one_reader),
     };
     return cmocka_run_group_tests_name("hist", tests, NULL, NULL);
