@@ -131,7 +131,7 @@ static void check_config(const struct config *c)
         FUZZ_CHECK(in(b->weight, 1, 1000) && in(b->workers, -1, 100000) &&
                        in(b->workers_min, 1, 100000) && in(b->workers_max, 1, 100000) &&
                        b->workers_min <= b->workers_max && in(b->max_fails, 0, 1000) &&
-                       in(b->keepalive, 0, 10000) && in(b->rise, 1, 100) && in(b->fall, 1, 100) &&
+                       in(b->keepalive, -1, 10000) && in(b->rise, 1, 100) && in(b->fall, 1, 100) &&
                        in(b->health_status, 100, 599),
                    "backend %s: a value out of range", b->name);
         FUZZ_CHECK(!b->health_check || b->health_check[0] == '/', "health_check");
