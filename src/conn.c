@@ -37,7 +37,7 @@ void conn_timer_ms(struct conn *c, uint32_t ms)
 {
     struct timeval tv;
     ms_tv(&tv, ms);
-    evtimer_add(c->timer, &tv);
+    evtimer_add(&c->timer, &tv);
 }
 
 void conn_timeouts(struct conn *c, uint32_t read_ms)
@@ -45,12 +45,12 @@ void conn_timeouts(struct conn *c, uint32_t read_ms)
     struct timeval rt, wt;
     ms_tv(&rt, read_ms);
     ms_tv(&wt, cfg_of(c)->proxy.send_timeout_ms);
-    bufferevent_set_timeouts(c->bev, read_ms ? &rt : NULL, &wt);
+    sock_set_timeouts(&c->sk, read_ms ? &rt : NULL, &wt);
 }
 
 void conn_flush(struct conn *c)
 {
-    bev_flush_now(c->bev, c->tls);
+    sock_flush(&c->sk);
 }
 
 /* ---- lifetime ---- */
@@ -59,11 +59,10 @@ static void conn_destroy(struct conn *c)
 {
     if (c->codec)
         c->codec->free(c); /* its requests first: they may log with the connection's peer */
-    if (c->timer)
-        event_free(c->timer);
+    if (event_initialized(&c->timer))
+        event_del(&c->timer);
     runtime_unref(c->rt);
-    if (c->bev)
-        bufferevent_free(c->bev);
+    sock_close(&c->sk);
     struct worker *w = c->w;
     if (c->prev)
         c->prev->next = c->next;
@@ -98,24 +97,24 @@ void conn_linger(struct conn *c)
 {
     c->state = C_LINGER;
     if (c->tls) { /* no half-close under TLS: end on the next loop turn */
-        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+        sock_disable(&c->sk, EV_READ | EV_WRITE);
         conn_timer_ms(c, 0);
         return;
     }
-    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
-    bufferevent_disable(c->bev, EV_WRITE);
-    bufferevent_set_timeouts(c->bev, NULL, NULL);
-    bufferevent_enable(c->bev, EV_READ);
+    shutdown(sock_fd(&c->sk), SHUT_WR);
+    sock_disable(&c->sk, EV_WRITE);
+    sock_set_timeouts(&c->sk, NULL, NULL);
+    sock_enable(&c->sk, EV_READ);
     conn_timer_ms(c, LINGER_MS);
 }
 
 void conn_close_after_flush(struct conn *c)
 {
     c->state = C_CLOSING;
-    bufferevent_disable(c->bev, EV_READ);
-    evtimer_del(c->timer);
+    sock_disable(&c->sk, EV_READ);
+    evtimer_del(&c->timer);
     conn_flush(c);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+    if (evbuffer_get_length(sock_out(&c->sk)) == 0)
         conn_linger(c);
     else
         conn_timer_ms(c, cfg_of(c)->proxy.send_timeout_ms);
@@ -129,7 +128,7 @@ static int choose_protocol(struct conn *c)
     const unsigned char *p = NULL;
     unsigned int len = 0;
     c->proto_known = 1;
-    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    SSL *ssl = bufferevent_openssl_get_ssl(c->sk.bev);
     if (ssl)
         SSL_get0_alpn_selected(ssl, &p, &len);
     if (len == 2 && memcmp(p, "h2", 2) == 0 && h2_start(c) < 0) {
@@ -139,40 +138,39 @@ static int choose_protocol(struct conn *c)
     return 0;
 }
 
-static void read_cb(struct bufferevent *bev, void *arg)
+static void read_cb(struct sock *sk, void *arg)
 {
     struct conn *c = arg;
     if (c->tls && !c->proto_known) {
         if (choose_protocol(c) < 0 || c->codec != &h1_codec)
             return; /* HTTP/2 has read what came */
     }
-    bev_read_more(bev, c->tls);
     if (c->state == C_OPEN) {
         c->codec->read(c);
         return;
     }
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *in = sock_in(sk);
     evbuffer_drain(in, evbuffer_get_length(in)); /* lingering: read and drop */
 }
 
-static void write_cb(struct bufferevent *bev, void *arg)
+static void write_cb(struct sock *sk, void *arg)
 {
     struct conn *c = arg;
     if (c->state == C_OPEN) {
         c->codec->drained(c);
         return;
     }
-    if (c->state == C_CLOSING && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
-        evtimer_del(c->timer);
+    if (c->state == C_CLOSING && evbuffer_get_length(sock_out(sk)) == 0) {
+        evtimer_del(&c->timer);
         conn_linger(c);
     }
 }
 
-static void event_cb(struct bufferevent *bev, short what, void *arg)
+static void event_cb(struct sock *sk, short what, void *arg)
 {
     struct conn *c = arg;
-    (void)bev;
-    if (what == BEV_EVENT_CONNECTED) { /* TLS handshake done */
+    (void)sk;
+    if (what == SOCK_CONNECTED) { /* TLS handshake done */
         if (!c->proto_known)
             choose_protocol(c);
         return;
@@ -181,7 +179,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         c->codec->event(c, what);
         return;
     }
-    if (c->state == C_CLOSING && (what & BEV_EVENT_TIMEOUT))
+    if (c->state == C_CLOSING && (what & SOCK_TIMEOUT))
         stats_add(&c->w->stats, STAT_client_aborts, 1); /* it never took the answer */
     conn_free(c);
 }
@@ -212,21 +210,25 @@ static void peer_name(struct conn *c, const struct sockaddr *peer)
         snprintf(c->peer, sizeof c->peer, "unix");
 }
 
-static struct bufferevent *client_bev(struct worker *w, int fd, int tls)
+/* c's socket on fd (it owns fd from now on, even when this fails). 0, or -1. */
+static int client_sock(struct conn *c, int fd)
 {
-    if (!tls)
-        return bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    SSL *ssl = tls_server_ssl(w->rt->tls);
-    if (!ssl)
-        return NULL;
-    struct bufferevent *bev = bufferevent_openssl_socket_new(w->base, fd, ssl,
-                                                             BUFFEREVENT_SSL_ACCEPTING,
-                                                             BEV_OPT_CLOSE_ON_FREE);
-    if (bev)
-        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-    else
-        SSL_free(ssl);
-    return bev;
+    if (!c->tls)
+        return sock_plain(&c->sk, c->w->base, fd) < 0 ? (close(fd), -1) : 0;
+    SSL *ssl = tls_server_ssl(c->w->rt->tls);
+    struct bufferevent *bev = ssl ? bufferevent_openssl_socket_new(c->w->base, fd, ssl,
+                                                                   BUFFEREVENT_SSL_ACCEPTING,
+                                                                   BEV_OPT_CLOSE_ON_FREE)
+                                  : NULL;
+    if (!bev) {
+        if (ssl)
+            SSL_free(ssl);
+        close(fd);
+        return -1;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    sock_tls(&c->sk, bev);
+    return 0;
 }
 
 void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, int peerlen, int tls)
@@ -250,26 +252,21 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, int peer
     c->rt = w->rt;
     runtime_ref(c->rt);
     c->tls = tls;
-    c->bev = client_bev(w, fd, tls);
-    c->timer = evtimer_new(w->base, timer_cb, c);
-    if (!c->bev || !c->timer) {
-        if (!c->bev)
-            close(fd);
+    c->sk.fd = -1;
+    if (client_sock(c, fd) < 0) {
         conn_free(c);
         return;
     }
+    evtimer_assign(&c->timer, w->base, timer_cb, c);
     c->codec = &h1_codec;
-    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-    bufferevent_setwatermark(c->bev, EV_WRITE, LOW_WM, 0);
+    sock_setcb(&c->sk, read_cb, write_cb, event_cb, c);
     /* input held per connection: enough for the largest head allowed, no more than
      * that (a pipelining client waits in its socket, not in sluice's memory) */
     size_t head = c->rt->lim.max_head + 4096;
-    bufferevent_setwatermark(c->bev, EV_READ, 0, head > CLI_READ_WM ? head : CLI_READ_WM);
-    bufferevent_set_max_single_read(c->bev, MAX_IO);
-    bufferevent_set_max_single_write(c->bev, MAX_IO);
+    sock_set_read_max(&c->sk, head > CLI_READ_WM ? head : CLI_READ_WM);
     conn_timeouts(c, 0);
     c->state = C_OPEN;
-    bufferevent_enable(c->bev, c->tls ? EV_READ | EV_WRITE : EV_READ);
+    sock_enable(&c->sk, c->tls ? EV_READ | EV_WRITE : EV_READ);
     conn_timer_ms(c, cfg_of(c)->proxy.client_header_timeout_ms);
 }
 

@@ -39,12 +39,12 @@ static const struct config *cfg_of(const struct conn *c)
 
 static struct evbuffer *input_of(const struct conn *c)
 {
-    return bufferevent_get_input(c->bev);
+    return sock_in(&c->sk);
 }
 
 static struct evbuffer *output_of(const struct conn *c)
 {
-    return bufferevent_get_output(c->bev);
+    return sock_out(&c->sk);
 }
 
 /* ---- reading heads ---- */
@@ -60,7 +60,7 @@ static struct request *current(struct conn *c)
     r->src = input_of(c);
     c->req = r;
     c->nheads++;
-    c->head_scan = (struct head_scan){0, 0};
+    r->scan = (struct head_scan){0, 0};
     conn_timer_ms(c, cfg_of(c)->proxy.client_header_timeout_ms);
     return r;
 }
@@ -92,7 +92,7 @@ static void read_head(struct conn *c)
         conn_free(c); /* out of memory */
         return;
     }
-    size_t take = evbuf_head_span(in, r->rt->lim.max_head + 2, &c->head_scan);
+    size_t take = evbuf_head_span(in, r->rt->lim.max_head + 2, &r->scan);
     if (take == 0)
         return;
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)take);
@@ -103,8 +103,8 @@ static void read_head(struct conn *c)
     if (n == HTTP1_INCOMPLETE)
         return;
     stats_add(&w->stats, STAT_requests, 1);
-    evtimer_del(c->timer); /* the header deadline was met */
-    c->head_scan = (struct head_scan){0, 0};
+    evtimer_del(&c->timer); /* the header deadline was met */
+    r->scan = (struct head_scan){0, 0};
     if (n == HTTP1_ERROR) {
         r->bytes_in = take;
         req_error(r, status, parse_error_code(status),
@@ -162,8 +162,8 @@ static void h1_drained(struct conn *c)
         req_sink_drained(r);
         return;
     }
-    if (!(bufferevent_get_enabled(c->bev) & EV_READ)) { /* paused after a large response */
-        bufferevent_enable(c->bev, EV_READ);
+    if (!(sock_enabled(&c->sk) & EV_READ)) { /* paused after a large response */
+        sock_enable(&c->sk, EV_READ);
         if (evbuffer_get_length(input_of(c)) > 0)
             serve_heads(c);
     }
@@ -172,7 +172,7 @@ static void h1_drained(struct conn *c)
 static void h1_event(struct conn *c, short what)
 {
     struct request *r = c->req;
-    if (what & BEV_EVENT_TIMEOUT) {
+    if (what & SOCK_TIMEOUT) {
         if (r && (r->state == RQ_BODY || r->state == RQ_SENDING) && !r->req.done &&
             !r->resp_started) {
             req_error(r, 408, "body-timeout", "the request body did not arrive in time");
@@ -191,15 +191,15 @@ static void h1_event(struct conn *c, short what)
      * client that gave up: 499, its slot and queue place freed at once, as NGINX does
      * (proxy_ignore_client_abort off). Not under TLS: libevent's TLS bufferevent stops
      * writing (and its write timeout) on the peer's EOF, so nothing more could leave. */
-    if ((what & BEV_EVENT_EOF) && !c->tls && r && r->state == RQ_STREAMING && r->req.done &&
-        !(what & BEV_EVENT_ERROR)) {
+    if ((what & SOCK_EOF) && !c->tls && r && r->state == RQ_STREAMING && r->req.done &&
+        !(what & SOCK_ERROR)) {
         r->cli_eof = 1;
         r->keep_alive = 0;
         return;
     }
     if (!r) {
-        if (c->tls && c->nreq == 0 && (what & BEV_EVENT_ERROR)) {
-            unsigned long e = bufferevent_get_openssl_error(c->bev);
+        if (c->tls && c->nreq == 0 && (what & SOCK_ERROR)) {
+            unsigned long e = bufferevent_get_openssl_error(c->sk.bev);
             stats_add(&c->w->stats, STAT_tls_handshake_errors, 1);
             log_debug("tls", "handshake failed client=%s reason=%s", c->peer,
                       e ? ERR_reason_error_string(e) : "closed");
@@ -238,10 +238,10 @@ static void h1_drain(struct conn *c)
     int pending = 0; /* a request already in the socket is answered, not reset */
     if (!c->req && evbuffer_get_length(input_of(c)) == 0 &&
         evbuffer_get_length(output_of(c)) == 0 &&
-        ioctl(bufferevent_getfd(c->bev), FIONREAD, &pending) == 0 && pending == 0) {
+        ioctl(sock_fd(&c->sk), FIONREAD, &pending) == 0 && pending == 0) {
         /* FIN, then read and drop: a request sent just now meets an orderly close (which
          * clients retry) rather than a reset */
-        evtimer_del(c->timer);
+        evtimer_del(&c->timer);
         conn_linger(c);
     }
 }
@@ -371,14 +371,14 @@ static void h1_body_want(struct request *r, enum body_want want)
             conn_flush(c);
         }
         conn_timeouts(c, cfg_of(c)->proxy.client_body_timeout_ms);
-        bufferevent_enable(c->bev, EV_READ);
+        sock_enable(&c->sk, EV_READ);
         return;
     case BODY_PAUSE:
-        bufferevent_disable(c->bev, EV_READ);
+        sock_disable(&c->sk, EV_READ);
         return;
     case BODY_DONE:
         conn_timeouts(c, 0); /* reading stays on: a close is seen, the next head waits */
-        bufferevent_enable(c->bev, EV_READ);
+        sock_enable(&c->sk, EV_READ);
         return;
     }
 }
@@ -399,10 +399,10 @@ static void h1_end(struct request *r)
     conn_timeouts(c, 0);
     conn_timer_ms(c, cfg_of(c)->proxy.keepalive_timeout_ms);
     if (evbuffer_get_length(output_of(c)) > HIGH_WM) {
-        bufferevent_disable(c->bev, EV_READ); /* h1_drained reads again once it is taken */
+        sock_disable(&c->sk, EV_READ); /* h1_drained reads again once it is taken */
         return;
     }
-    bufferevent_enable(c->bev, EV_READ);
+    sock_enable(&c->sk, EV_READ);
     if (evbuffer_get_length(input_of(c)) == 0)
         return;
     if (c->busy)

@@ -145,7 +145,7 @@ static void send_frames(struct conn *c)
 static ssize_t send_cb(nghttp2_session *ss, const uint8_t *data, size_t len, int flags, void *arg)
 {
     struct conn *c = arg;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = sock_out(&c->sk);
     (void)ss;
     (void)flags;
     if (evbuffer_get_length(out) > HIGH_WM)
@@ -583,7 +583,7 @@ static void h2_abort(struct request *r)
 static void h2_read(struct conn *c)
 {
     struct h2 *h = c->h2;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = sock_in(&c->sk);
     h->started = 0;
     size_t len;
     while ((len = evbuffer_get_length(in)) > 0 && h->started < STREAMS_PER_WAKEUP) {
@@ -611,7 +611,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (c->state != C_OPEN)
         return;
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+    if (evbuffer_get_length(sock_in(&c->sk)) > 0) {
         h2_read(c); /* sends too */
         return;
     }
@@ -668,7 +668,7 @@ static int send_stalled(struct conn *c, uint64_t now)
     for (struct request *r = h->reqs; r; r = r->next)
         if (st_of(r)->out && evbuffer_get_length(st_of(r)->out) > 0)
             return 1;
-    return evbuffer_get_length(bufferevent_get_output(c->bev)) > 0;
+    return evbuffer_get_length(sock_out(&c->sk)) > 0;
 }
 
 static void goaway(struct conn *c, uint32_t err)

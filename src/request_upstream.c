@@ -30,13 +30,13 @@
 #include <sluice/upstream.h>
 #include <sluice/worker.h>
 
-static void up_read_cb(struct bufferevent *bev, void *arg);
-static void up_write_cb(struct bufferevent *bev, void *arg);
-static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+static void up_read_cb(struct sock *sk, void *arg);
+static void up_write_cb(struct sock *sk, void *arg);
+static void up_event_cb(struct sock *sk, short what, void *arg);
 
 static void flush_up(struct request *r)
 {
-    bev_flush_now(r->up->bev, r->up->b->tls != NULL);
+    sock_flush(&r->up->sk);
 }
 
 /* ---- the request head sent upstream ---- */
@@ -48,7 +48,7 @@ static void local_address(struct request *r, char *buf, size_t len)
     socklen_t sl = sizeof ss;
     char ip[INET6_ADDRSTRLEN] = "localhost";
     int port = 0;
-    if (getsockname(bufferevent_getfd(r->c->bev), (struct sockaddr *)&ss, &sl) == 0) {
+    if (getsockname(sock_fd(&r->c->sk), (struct sockaddr *)&ss, &sl) == 0) {
         if (ss.ss_family == AF_INET) {
             inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof ip);
             port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
@@ -141,23 +141,23 @@ static void up_timeouts(struct request *r, int reading)
     struct timeval rt, wt;
     ms_tv(&rt, bc->read_timeout_ms);
     ms_tv(&wt, bc->read_timeout_ms);
-    bufferevent_set_timeouts(r->up->bev, reading ? &rt : NULL, &wt);
+    sock_set_timeouts(&r->up->sk, reading ? &rt : NULL, &wt);
 }
 
 static void send_request_head(struct request *r)
 {
-    struct evbuffer *out = bufferevent_get_output(r->up->bev);
+    struct evbuffer *out = sock_out(&r->up->sk);
     size_t hl = evbuffer_get_length(r->head_out);
     evbuffer_add(out, evbuffer_pullup(r->head_out, -1), hl);
     if (r->bodybuf)
         evbuffer_add_buffer(out, r->bodybuf);
     req_advance(r, r->req.done ? RQ_WAITING : RQ_SENDING);
-    r->resp_scan = (struct head_scan){0, 0};
+    r->scan = (struct head_scan){0, 0};
     r->t_up_start = up_now_ms();
     r->t_sent_us = admit_now_ns() / 1000;
     r->inflight_at_send = up_inflight(r->backend);
     up_timeouts(r, r->req.done);
-    bufferevent_enable(r->up->bev, EV_READ);
+    sock_enable(&r->up->sk, EV_READ);
     flush_up(r);
     if (!r->req.done) {
         req_codec(r)->body_want(r, BODY_WANT);
@@ -172,33 +172,30 @@ static int new_upconn(struct request *r, struct backend *b)
         return -1;
     u->b = b;
     u->w = r->w;
-    u->bev = up_bufferevent(b, r->w->base);
-    if (!u->bev) {
+    if (up_sock(b, r->w->base, &u->sk) < 0) {
         free(u);
         return -1;
     }
     r->w->nupconns++;
     r->up = u;
-    bufferevent_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, r);
-    bufferevent_setwatermark(u->bev, EV_WRITE, LOW_WM, 0);
-    bufferevent_set_max_single_read(u->bev, MAX_IO);
-    bufferevent_set_max_single_write(u->bev, MAX_IO);
+    sock_setcb(&u->sk, up_read_cb, up_write_cb, up_event_cb, r);
     struct timeval ct;
     ms_tv(&ct, b->conf->connect_timeout_ms);
-    bufferevent_set_timeouts(u->bev, NULL, &ct);
+    sock_set_timeouts(&u->sk, NULL, &ct);
     stats_add(&r->w->stats, STAT_upstream_connects, 1);
-    if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&b->addr, (int)b->addrlen) < 0) {
+    const struct sockaddr *sa = (const struct sockaddr *)&b->addr;
+    if (sock_connect(&u->sk, sa, b->addrlen) < 0) {
         int e = EVUTIL_SOCKET_ERROR();
         if (e != EMFILE && e != ENFILE && e != ENOBUFS && e != ENOMEM)
             return -2; /* the backend's */
         /* out of descriptors here, not the backend's fault: an idle pooled connection
          * gives its descriptor, once */
         if (!worker_pool_evict(r->w) ||
-            bufferevent_socket_connect(u->bev, (struct sockaddr *)&b->addr, (int)b->addrlen) < 0)
+            sock_connect(&u->sk, sa, b->addrlen) < 0)
             return -3;
     }
     int one = 1;
-    setsockopt(bufferevent_getfd(u->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(sock_fd(&u->sk), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return 0;
 }
 
@@ -238,7 +235,7 @@ void ups_pick_and_connect(struct request *r, int from_queue)
     if (u) {
         u->reused = 1;
         r->up = u;
-        bufferevent_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, r);
+        sock_setcb(&u->sk, up_read_cb, up_write_cb, up_event_cb, r);
         stats_add(&r->w->stats, STAT_upstream_reuses, 1);
         send_request_head(r);
         return;
@@ -269,7 +266,7 @@ static void connect_failed(struct request *r)
 {
     struct backend *b = r->backend;
     up_fail(b, up_now_ms());
-    unsigned long tls_err = r->up && b->tls ? bufferevent_get_openssl_error(r->up->bev) : 0;
+    unsigned long tls_err = r->up && b->tls ? bufferevent_get_openssl_error(r->up->sk.bev) : 0;
     int sys_err = EVUTIL_SOCKET_ERROR();
     log_warn("upstream", "connect failed backend=%s address=%s attempt=%d reason=\"%s\" rid=%s",
              b->conf->name, b->conf->address, r->attempts,
@@ -319,33 +316,33 @@ static void finish_response(struct request *r, int upstream_reusable);
 
 /* TUNNEL (HTTP/1.1 only: an HTTP/2 request cannot ask for an upgrade): move what from has
  * read to to, stopping from over the high watermark. */
-static void tunnel_pump(struct bufferevent *from, struct bufferevent *to, int to_tls)
+static void tunnel_pump(struct sock *from, struct sock *to)
 {
-    evbuffer_add_buffer(bufferevent_get_output(to), bufferevent_get_input(from));
-    bev_flush_now(to, to_tls);
-    if (evbuffer_get_length(bufferevent_get_output(to)) > HIGH_WM)
-        bufferevent_disable(from, EV_READ);
+    evbuffer_add_buffer(sock_out(to), sock_in(from));
+    sock_flush(to);
+    if (evbuffer_get_length(sock_out(to)) > HIGH_WM)
+        sock_disable(from, EV_READ);
 }
 
 void ups_tunnel_client(struct request *r)
 {
-    r->bytes_in += evbuffer_get_length(bufferevent_get_input(r->c->bev));
-    tunnel_pump(r->c->bev, r->up->bev, r->up->b->tls != NULL);
+    r->bytes_in += evbuffer_get_length(sock_in(&r->c->sk));
+    tunnel_pump(&r->c->sk, &r->up->sk);
 }
 
 static void start_tunnel(struct request *r)
 {
-    struct bufferevent *cli = r->c->bev;
+    struct sock *cli = &r->c->sk;
     req_advance(r, RQ_TUNNEL);
     struct timeval t;
     ms_tv(&t, r->backend->conf->read_timeout_ms);
-    bufferevent_set_timeouts(cli, &t, NULL);
-    bufferevent_set_timeouts(r->up->bev, &t, NULL);
-    bufferevent_enable(cli, EV_READ);
-    bufferevent_enable(r->up->bev, EV_READ);
+    sock_set_timeouts(cli, &t, NULL);
+    sock_set_timeouts(&r->up->sk, &t, NULL);
+    sock_enable(cli, EV_READ);
+    sock_enable(&r->up->sk, EV_READ);
     r->req.done = 1;
     req_codec(r)->flush(r); /* the 101 head */
-    if (evbuffer_get_length(bufferevent_get_input(cli)) > 0) /* sent right after the head */
+    if (evbuffer_get_length(sock_in(cli)) > 0) /* sent right after the head */
         ups_tunnel_client(r);
 }
 
@@ -354,9 +351,9 @@ static void start_tunnel(struct request *r)
 static int read_response_head(struct request *r)
 {
     struct worker *w = r->w;
-    struct evbuffer *in = bufferevent_get_input(r->up->bev);
+    struct evbuffer *in = sock_in(&r->up->sk);
     for (;;) {
-        size_t take = evbuf_head_span(in, r->rt->lim.max_head + 2, &r->resp_scan);
+        size_t take = evbuf_head_span(in, r->rt->lim.max_head + 2, &r->scan);
         if (take == 0)
             return 0;
         const char *p = (const char *)evbuffer_pullup(in, (ssize_t)take);
@@ -374,7 +371,7 @@ static int read_response_head(struct request *r)
         r->up_tainted |= m.unsent_body;
         if (m.status >= 100 && m.status < 200 && !(m.status == 101 && r->upgrade)) {
             evbuffer_drain(in, (size_t)n); /* interim answers: sluice sent its own 100 */
-            r->resp_scan = (struct head_scan){0, 0};
+            r->scan = (struct head_scan){0, 0};
             continue;
         }
         r->t_up_end = up_now_ms();
@@ -392,7 +389,7 @@ static int read_response_head(struct request *r)
 static void pump_response(struct request *r, int eof)
 {
     const struct codec *cd = req_codec(r);
-    struct evbuffer *in = bufferevent_get_input(r->up->bev);
+    struct evbuffer *in = sock_in(&r->up->sk);
     struct evbuffer *out = cd->sink(r);
     size_t before = evbuffer_get_length(out);
     int rc = body_pump(&r->resp, in, out, eof);
@@ -415,7 +412,7 @@ static void pump_response(struct request *r, int eof)
     }
     cd->flush(r);
     if (evbuffer_get_length(out) > HIGH_WM)
-        bufferevent_disable(r->up->bev, EV_READ); /* ups_sink_drained reads again */
+        sock_disable(&r->up->sk, EV_READ); /* ups_sink_drained reads again */
 }
 
 /* The response is complete: pool or drop the backend connection, then end the request.
@@ -430,7 +427,7 @@ static void finish_response(struct request *r, int upstream_reusable)
     struct worker *w = r->w;
     if (r->up) {
         if (upstream_reusable && !w->draining) { /* worker_pool_put keeps only its generation's */
-            bufferevent_setcb(r->up->bev, NULL, NULL, NULL, NULL);
+            sock_setcb(&r->up->sk, NULL, NULL, NULL, NULL);
             worker_pool_put(w, r->up);
         } else {
             upconn_free(r->up);
@@ -448,7 +445,7 @@ static void finish_response(struct request *r, int upstream_reusable)
 
 void ups_pump_request(struct request *r)
 {
-    struct evbuffer *out = bufferevent_get_output(r->up->bev);
+    struct evbuffer *out = sock_out(&r->up->sk);
     size_t before = evbuffer_get_length(r->src);
     int rc = body_pump(&r->req, r->src, out, r->src_eof);
     r->bytes_in += before - evbuffer_get_length(r->src);
@@ -469,14 +466,13 @@ void ups_pump_request(struct request *r)
 void ups_sink_drained(struct request *r)
 {
     if ((r->state == RQ_STREAMING && r->up && !r->resp.done) || r->state == RQ_TUNNEL)
-        bufferevent_enable(r->up->bev, EV_READ);
+        sock_enable(&r->up->sk, EV_READ);
 }
 
 void upconn_free(struct upconn *u)
 {
     struct worker *w = u->w;
-    if (u->bev)
-        bufferevent_free(u->bev);
+    sock_close(&u->sk);
     free(u);
     w->nupconns--;
     worker_fd_check(w);
@@ -492,13 +488,12 @@ void ups_drop(struct request *r)
 
 /* ---- callbacks ---- */
 
-static void up_read_cb(struct bufferevent *bev, void *arg)
+static void up_read_cb(struct sock *sk, void *arg)
 {
     struct request *r = arg;
-    bev_read_more(bev, r->up->b->tls != NULL);
     if (r->state == RQ_TUNNEL) {
-        r->bytes_out += evbuffer_get_length(bufferevent_get_input(bev));
-        tunnel_pump(bev, r->c->bev, r->c->tls);
+        r->bytes_out += evbuffer_get_length(sock_in(sk));
+        tunnel_pump(sk, &r->c->sk);
         return;
     }
     if (r->state != RQ_SENDING && r->state != RQ_WAITING && r->state != RQ_STREAMING)
@@ -508,38 +503,38 @@ static void up_read_cb(struct bufferevent *bev, void *arg)
         if (h <= 0)
             return; /* more to come, or r was answered */
         if (r->state == RQ_TUNNEL) {
-            up_read_cb(bev, arg); /* what came after the 101 head */
+            up_read_cb(sk, arg); /* what came after the 101 head */
             return;
         }
     }
     pump_response(r, 0);
 }
 
-static void up_write_cb(struct bufferevent *bev, void *arg)
+static void up_write_cb(struct sock *sk, void *arg)
 {
     struct request *r = arg;
-    (void)bev;
+    (void)sk;
     if ((r->state == RQ_SENDING || r->state == RQ_STREAMING) && !r->req.done)
         req_codec(r)->body_want(r, BODY_WANT);
     else if (r->state == RQ_TUNNEL)
-        bufferevent_enable(r->c->bev, EV_READ);
+        sock_enable(&r->c->sk, EV_READ);
 }
 
 /* The tunnel's backend closed: what it sent goes on, then the client connection closes. */
 static void end_tunnel(struct request *r)
 {
-    evbuffer_add_buffer(req_codec(r)->sink(r), bufferevent_get_input(r->up->bev));
+    evbuffer_add_buffer(req_codec(r)->sink(r), sock_in(&r->up->sk));
     ups_drop(r);
     r->keep_alive = 0;
     req_finish(r);
 }
 
 /* The backend closed, failed or timed out. */
-static void up_event_cb(struct bufferevent *bev, short what, void *arg)
+static void up_event_cb(struct sock *sk, short what, void *arg)
 {
     struct request *r = arg;
-    (void)bev;
-    if (what & BEV_EVENT_CONNECTED) {
+    (void)sk;
+    if (what & SOCK_CONNECTED) {
         send_request_head(r);
         return;
     }
@@ -551,7 +546,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         end_tunnel(r);
         return;
     }
-    if (what & BEV_EVENT_TIMEOUT) {
+    if (what & SOCK_TIMEOUT) {
         up_fail(r->backend, up_now_ms());
         if (!r->resp_started)
             req_error(r, 504, "upstream-timeout", "the backend did not answer in time");
@@ -575,7 +570,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
     }
     if (r->state != RQ_STREAMING)
         return;
-    if ((what & BEV_EVENT_ERROR) && r->resp.kind == HTTP1_BODY_CLOSE && !r->resp.done) {
+    if ((what & SOCK_ERROR) && r->resp.kind == HTTP1_BODY_CLOSE && !r->resp.done) {
         /* a body that ends at close, ended by a reset: forward what came, then make the
          * client see a cut (no final chunk, no keep-alive), never a clean short answer */
         pump_response(r, 0);

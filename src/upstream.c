@@ -2,6 +2,7 @@
  * worker threads. inflight and down_until are atomics read on every pick; the failure
  * window takes a per-backend lock, touched only when something failed or recovered. */
 #include <sluice/upstream.h>
+#include <sluice/sock.h>
 
 #include <sluice/adaptive.h>
 #include <sluice/log.h>
@@ -380,4 +381,15 @@ struct bufferevent *up_bufferevent(struct backend *b, struct event_base *base)
     if (bev)
         bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
     return bev;
+}
+
+int up_sock(struct backend *b, struct event_base *base, struct sock *s)
+{
+    if (!b->tls)
+        return sock_plain(s, base, -1);
+    struct bufferevent *bev = up_bufferevent(b, base);
+    if (!bev)
+        return -1;
+    sock_tls(s, bev);
+    return 0;
 }

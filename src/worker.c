@@ -421,10 +421,10 @@ void worker_request_id(struct worker *w, char out[33])
 
 /* ---- idle upstream pool ---- */
 
-static void idle_event_cb(struct bufferevent *bev, short what, void *arg)
+static void idle_event_cb(struct sock *sk, short what, void *arg)
 {
     struct upconn *u = arg;
-    (void)bev;
+    (void)sk;
     (void)what;
     worker_pool_unlink(u->w, u);
     upconn_free(u);
@@ -432,13 +432,13 @@ static void idle_event_cb(struct bufferevent *bev, short what, void *arg)
 
 /* A backend that talks on an idle connection sent more than its last response's framing:
  * those bytes would be read as the next request's answer (another client's). Close it. */
-static void idle_read_cb(struct bufferevent *bev, void *arg)
+static void idle_read_cb(struct sock *sk, void *arg)
 {
     struct upconn *u = arg;
     stats_add(&u->w->stats, STAT_upstream_dirty, 1);
     log_warn("upstream", "backend=%s sent %zu bytes on an idle connection; closed it",
-             u->b->conf->name, evbuffer_get_length(bufferevent_get_input(bev)));
-    idle_event_cb(bev, 0, arg);
+             u->b->conf->name, evbuffer_get_length(sock_in(sk)));
+    idle_event_cb(sk, 0, arg);
 }
 
 /* What has arrived on idle u since its last response (and the loop has not read yet):
@@ -446,12 +446,12 @@ static void idle_read_cb(struct bufferevent *bev, void *arg)
  * TLS 1.3 server may send session tickets at any time). */
 static int idle_arrived(struct upconn *u)
 {
-    if (evbuffer_get_length(bufferevent_get_input(u->bev)) > 0)
+    if (evbuffer_get_length(sock_in(&u->sk)) > 0)
         return 1;
     if (u->b->tls)
         return 0;
     char c;
-    ssize_t n = recv(bufferevent_getfd(u->bev), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    ssize_t n = recv(sock_fd(&u->sk), &c, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n > 0)
         return 1;
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
@@ -523,8 +523,8 @@ struct upconn *worker_pool_get(struct worker *w, struct backend *b)
         if (got == 0) {
             /* off the loop entirely (a read or timeout already due is dropped with it): the
              * request enables reading, with its own timeouts, when it sends */
-            bufferevent_disable(u->bev, EV_READ);
-            bufferevent_set_timeouts(u->bev, NULL, NULL);
+            sock_disable(&u->sk, EV_READ);
+            sock_set_timeouts(&u->sk, NULL, NULL);
             return u;
         }
         if (got > 0)
@@ -557,9 +557,9 @@ void worker_pool_put(struct worker *w, struct upconn *u)
     uint32_t ms = u->b->conf->idle_timeout_ms;
     tv.tv_sec = ms / 1000;
     tv.tv_usec = (ms % 1000) * 1000;
-    bufferevent_setcb(u->bev, idle_read_cb, NULL, idle_event_cb, u);
-    bufferevent_set_timeouts(u->bev, &tv, NULL);
-    bufferevent_enable(u->bev, EV_READ);
+    sock_setcb(&u->sk, idle_read_cb, NULL, idle_event_cb, u);
+    sock_set_timeouts(&u->sk, &tv, NULL);
+    sock_enable(&u->sk, EV_READ);
 }
 
 void worker_pool_unlink(struct worker *w, struct upconn *u)

@@ -1,6 +1,6 @@
-/* bevio: the few things sluice does to a libevent bufferevent beyond libevent's own
- * scheduling, shared by client and backend connections: write-through flushing, one
- * larger read after a full 4 KiB one, and millisecond timevals. */
+/* bevio: what client and backend connections share about their buffers: the backpressure
+ * watermarks, finding a head's end in an evbuffer, millisecond timevals. The sockets
+ * themselves are sock.h's. */
 #ifndef SLUICE_BEVIO_H
 #define SLUICE_BEVIO_H
 
@@ -8,7 +8,6 @@
 #include <stdint.h>
 #include <sys/time.h>
 
-struct bufferevent;
 struct evbuffer;
 
 /* How far a head being read was looked at (evbuf_head_span): bytes searched for its end,
@@ -31,12 +30,6 @@ static inline void ms_tv(struct timeval *tv, uint32_t ms)
     tv->tv_sec = ms / 1000;
     tv->tv_usec = (ms % 1000) * 1000;
 }
-
-/* Write what bev's output holds now; keep its write event armed only while bytes remain. */
-void bev_flush_now(struct bufferevent *bev, int tls);
-
-/* After a full 4 KiB libevent read, take what else the socket holds in one readv. */
-void bev_read_more(struct bufferevent *bev, int tls);
 
 /* Bytes of in to give a head parser now (through the blank line, at most cap), or 0 to
  * wait: a head cut into many reads is searched and parsed in O(n) overall (hs: its state). */

@@ -1,4 +1,4 @@
-/* conn: one client connection: its socket (a libevent bufferevent, TLS or plain), its peer,
+/* conn: one client connection: its socket (sock.h: plain TCP or TLS), its peer,
  * its timer (header deadline, keep-alive idle, linger), its place in the worker's list, and
  * the codec that speaks its protocol (HTTP/1.1 in h1.c). The codec turns bytes into requests
  * (request.h) and their responses back into bytes; the connection knows nothing of HTTP.
@@ -13,8 +13,8 @@
 #include <sys/socket.h>
 
 #include <sluice/bevio.h>
+#include <sluice/sock.h>
 
-struct bufferevent;
 struct conn;
 struct event;
 struct evbuffer;
@@ -72,8 +72,8 @@ struct conn {
     struct worker *w;             /* borrowed */
     struct runtime *rt;           /* the generation its next request starts on (a reference) */
     struct conn *prev, *next;     /* the worker's list */
-    struct bufferevent *bev;      /* owned */
-    struct event *timer;          /* owned: header deadline, keep-alive idle, linger */
+    struct sock sk;               /* the client socket */
+    struct event timer;           /* header deadline, keep-alive idle, linger */
     const struct codec *codec;
     struct request *req;          /* HTTP/1.1: the current request (owned) */
     struct h2 *h2;                /* HTTP/2: the session and its streams (owned, h2.c) */
@@ -87,12 +87,11 @@ struct conn {
     int tls;                      /* accepted on an HTTPS listener */
     int nreq;                     /* requests started on it */
     int nheads;                   /* HTTP/1.1: request heads begun on it */
-    struct head_scan head_scan;   /* HTTP/1.1: the request head being read */
-    char peer[64];
+    char peer[46];                /* INET6_ADDRSTRLEN */
 };
 
 /* Accepted client socket fd from peer: make its connection (it owns fd from now on).
- * tls: accepted on an HTTPS listener (the handshake runs inside the bufferevent). */
+ * tls: accepted on an HTTPS listener (the handshake runs inside its socket). */
 void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, int peerlen, int tls);
 
 /* Shutdown drain: idle connections close, busy ones finish what they do. */

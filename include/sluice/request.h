@@ -113,7 +113,8 @@ struct request {
     int attempts;
     int up_keep;                  /* the backend allows reuse of its connection */
     int up_tainted;               /* a head on it announced a body it must not carry */
-    struct head_scan resp_scan;   /* the backend's response head being read */
+    struct head_scan scan;        /* the head being read: the request's (HTTP/1.1, in HEAD),
+                                   * then the backend's response's */
     struct body req, resp;
     /* response */
     int status;

@@ -5,12 +5,13 @@
 
 #include <stdint.h>
 
+#include <sluice/sock.h>
+
 struct backend;
-struct bufferevent;
 struct worker;
 
 struct upconn {
-    struct bufferevent *bev; /* owned */
+    struct sock sk;          /* the backend socket */
     struct backend *b;       /* borrowed */
     struct worker *w;        /* borrowed */
     struct upconn *prev, *next; /* pool links while idle */

@@ -15,6 +15,7 @@ struct adaptive;
 struct backend_conf;
 struct series;
 struct bufferevent;
+struct sock;
 struct event_base;
 
 /* What a backend keeps across reloads; shared by every table that names it (refcounted). */
@@ -111,6 +112,9 @@ int up_check_result(struct backend *b, int pass, int status, uint64_t now_ms);
 /* An unconnected bufferevent for b on base: TLS (verified as configured) when b speaks
  * TLS. NULL when out of memory. */
 struct bufferevent *up_bufferevent(struct backend *b, struct event_base *base);
+
+/* s, a socket to b not yet connected: plain, or TLS (up_bufferevent). 0, or -1. */
+int up_sock(struct backend *b, struct event_base *base, struct sock *s);
 
 /* A request to b finished with a response: its latency (sent to complete, us) and b's
  * in-flight count when it was sent (itself included). Feeds workers = auto. */

@@ -1,0 +1,103 @@
+/* sock: a byte stream on one thread's libevent loop with an input and an output buffer:
+ * the part of a bufferevent sluice uses, without its cost on plain TCP. A plain socket is
+ * two raw events and two evbuffers that only its thread touches: it reads into the input
+ * without asking FIONREAD first, writes what is flushed at once (write-through), and keeps
+ * no deferred callbacks, rate limits or locks. A TLS socket is libevent's OpenSSL
+ * bufferevent behind the same calls (sock_tls).
+ *
+ * Callbacks: on_read after bytes were added to the input; on_write after a write left the
+ * output at or below LOW_WM (bevio.h); on_event with SOCK_* flags for a connect done or
+ * failed, EOF, an error or a timeout (reading or writing stops for that direction). A
+ * callback may close the socket; the socket touches nothing of itself after calling one. */
+#ifndef SLUICE_SOCK_H
+#define SLUICE_SOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <event2/event_struct.h>
+
+struct bufferevent;
+struct evbuffer;
+struct evbuffer_cb_entry;
+struct sock;
+
+/* on_event flags: the values of libevent's BEV_EVENT_* (a TLS socket passes them on). */
+#define SOCK_READING 0x01
+#define SOCK_WRITING 0x02
+#define SOCK_EOF 0x10
+#define SOCK_ERROR 0x20
+#define SOCK_TIMEOUT 0x40
+#define SOCK_CONNECTED 0x80
+
+typedef void (*sock_data_cb)(struct sock *s, void *arg);
+typedef void (*sock_event_cb)(struct sock *s, short what, void *arg);
+
+struct sock {
+    struct bufferevent *bev;       /* TLS: the stream (owned); NULL for plain TCP */
+    struct evbuffer *in, *out;     /* owned (plain); the bufferevent's (TLS) */
+    struct event rev;              /* plain: reading, assigned once fd is known */
+    struct event *wev;             /* plain: writing (owned), made when first needed: most
+                                    * client sockets never wait to write (-128 bytes each) */
+    struct event_base *base;       /* borrowed */
+    struct evbuffer_cb_entry *hwm_cb; /* plain: resumes reading when the input drains (made
+                                       * the first time reading stops at read_hwm) */
+    sock_data_cb on_read, on_write;
+    sock_event_cb on_event;
+    void *arg;
+    uint32_t rto_ms, wto_ms;       /* read and write timeouts (valid when has_*) */
+    uint32_t read_hwm;             /* input held at most before reading stops (0: no limit) */
+    int fd;                        /* plain: owned, -1 until connected */
+    int conn_err;                  /* plain: a connect refused at once, reported on the loop */
+    short enabled;                 /* EV_READ and EV_WRITE as asked (plain) */
+    unsigned has_rto : 1, has_wto : 1;
+    unsigned connecting : 1;       /* plain: a connect is under way */
+    unsigned held : 1;             /* plain: reading stopped at read_hwm */
+};
+
+/* A plain TCP socket on non-blocking fd (-1 for one to sock_connect): 0, s owns fd from
+ * now on; or -1 (no memory), fd is still the caller's. */
+int sock_plain(struct sock *s, struct event_base *base, int fd);
+
+/* A TLS socket: bev, an OpenSSL bufferevent, is owned by s from now on. */
+void sock_tls(struct sock *s, struct bufferevent *bev);
+
+/* Free what s owns and close its socket. s itself is the caller's. */
+void sock_close(struct sock *s);
+
+void sock_setcb(struct sock *s, sock_data_cb on_read, sock_data_cb on_write,
+                sock_event_cb on_event, void *arg);
+
+/* Connect to addr (non-blocking: SOCK_CONNECTED or an error comes to on_event; a refused
+ * connect too). -1 with errno set when no socket could be made or the address is bad. */
+int sock_connect(struct sock *s, const struct sockaddr *addr, socklen_t len);
+
+/* Reading (EV_READ) on or off; EV_WRITE on writes what the output holds, off stops. */
+void sock_enable(struct sock *s, short what);
+void sock_disable(struct sock *s, short what);
+short sock_enabled(const struct sock *s);
+
+/* Timeouts for reading and writing (NULL: none); a running one starts again. */
+void sock_set_timeouts(struct sock *s, const struct timeval *rd, const struct timeval *wr);
+
+/* Hold at most max input bytes: reading stops there until the input drains below it. */
+void sock_set_read_max(struct sock *s, size_t max);
+
+/* Write what the output holds now; the write event stays armed only while bytes remain. */
+void sock_flush(struct sock *s);
+
+int sock_fd(const struct sock *s);
+
+static inline struct evbuffer *sock_in(const struct sock *s)
+{
+    return s->in;
+}
+
+static inline struct evbuffer *sock_out(const struct sock *s)
+{
+    return s->out;
+}
+
+#endif
