@@ -340,6 +340,19 @@ void sock_setcb(struct sock *s, sock_data_cb on_read, sock_data_cb on_write,
 
 /* ---- switches ---- */
 
+int sock_handover(struct sock *s)
+{
+    if (s->bev || s->fd < 0) {
+        sock_disable(s, EV_READ);
+        sock_set_timeouts(s, NULL, NULL);
+        return 0;
+    }
+    s->has_rto = 0;
+    event_remove_timer(&s->rev); /* a timeout not yet due never fires now */
+    /* with no timer left, EV_TIMEOUT here means it fired and its callback is queued */
+    return event_pending(&s->rev, EV_TIMEOUT, NULL) ? -1 : 0;
+}
+
 void sock_enable(struct sock *s, short what)
 {
     if (s->bev) {

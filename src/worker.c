@@ -520,13 +520,11 @@ struct upconn *worker_pool_get(struct worker *w, struct backend *b)
          * run yet: that timeout may already be due in this loop turn */
         int got = up_now_ms() - u->idle_since_ms >= u->b->conf->idle_timeout_ms ? -1
                                                                                 : idle_arrived(u);
-        if (got == 0) {
-            /* off the loop entirely (a read or timeout already due is dropped with it): the
-             * request enables reading, with its own timeouts, when it sends */
-            sock_disable(&u->sk, EV_READ);
-            sock_set_timeouts(&u->sk, NULL, NULL);
+        /* reading stays armed, without the idle timeout: the request sets its own when it
+         * sends. A read already due runs the request's callback, which finds nothing (the
+         * peek above) or its response; an idle timeout already due means: not this one */
+        if (got == 0 && sock_handover(&u->sk) == 0)
             return u;
-        }
         if (got > 0)
             stats_add(&w->stats, STAT_upstream_dirty, 1);
         upconn_free(u);

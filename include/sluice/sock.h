@@ -79,6 +79,11 @@ void sock_enable(struct sock *s, short what);
 void sock_disable(struct sock *s, short what);
 short sock_enabled(const struct sock *s);
 
+/* An idle socket changes hands (a pooled backend connection taken by a request): reading
+ * stays armed (disarming and arming again costs an epoll_ctl each time) but its timeout
+ * goes. -1 when that timeout already fired and waits to be run: do not reuse s then. */
+int sock_handover(struct sock *s);
+
 /* Timeouts for reading and writing (NULL: none); a running one starts again. */
 void sock_set_timeouts(struct sock *s, const struct timeval *rd, const struct timeval *wr);
 
