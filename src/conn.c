@@ -13,8 +13,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
@@ -128,9 +126,8 @@ static int choose_protocol(struct conn *c)
     const unsigned char *p = NULL;
     unsigned int len = 0;
     c->proto_known = 1;
-    SSL *ssl = bufferevent_openssl_get_ssl(c->sk.bev);
-    if (ssl)
-        SSL_get0_alpn_selected(ssl, &p, &len);
+    if (c->sk.ssl)
+        SSL_get0_alpn_selected(c->sk.ssl, &p, &len);
     if (len == 2 && memcmp(p, "h2", 2) == 0 && h2_start(c) < 0) {
         conn_free(c);
         return -1;
@@ -215,19 +212,16 @@ static int client_sock(struct conn *c, int fd)
 {
     if (!c->tls)
         return sock_plain(&c->sk, c->w->base, fd) < 0 ? (close(fd), -1) : 0;
-    SSL *ssl = tls_server_ssl(c->w->rt->tls);
-    struct bufferevent *bev = ssl ? bufferevent_openssl_socket_new(c->w->base, fd, ssl,
-                                                                   BUFFEREVENT_SSL_ACCEPTING,
-                                                                   BEV_OPT_CLOSE_ON_FREE)
-                                  : NULL;
-    if (!bev) {
-        if (ssl)
-            SSL_free(ssl);
+    if (sock_plain(&c->sk, c->w->base, fd) < 0) {
         close(fd);
         return -1;
     }
-    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-    sock_tls(&c->sk, bev);
+    SSL *ssl = tls_server_ssl(c->w->rt->tls);
+    if (!ssl || sock_tls(&c->sk, ssl, 1) < 0) {
+        if (ssl)
+            SSL_free(ssl);
+        return -1; /* (the socket goes with the connection) */
+    }
     return 0;
 }
 
@@ -266,7 +260,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, int peer
     sock_set_read_max(&c->sk, head > CLI_READ_WM ? head : CLI_READ_WM);
     conn_timeouts(c, 0);
     c->state = C_OPEN;
-    sock_enable(&c->sk, c->tls ? EV_READ | EV_WRITE : EV_READ);
+    sock_enable(&c->sk, EV_READ); /* (a TLS handshake runs first, inside the socket) */
     conn_timer_ms(c, cfg_of(c)->proxy.client_header_timeout_ms);
 }
 

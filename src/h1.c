@@ -13,8 +13,6 @@
 #include <sys/ioctl.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <openssl/err.h>
 
@@ -189,7 +187,7 @@ static void h1_event(struct conn *c, short what)
     /* A client that ends its side once the response has begun (a download read to the
      * end after a half-close) is still sent the rest over plain TCP. Before that, EOF is a
      * client that gave up: 499, its slot and queue place freed at once, as NGINX does
-     * (proxy_ignore_client_abort off). Not under TLS: libevent's TLS bufferevent stops
+     * (proxy_ignore_client_abort off). Not under TLS: the TLS layer stops
      * writing (and its write timeout) on the peer's EOF, so nothing more could leave. */
     if ((what & SOCK_EOF) && !c->tls && r && r->state == RQ_STREAMING && r->req.done &&
         !(what & SOCK_ERROR)) {
@@ -199,7 +197,7 @@ static void h1_event(struct conn *c, short what)
     }
     if (!r) {
         if (c->tls && c->nreq == 0 && (what & SOCK_ERROR)) {
-            unsigned long e = bufferevent_get_openssl_error(c->sk.bev);
+            unsigned long e = c->sk.tls_err;
             stats_add(&c->w->stats, STAT_tls_handshake_errors, 1);
             log_debug("tls", "handshake failed client=%s reason=%s", c->peer,
                       e ? ERR_reason_error_string(e) : "closed");

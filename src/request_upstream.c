@@ -14,8 +14,6 @@
 #include <arpa/inet.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <openssl/err.h>
 
@@ -266,7 +264,7 @@ static void connect_failed(struct request *r)
 {
     struct backend *b = r->backend;
     up_fail(b, up_now_ms());
-    unsigned long tls_err = r->up && b->tls ? bufferevent_get_openssl_error(r->up->sk.bev) : 0;
+    unsigned long tls_err = r->up && b->tls ? r->up->sk.tls_err : 0;
     int sys_err = EVUTIL_SOCKET_ERROR();
     log_warn("upstream", "connect failed backend=%s address=%s attempt=%d reason=\"%s\" rid=%s",
              b->conf->name, b->conf->address, r->attempts,

@@ -1,5 +1,5 @@
-/* sock: plain TCP streams on raw libevent events and evbuffers, and TLS ones through
- * libevent's OpenSSL bufferevent, behind one set of calls (sock.h). */
+/* sock: TCP streams, plain or TLS (OpenSSL on the socket itself), on raw libevent events
+ * and evbuffers that one thread owns (sock.h). */
 #include <sluice/sock.h>
 
 #include <errno.h>
@@ -8,8 +8,10 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
+#include <event2/bufferevent.h> /* BEV_EVENT_* */
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include <sluice/bevio.h>
 
@@ -23,45 +25,9 @@ _Static_assert(SOCK_READING == BEV_EVENT_READING && SOCK_WRITING == BEV_EVENT_WR
  * up to MAX_IO. READ_MORE stays below glibc's mmap threshold: no mmap per read. */
 #define READ_FIRST 4096
 #define READ_MORE (60 * 1024)
+#define TLS_RECORD 16384 /* the most plaintext one TLS record carries */
 
-/* ---- TLS: the bufferevent's callbacks, passed on ---- */
-
-static void tls_read(struct bufferevent *bev, void *arg)
-{
-    struct sock *s = arg;
-    (void)bev;
-    if (s->on_read)
-        s->on_read(s, s->arg);
-}
-
-static void tls_write(struct bufferevent *bev, void *arg)
-{
-    struct sock *s = arg;
-    (void)bev;
-    if (s->on_write)
-        s->on_write(s, s->arg);
-}
-
-static void tls_event(struct bufferevent *bev, short what, void *arg)
-{
-    struct sock *s = arg;
-    (void)bev;
-    if (s->on_event)
-        s->on_event(s, what, s->arg);
-}
-
-void sock_tls(struct sock *s, struct bufferevent *bev)
-{
-    *s = (struct sock){.bev = bev, .fd = -1};
-    s->in = bufferevent_get_input(bev);
-    s->out = bufferevent_get_output(bev);
-    bufferevent_setcb(bev, tls_read, tls_write, tls_event, s);
-    bufferevent_setwatermark(bev, EV_WRITE, LOW_WM, 0);
-    bufferevent_set_max_single_read(bev, MAX_IO);
-    bufferevent_set_max_single_write(bev, MAX_IO);
-}
-
-/* ---- plain: reading ---- */
+/* ---- reading ---- */
 
 /* One readv into up to want bytes of fresh space at the input's end. */
 static ssize_t read_into(struct evbuffer *in, int fd, size_t want)
@@ -100,6 +66,62 @@ static ssize_t read_into(struct evbuffer *in, int fd, size_t want)
     return r;
 }
 
+/* A TLS read or write that failed for good: remember why (for the log), and never send a
+ * close_notify on it. */
+static void tls_broken(struct sock *s)
+{
+    s->tls_err = ERR_peek_last_error();
+    s->tls_dead = 1;
+    ERR_clear_error();
+}
+
+/* One SSL_read into up to want bytes of fresh space: as read_into, with errno EAGAIN
+ * for "nothing yet" and 0 for the peer's close_notify or a close without one. */
+static ssize_t tls_read_into(struct sock *s, size_t want)
+{
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(s->in, (ev_ssize_t)want, &v, 1) != 1) {
+        errno = ENOMEM;
+        return -1;
+    }
+    if (v.iov_len > want)
+        v.iov_len = want;
+    ERR_clear_error();
+    int r = SSL_read(s->ssl, v.iov_base, (int)v.iov_len);
+    if (r > 0) {
+        v.iov_len = (size_t)r;
+        evbuffer_commit_space(s->in, &v, 1);
+        return r;
+    }
+    switch (SSL_get_error(s->ssl, r)) {
+    case SSL_ERROR_WANT_WRITE: /* it has to send first (a key update): when it can */
+        s->read_wants_write = 1;
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_WANT_READ:
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    case SSL_ERROR_SYSCALL:
+        if (errno == 0) { /* an EOF OpenSSL did not classify */
+            tls_broken(s);
+            return 0;
+        }
+        tls_broken(s);
+        return -1;
+    default:
+        tls_broken(s);
+        errno = EPROTO;
+        return -1;
+    }
+}
+
+static ssize_t read_some(struct sock *s, size_t want)
+{
+    return s->ssl ? tls_read_into(s, want) : read_into(s->in, s->fd, want);
+}
+
 /* Read what the socket holds, up to MAX_IO and the input's limit: >0 bytes read, 0 EOF,
  * -1 with errno (EAGAIN: nothing yet). */
 static ssize_t fill(struct sock *s)
@@ -113,13 +135,14 @@ static ssize_t fill(struct sock *s)
             budget = MAX_IO;
     }
     size_t want = budget < READ_FIRST ? budget : READ_FIRST;
-    ssize_t r = read_into(s->in, s->fd, want);
+    ssize_t r = read_some(s, want);
     if (r <= 0)
         return r;
     size_t got = (size_t)r;
-    while ((size_t)r == want && got < budget) { /* it filled what it had: more is likely */
+    /* it filled what it had (or OpenSSL holds more records it read ahead): more is likely */
+    while (((size_t)r == want || (s->ssl && SSL_has_pending(s->ssl))) && got < budget) {
         want = budget - got < READ_MORE ? budget - got : READ_MORE;
-        r = read_into(s->in, s->fd, want);
+        r = read_some(s, want);
         if (r <= 0)
             break; /* EOF or an error: the next wakeup reads it */
         got += (size_t)r;
@@ -140,6 +163,9 @@ static void arm_read(struct sock *s)
 {
     struct timeval tv;
     event_add(&s->rev, tv_of(&tv, s->rto_ms, s->has_rto));
+    /* bytes OpenSSL read ahead and holds are no event for epoll: run the read now */
+    if (s->ssl && !s->handshaking && SSL_has_pending(s->ssl))
+        event_active(&s->rev, EV_READ, 1);
 }
 
 /* The input drained: reading held at read_hwm goes on. */
@@ -162,21 +188,35 @@ static void hold_reading(struct sock *s)
     event_del(&s->rev);
 }
 
+static void handshake(struct sock *s);
+static int arm_write(struct sock *s);
+
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct sock *s = arg;
     (void)fd;
     if (what & EV_TIMEOUT) {
         sock_disable(s, EV_READ);
+        event_del(&s->rev); /* (a handshake's too) */
         if (s->on_event)
             s->on_event(s, SOCK_TIMEOUT | SOCK_READING, s->arg);
         return;
+    }
+    if (s->handshaking) {
+        handshake(s);
+        return;
+    }
+    if (s->write_wants_read) { /* an SSL_write waited for this */
+        s->write_wants_read = 0;
+        sock_flush(s);
     }
     if (s->read_hwm && evbuffer_get_length(s->in) >= s->read_hwm) {
         hold_reading(s); /* full already (its owner added to it): wait for it to drain */
         return;
     }
     ssize_t r = fill(s);
+    if (s->read_wants_write && arm_write(s) < 0)
+        s->read_wants_write = 0;
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return;
     if (r <= 0) {
@@ -187,11 +227,14 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     }
     if (s->read_hwm && evbuffer_get_length(s->in) >= s->read_hwm)
         hold_reading(s);
+    else if (s->ssl && SSL_has_pending(s->ssl))
+        event_active(&s->rev, EV_READ, 1); /* records read ahead, past the budget: no
+                                            * event for epoll, so read on next turn */
     if (s->on_read)
         s->on_read(s, s->arg);
 }
 
-/* ---- plain: writing and connecting ---- */
+/* ---- writing ---- */
 
 static void on_writable(evutil_socket_t fd, short what, void *arg);
 
@@ -212,7 +255,90 @@ static void stop_writing(struct sock *s)
     s->enabled &= (short)~EV_WRITE;
 }
 
-/* The connect under way finished: tell how. */
+/* SSL_write what the output holds, at most max bytes: bytes written, or -1 (errno EAGAIN:
+ * the socket is full or the TLS layer waits to read). A small response's head and body go
+ * in one record (one write) rather than one per buffer chain. */
+static int tls_write_out(struct sock *s, size_t max)
+{
+    size_t done = 0, len;
+    while ((len = evbuffer_get_length(s->out)) > 0 && done < max) {
+        size_t n = len < TLS_RECORD ? len : TLS_RECORD;
+        const unsigned char *p = evbuffer_pullup(s->out, (ev_ssize_t)n);
+        if (!p) {
+            errno = ENOMEM;
+            return -1;
+        }
+        ERR_clear_error();
+        int r = SSL_write(s->ssl, p, (int)n);
+        if (r > 0) {
+            evbuffer_drain(s->out, (size_t)r);
+            done += (size_t)r;
+            continue;
+        }
+        int e = SSL_get_error(s->ssl, r);
+        if (e == SSL_ERROR_WANT_READ)
+            s->write_wants_read = 1;
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            errno = EAGAIN;
+            break;
+        }
+        tls_broken(s);
+        errno = EPIPE;
+        return -1;
+    }
+    return done > 0 ? (int)done : len == 0 ? 0 : -1;
+}
+
+static int write_out(struct sock *s, size_t max)
+{
+    return s->ssl ? tls_write_out(s, max) : evbuffer_write_atmost(s->out, s->fd, (ev_ssize_t)max);
+}
+
+/* ---- connecting and the TLS handshake ---- */
+
+static void tell(struct sock *s, short what)
+{
+    if (s->on_event)
+        s->on_event(s, what, s->arg);
+}
+
+/* A TLS handshake step (either side): on its end SOCK_CONNECTED, or SOCK_ERROR. */
+static void handshake(struct sock *s)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(s->ssl);
+    if (r == 1) {
+        s->handshaking = 0;
+        if ((s->enabled & EV_READ) && !s->held)
+            arm_read(s); /* and what came behind the handshake, held inside OpenSSL */
+        else
+            event_del(&s->rev);
+        if (s->wev)
+            event_del(s->wev);
+        s->enabled &= (short)~EV_WRITE;
+        sock_flush(s); /* what the owner wrote meanwhile */
+        tell(s, SOCK_CONNECTED);
+        return;
+    }
+    int e = SSL_get_error(s->ssl, r);
+    struct timeval tv; /* a handshake gets the write (or connect) timeout */
+    if (e == SSL_ERROR_WANT_READ) {
+        event_add(&s->rev, tv_of(&tv, s->wto_ms, s->has_wto));
+        if (s->wev)
+            event_del(s->wev);
+        return;
+    }
+    if (e == SSL_ERROR_WANT_WRITE && arm_write(s) == 0) {
+        event_del(&s->rev);
+        return;
+    }
+    tls_broken(s);
+    s->handshaking = 0;
+    sock_disable(s, EV_READ | EV_WRITE);
+    tell(s, SOCK_ERROR | SOCK_READING);
+}
+
+/* The connect under way finished: tell how (over TLS, once the handshake is done). */
 static void connected(struct sock *s)
 {
     int err = s->conn_err;
@@ -221,33 +347,47 @@ static void connected(struct sock *s)
         err = errno;
     s->connecting = 0;
     s->conn_err = 0;
+    if (!err && s->ssl) {
+        if (SSL_set_fd(s->ssl, s->fd) == 1) {
+            s->handshaking = 1;
+            handshake(s);
+            return;
+        }
+        err = ENOMEM;
+    }
     if (evbuffer_get_length(s->out) == 0)
         stop_writing(s);
     if (s->enabled & EV_READ)
         arm_read(s);
     errno = err; /* for the caller's log */
-    if (s->on_event)
-        s->on_event(s, err ? SOCK_ERROR | SOCK_WRITING : SOCK_CONNECTED, s->arg);
+    tell(s, err ? SOCK_ERROR | SOCK_WRITING : SOCK_CONNECTED);
 }
 
 static void on_writable(evutil_socket_t fd, short what, void *arg)
 {
     struct sock *s = arg;
+    (void)fd;
     if (what & EV_TIMEOUT) {
         sock_disable(s, EV_WRITE);
-        if (s->on_event)
-            s->on_event(s, SOCK_TIMEOUT | SOCK_WRITING, s->arg);
+        tell(s, SOCK_TIMEOUT | SOCK_WRITING);
         return;
     }
     if (s->connecting) {
         connected(s);
         return;
     }
-    int n = evbuffer_write_atmost(s->out, fd, MAX_IO);
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+    if (s->handshaking) {
+        handshake(s);
+        return;
+    }
+    if (s->read_wants_write) { /* an SSL_read waited for this: read on the next turn */
+        s->read_wants_write = 0;
+        event_active(&s->rev, EV_READ, 1);
+    }
+    int n = s->failed ? -1 : write_out(s, MAX_IO);
+    if (n < 0 && (s->failed || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))) {
         sock_disable(s, EV_WRITE);
-        if (s->on_event)
-            s->on_event(s, SOCK_ERROR | SOCK_WRITING, s->arg);
+        tell(s, SOCK_ERROR | SOCK_WRITING);
         return;
     }
     size_t left = evbuffer_get_length(s->out);
@@ -257,6 +397,7 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
         s->on_write(s, s->arg);
 }
 
+/* ---- making and closing ---- */
 
 int sock_plain(struct sock *s, struct event_base *base, int fd)
 {
@@ -273,10 +414,29 @@ int sock_plain(struct sock *s, struct event_base *base, int fd)
     return 0;
 }
 
+int sock_tls(struct sock *s, SSL *ssl, int server)
+{
+    /* write whatever part of a record the socket takes, from a buffer that may move between
+     * tries (evbuffer_pullup); read ahead: one read per wakeup, not a header and a record;
+     * a peer that closes without close_notify is an EOF (as libevent's dirty shutdown) */
+    SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    SSL_set_read_ahead(ssl, 1);
+    if (server) {
+        if (SSL_set_fd(ssl, s->fd) != 1)
+            return -1;
+        SSL_set_accept_state(ssl);
+        s->handshaking = 1;
+        event_add(&s->rev, NULL); /* the client speaks first */
+    } else {
+        SSL_set_connect_state(ssl);
+    }
+    s->ssl = ssl;
+    return 0;
+}
+
 int sock_connect(struct sock *s, const struct sockaddr *addr, socklen_t len)
 {
-    if (s->bev)
-        return bufferevent_socket_connect(s->bev, (struct sockaddr *)addr, (int)len);
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
@@ -306,14 +466,16 @@ int sock_connect(struct sock *s, const struct sockaddr *addr, socklen_t len)
 
 void sock_close(struct sock *s)
 {
-    if (s->bev) {
-        bufferevent_free(s->bev);
-        s->bev = NULL;
-        return;
-    }
     if (s->wev)
         event_free(s->wev);
     s->wev = NULL;
+    if (s->ssl) {
+        if (!s->tls_dead && !s->handshaking && !s->connecting)
+            SSL_shutdown(s->ssl); /* a close_notify, if the socket takes it now */
+        SSL_free(s->ssl);
+        s->ssl = NULL;
+        ERR_clear_error();
+    }
     if (s->fd >= 0) {
         event_del(&s->rev);
         close(s->fd);
@@ -342,9 +504,8 @@ void sock_setcb(struct sock *s, sock_data_cb on_read, sock_data_cb on_write,
 
 int sock_handover(struct sock *s)
 {
-    if (s->bev || s->fd < 0) {
-        sock_disable(s, EV_READ);
-        sock_set_timeouts(s, NULL, NULL);
+    if (s->fd < 0) {
+        s->has_rto = 0;
         return 0;
     }
     s->has_rto = 0;
@@ -355,47 +516,34 @@ int sock_handover(struct sock *s)
 
 void sock_enable(struct sock *s, short what)
 {
-    if (s->bev) {
-        bufferevent_enable(s->bev, what);
-        return;
-    }
     short add = (short)(what & ~s->enabled);
     s->enabled |= what;
-    if (s->fd < 0)
-        return;
-    if ((add & EV_READ) && !s->held && !s->connecting)
+    if (s->fd < 0 || s->connecting || s->handshaking)
+        return; /* the handshake reads and writes as it needs, then arms what is enabled */
+    if ((add & EV_READ) && !s->held)
         arm_read(s);
-    if ((add & EV_WRITE) && !s->connecting && evbuffer_get_length(s->out) > 0 &&
-        arm_write(s) < 0)
+    if ((add & EV_WRITE) && evbuffer_get_length(s->out) > 0 && arm_write(s) < 0)
         shutdown(s->fd, SHUT_RDWR); /* no memory to wait: the read event sees it closed */
 }
 
 void sock_disable(struct sock *s, short what)
 {
-    if (s->bev) {
-        bufferevent_disable(s->bev, what);
-        return;
-    }
     s->enabled &= (short)~what;
-    if (s->fd < 0)
+    if (s->fd < 0 || s->connecting || s->handshaking)
         return;
     if (what & EV_READ)
         event_del(&s->rev);
-    if ((what & EV_WRITE) && !s->connecting && s->wev)
+    if ((what & EV_WRITE) && s->wev)
         event_del(s->wev);
 }
 
 short sock_enabled(const struct sock *s)
 {
-    return s->bev ? bufferevent_get_enabled(s->bev) : s->enabled;
+    return s->enabled;
 }
 
 void sock_set_timeouts(struct sock *s, const struct timeval *rd, const struct timeval *wr)
 {
-    if (s->bev) {
-        bufferevent_set_timeouts(s->bev, rd, wr);
-        return;
-    }
     s->has_rto = rd != NULL;
     s->has_wto = wr != NULL;
     s->rto_ms = rd ? (uint32_t)(rd->tv_sec * 1000 + rd->tv_usec / 1000) : 0;
@@ -419,16 +567,12 @@ void sock_set_timeouts(struct sock *s, const struct timeval *rd, const struct ti
 
 void sock_set_read_max(struct sock *s, size_t max)
 {
-    if (s->bev) {
-        bufferevent_setwatermark(s->bev, EV_READ, 0, max);
-        return;
-    }
     s->read_hwm = (uint32_t)max;
 }
 
 int sock_fd(const struct sock *s)
 {
-    return s->bev ? (int)bufferevent_getfd(s->bev) : s->fd;
+    return s->fd;
 }
 
 /* Write-through: what the output holds leaves now, and the write event is armed only while
@@ -436,24 +580,18 @@ int sock_fd(const struct sock *s)
  * epoll_ctl calls each time, 20 per 64 KiB response as measured). */
 void sock_flush(struct sock *s)
 {
-    if (s->bev) {
-        /* libevent's TLS bufferevent makes one TLS record (and one write) per buffer chain:
-         * join a small response's head and body so they leave in one record and one write */
-        size_t len = evbuffer_get_length(s->out);
-        if (len > 0 && len <= 16384)
-            evbuffer_pullup(s->out, -1);
-        return;
-    }
-    if (s->connecting || s->fd < 0)
-        return; /* it is written once connected */
-    if (evbuffer_get_length(s->out) > 0)
-        evbuffer_write_atmost(s->out, s->fd, -1); /* errors surface on the write event */
-    if (evbuffer_get_length(s->out) == 0) {
+    if (s->connecting || s->handshaking || s->fd < 0 || s->failed)
+        return; /* it is written once connected; a failure is told on the write event */
+    if (evbuffer_get_length(s->out) > 0 && write_out(s, SIZE_MAX) < 0 && s->tls_dead)
+        s->failed = 1; /* (a plain socket's error comes again on the write event) */
+    if (evbuffer_get_length(s->out) == 0 && !s->failed) {
         if (s->enabled & EV_WRITE)
             stop_writing(s);
-    } else if (!(s->enabled & EV_WRITE)) {
+    } else if (!(s->enabled & EV_WRITE) || s->failed) {
         s->enabled |= EV_WRITE;
         if (arm_write(s) < 0)
             shutdown(s->fd, SHUT_RDWR); /* no memory to wait: the read event sees it closed */
+        else if (s->failed)
+            event_active(s->wev, EV_WRITE, 1);
     }
 }

@@ -385,11 +385,15 @@ struct bufferevent *up_bufferevent(struct backend *b, struct event_base *base)
 
 int up_sock(struct backend *b, struct event_base *base, struct sock *s)
 {
-    if (!b->tls)
-        return sock_plain(s, base, -1);
-    struct bufferevent *bev = up_bufferevent(b, base);
-    if (!bev)
+    if (sock_plain(s, base, -1) < 0)
         return -1;
-    sock_tls(s, bev);
-    return 0;
+    if (!b->tls)
+        return 0;
+    SSL *ssl = tls_client_ssl(b->tls, b->conf->tls_name ? b->conf->tls_name : b->host);
+    if (ssl && sock_tls(s, ssl, 0) == 0)
+        return 0;
+    if (ssl)
+        SSL_free(ssl);
+    sock_close(s);
+    return -1;
 }

@@ -1,9 +1,10 @@
 /* sock: a byte stream on one thread's libevent loop with an input and an output buffer:
- * the part of a bufferevent sluice uses, without its cost on plain TCP. A plain socket is
- * two raw events and two evbuffers that only its thread touches: it reads into the input
- * without asking FIONREAD first, writes what is flushed at once (write-through), and keeps
- * no deferred callbacks, rate limits or locks. A TLS socket is libevent's OpenSSL
- * bufferevent behind the same calls (sock_tls).
+ * the part of a bufferevent sluice uses, without its costs. A socket is a raw read event
+ * (a write event only once it has had to wait to write) and two evbuffers that only its
+ * thread touches: it reads into the input without asking FIONREAD first, writes what is
+ * flushed at once (write-through), and keeps no deferred callbacks, rate limits or locks.
+ * TLS is OpenSSL on the same socket (sock_tls): read-ahead (one read per wakeup), a small
+ * response in one record and one write.
  *
  * Callbacks: on_read after bytes were added to the input; on_write after a write left the
  * output at or below LOW_WM (bevio.h); on_event with SOCK_* flags for a connect done or
@@ -19,8 +20,8 @@
 
 #include <event2/event_struct.h>
 
-struct bufferevent;
 struct evbuffer;
+struct ssl_st;
 struct evbuffer_cb_entry;
 struct sock;
 
@@ -36,33 +37,41 @@ typedef void (*sock_data_cb)(struct sock *s, void *arg);
 typedef void (*sock_event_cb)(struct sock *s, short what, void *arg);
 
 struct sock {
-    struct bufferevent *bev;       /* TLS: the stream (owned); NULL for plain TCP */
-    struct evbuffer *in, *out;     /* owned (plain); the bufferevent's (TLS) */
-    struct event rev;              /* plain: reading, assigned once fd is known */
-    struct event *wev;             /* plain: writing (owned), made when first needed: most
+    struct ssl_st *ssl;            /* TLS (owned); NULL for plain TCP */
+    struct evbuffer *in, *out;     /* owned */
+    struct event rev;              /* reading, assigned once fd is known */
+    struct event *wev;             /* writing (owned), made when first needed: most
                                     * client sockets never wait to write (-128 bytes each) */
     struct event_base *base;       /* borrowed */
-    struct evbuffer_cb_entry *hwm_cb; /* plain: resumes reading when the input drains (made
+    struct evbuffer_cb_entry *hwm_cb; /* resumes reading when the input drains (made
                                        * the first time reading stops at read_hwm) */
     sock_data_cb on_read, on_write;
     sock_event_cb on_event;
     void *arg;
     uint32_t rto_ms, wto_ms;       /* read and write timeouts (valid when has_*) */
     uint32_t read_hwm;             /* input held at most before reading stops (0: no limit) */
-    int fd;                        /* plain: owned, -1 until connected */
-    int conn_err;                  /* plain: a connect refused at once, reported on the loop */
+    int fd;                        /* owned, -1 until connected */
+    int conn_err;                  /* a connect refused at once, reported on the loop */
+    unsigned long tls_err;         /* the OpenSSL error that broke it (for the log), or 0 */
     short enabled;                 /* EV_READ and EV_WRITE as asked (plain) */
     unsigned has_rto : 1, has_wto : 1;
-    unsigned connecting : 1;       /* plain: a connect is under way */
-    unsigned held : 1;             /* plain: reading stopped at read_hwm */
+    unsigned connecting : 1;       /* a connect is under way */
+    unsigned held : 1;             /* reading stopped at read_hwm */
+    unsigned handshaking : 1;      /* TLS: the handshake runs (it arms what it needs) */
+    unsigned tls_dead : 1;         /* TLS: broken, no close_notify on close */
+    unsigned failed : 1;           /* a write failed in sock_flush: told on the loop */
+    unsigned read_wants_write : 1, write_wants_read : 1; /* TLS: a read waits to write,
+                                                          * or a write to read */
 };
 
 /* A plain TCP socket on non-blocking fd (-1 for one to sock_connect): 0, s owns fd from
  * now on; or -1 (no memory), fd is still the caller's. */
 int sock_plain(struct sock *s, struct event_base *base, int fd);
 
-/* A TLS socket: bev, an OpenSSL bufferevent, is owned by s from now on. */
-void sock_tls(struct sock *s, struct bufferevent *bev);
+/* Speak TLS on s (made by sock_plain) with ssl, owned by s from now on: as the server (the
+ * handshake waits for the client; SOCK_CONNECTED when it is done), or as the client (the
+ * handshake follows sock_connect; SOCK_CONNECTED after it). 0, or -1. */
+int sock_tls(struct sock *s, struct ssl_st *ssl, int server);
 
 /* Free what s owns and close its socket. s itself is the caller's. */
 void sock_close(struct sock *s);

@@ -113,7 +113,8 @@ int up_check_result(struct backend *b, int pass, int status, uint64_t now_ms);
  * TLS. NULL when out of memory. */
 struct bufferevent *up_bufferevent(struct backend *b, struct event_base *base);
 
-/* s, a socket to b not yet connected: plain, or TLS (up_bufferevent). 0, or -1. */
+/* s, a socket to b not yet connected: plain, or TLS as b speaks it (verified as
+ * configured). 0, or -1. */
 int up_sock(struct backend *b, struct event_base *base, struct sock *s);
 
 /* A request to b finished with a response: its latency (sent to complete, us) and b's

@@ -1,6 +1,7 @@
-/* Unit tests for plain sockets (include/sluice/sock.h) on a real libevent loop and real
- * socket pairs: reading, the input limit and its resume, EOF, write-through and the write
- * callback, timeouts (one removed must not fire), and connects (done, refused). */
+/* Unit tests for sockets (include/sluice/sock.h) on a real libevent loop and real socket
+ * pairs: reading, the input limit and its resume, EOF, write-through and the write
+ * callback, timeouts (one removed must not fire), connects (done, refused), and TLS (a
+ * handshake, records OpenSSL read ahead, close_notify). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +19,9 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include <sluice/bevio.h>
 #include <sluice/sock.h>
@@ -222,6 +226,83 @@ static void test_connects_are_told_on_the_loop_done_or_refused(void **state)
     event_base_free(base);
 }
 
+
+/* A server context with a fresh self-signed P-256 certificate. */
+static SSL_CTX *server_ctx(void)
+{
+    EVP_PKEY *pk = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    assert_non_null(pk);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, pk);
+    X509_NAME *nm = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(nm, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1,
+                               -1, 0);
+    X509_set_issuer_name(x, nm);
+    assert_true(X509_sign(x, pk, EVP_sha256()) > 0);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    assert_int_equal(SSL_CTX_use_certificate(ctx, x), 1);
+    assert_int_equal(SSL_CTX_use_PrivateKey(ctx, pk), 1);
+    X509_free(x);
+    EVP_PKEY_free(pk);
+    return ctx;
+}
+
+static void test_tls_reads_every_record_that_arrived_together_and_closes_with_notify(
+    void **state)
+{
+    (void)state;
+    struct event_base *base = event_base_new();
+    SSL_CTX *sctx = server_ctx(), *cctx = SSL_CTX_new(TLS_client_method());
+    struct sock s;
+    struct seen n = {0};
+    int peer;
+    pair(base, &s, &n, &peer);
+    assert_int_equal(sock_tls(&s, SSL_new(sctx), 1), 0);
+    sock_enable(&s, EV_READ);
+    SSL *c = SSL_new(cctx);
+    SSL_set_fd(c, peer);
+    SSL_set_connect_state(c);
+    int done = 0;
+    for (int i = 0; i < 1000 && !(done == 1 && n.events == 1); i++) {
+        if (done != 1)
+            done = SSL_do_handshake(c);
+        event_base_loop(base, EVLOOP_NONBLOCK);
+    }
+    assert_int_equal(done, 1);
+    assert_int_equal(n.events, 1);
+    assert_int_equal(n.last, SOCK_CONNECTED);
+    /* three records in the socket before sluice reads: OpenSSL reads them all ahead at
+     * once, and epoll has nothing more to say about the two it holds */
+    assert_int_equal(SSL_write(c, "one", 3), 3);
+    assert_int_equal(SSL_write(c, "two", 3), 3);
+    assert_int_equal(SSL_write(c, "three", 5), 5);
+    run_ms(base, 50);
+    char b[16] = {0};
+    assert_int_equal(evbuffer_get_length(sock_in(&s)), 11);
+    evbuffer_copyout(sock_in(&s), b, 11);
+    assert_string_equal(b, "onetwothree");
+    evbuffer_add(sock_out(&s), "pong", 4);
+    sock_flush(&s);
+    memset(b, 0, sizeof b);
+    int r = -1;
+    for (int i = 0; i < 1000 && r <= 0; i++)
+        r = SSL_read(c, b, sizeof b - 1);
+    assert_int_equal(r, 4);
+    assert_string_equal(b, "pong");
+    sock_close(&s); /* a close_notify: the client sees a clean end, not a cut */
+    assert_int_equal(SSL_read(c, b, sizeof b), 0);
+    assert_int_equal(SSL_get_error(c, 0), SSL_ERROR_ZERO_RETURN);
+    SSL_free(c);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(cctx);
+    close(peer);
+    event_base_free(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -230,6 +311,7 @@ int main(void)
         cmocka_unit_test(test_flush_writes_through_and_a_large_output_calls_back_when_drained),
         cmocka_unit_test(test_a_read_timeout_fires_and_a_removed_one_does_not),
         cmocka_unit_test(test_connects_are_told_on_the_loop_done_or_refused),
+        cmocka_unit_test(test_tls_reads_every_record_that_arrived_together_and_closes_with_notify),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
