@@ -87,33 +87,63 @@ static uint64_t arrivals_of(const struct sizing_load *l)
     return n;
 }
 
+/* A simulated pool of c workers: the times they are free again (a min-heap), and how many
+ * arrivals waited over the limit. */
+struct simpool {
+    double *heap;
+    int c;
+    uint64_t late;
+};
+
 /* One second's k arrivals, in order, from `at`: each the least of the uniforms left after
- * the one before (order statistics drawn one by one, no array); into the pool. */
-static void second(double at, uint32_t k, const struct sampler *sm, struct rng *r,
-                   double *heap, int c, double wait_s, uint64_t *late)
+ * the one before (order statistics drawn one by one, no array); into each of the np pools.
+ * The draws do not depend on the pools: one pass serves several sizes exactly as separate
+ * passes would (the drawing, pow() above all, is most of a pass's cost). */
+static inline __attribute__((always_inline)) void
+second(double at, uint32_t k, const struct sampler *sm, struct rng *r, struct simpool *p, int np,
+       double wait_s)
 {
-    double x = 0;
+    double x = 0, *h0 = p[0].heap, *h1 = np > 1 ? p[1].heap : NULL;
+    int c0 = p[0].c, c1 = np > 1 ? p[1].c : 0;
+    uint64_t late0 = 0, late1 = 0;
     for (uint32_t i = 0; i < k; i++) {
         x += (1 - x) * (1 - pow(unit(r), 1.0 / (double)(k - i)));
         double arrive = at + x, service = sample_s(sm, r);
-        double start = heap[0] > arrive ? heap[0] : arrive;
-        *late += start - arrive > wait_s;
-        sift_down(heap, c, start + service);
+        double start = h0[0] > arrive ? h0[0] : arrive;
+        late0 += start - arrive > wait_s;
+        sift_down(h0, c0, start + service);
+        if (np > 1) {
+            start = h1[0] > arrive ? h1[0] : arrive;
+            late1 += start - arrive > wait_s;
+            sift_down(h1, c1, start + service);
+        }
     }
+    p[0].late += late0;
+    if (np > 1)
+        p[1].late += late1;
 }
 
-/* The share waiting over wait_s with c workers; heap: room for c. */
-static double simulate(const struct sizing_load *l, const struct sampler *sm, int c,
-                       double wait_s, double *heap)
+/* The share waiting over wait_s in each of the np (1 or 2) pools (tail[j]); heaps: room for
+ * each c. */
+static void simulate(const struct sizing_load *l, const struct sampler *sm, struct simpool *p,
+                     int np, double wait_s, double *tail)
 {
     struct rng r = {SEED};
-    uint64_t per_pass = arrivals_of(l), n = 0, late = 0;
-    for (int i = 0; i < c; i++)
-        heap[i] = 0;
+    uint64_t per_pass = arrivals_of(l), n = 0;
+    for (int j = 0; j < np; j++) {
+        p[j].late = 0;
+        for (int i = 0; i < p[j].c; i++)
+            p[j].heap[i] = 0;
+    }
     for (double t0 = 0; n < SIZING_MIN_SIMULATED; t0 += l->seconds, n += per_pass)
-        for (int s = 0; s < l->seconds; s++)
-            second(t0 + s, l->per_s[s], sm, &r, heap, c, wait_s, &late);
-    return (double)late / (double)n;
+        for (int s = 0; s < l->seconds; s++) {
+            if (np == 1) /* (each np its own copy of the loop: as fast as before for one) */
+                second(t0 + s, l->per_s[s], sm, &r, p, 1, wait_s);
+            else
+                second(t0 + s, l->per_s[s], sm, &r, p, 2, wait_s);
+        }
+    for (int j = 0; j < np; j++)
+        tail[j] = (double)p[j].late / (double)n;
 }
 
 /* 1 + SIZING_Z x sqrt(2 x E[S^2] / E[S]^2 / N): see SIZING_HEADROOM_AUTO. Moments from
@@ -164,7 +194,7 @@ double sizing_tail(const struct sizing_load *l, int c, double wait_s)
     double *heap = c > 0 ? malloc((size_t)c * sizeof *heap) : NULL;
     double tail = -1;
     if (sm && heap && usable(l, sm))
-        tail = simulate(l, sm, c, wait_s, heap);
+        simulate(l, sm, &(struct simpool){heap, c, 0}, 1, wait_s, &tail);
     free(heap);
     free(sm);
     return tail;
@@ -179,20 +209,46 @@ struct trial {
 
 static int fits(const struct trial *t, int c)
 {
-    return simulate(t->l, t->sm, c, t->wait_s, t->heap) <= t->eps;
+    double tail;
+    simulate(t->l, t->sm, &(struct simpool){t->heap, c, 0}, 1, t->wait_s, &tail);
+    return tail <= t->eps;
+}
+
+/* fits() for c and c - 1 in one pass (heap has room for both). */
+static void fits_pair(const struct trial *t, int c, int *fit, int *fit_below)
+{
+    struct simpool p[2] = {{t->heap, c, 0}, {t->heap + c, c - 1, 0}};
+    double tail[2];
+    simulate(t->l, t->sm, p, 2, t->wait_s, tail);
+    *fit = tail[0] <= t->eps;
+    *fit_below = tail[1] <= t->eps;
 }
 
 /* From a hint (the last answer, which the load seldom moves far from): bad < good found by
- * steps doubling away from it, in 2 simulations when it still holds, instead of a search of
- * the whole range (each simulation replays the whole window: ~120 ms at 25,000 req/s). *good
- * stays most + 1 when nothing at most was tried. */
+ * steps doubling away from it, in one pass for hint and hint - 1 when it still holds,
+ * instead of a search of the whole range (each pass replays the whole window: ~120 ms at
+ * 25,000 req/s). *good stays most + 1 when nothing at most was tried. */
 static void bracket(const struct trial *t, int hint, int most, int *bad, int *good)
 {
     if (hint <= *bad || hint > most)
         return;
-    if (fits(t, hint)) {
+    int fit, below = 0, paired = hint - 1 > *bad; /* hint - 1: the first step down */
+    if (paired)
+        fits_pair(t, hint, &fit, &below);
+    else
+        fit = fits(t, hint);
+    if (fit) {
         *good = hint;
-        for (int step = 1; *good - step > *bad; step *= 2) {
+        int step = 1;
+        if (paired) {
+            if (!below) {
+                *bad = hint - 1;
+                return;
+            }
+            *good = hint - 1;
+            step = 2;
+        }
+        for (; *good - step > *bad; step *= 2) {
             if (!fits(t, *good - step)) {
                 *bad = *good - step;
                 return;
@@ -225,7 +281,7 @@ int sizing_required_near(const struct sizing_load *l, double wait_s, double quan
     if (most > SIZING_MAX_WORKERS)
         most = SIZING_MAX_WORKERS;
     struct sampler *sm = malloc(sizeof *sm);
-    double *heap = malloc((size_t)most * sizeof *heap);
+    double *heap = malloc(2 * (size_t)most * sizeof *heap); /* two pools: fits_pair() */
     int answer = 0;
     if (!sm || !heap || !usable(l, sm))
         goto out;
