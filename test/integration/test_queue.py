@@ -7,7 +7,7 @@ import http.client
 import threading
 import time
 
-from helpers import SLOW, free_port, status_json, wait_for
+from helpers import SLOW, free_port, read_text, status_json, wait_for
 
 TENANTS = """
 [tenants]
@@ -294,10 +294,20 @@ def test_a_tenant_with_nobody_waiting_goes_next(backend_factory, sluice_factory)
     def later(delay, path, tenant):
         time.sleep(delay)
         out[path] = get(s.port, path, tenant)[0].status
+
+    def heavy_in_service():  # the backend logs each request as it arrives
+        return "t=heavy" in read_text(b.log)
+
+    def light():
+        # sent once heavy's first request has reached the one worker (it holds it 300 ms):
+        # a fixed 0.55 s left 150 ms of slack, and the TSan stage of CI on b797105 sent it
+        # after heavy's second request had started (order HHLHHH)
+        wait_for(heavy_in_service, 10 * SLOW, 0.005, "heavy's first request at the backend")
+        later(0, "/slow?ms=10&t=light", "light")
     ts = [threading.Thread(target=later, args=(0, "/slow?ms=400&blocker=1", None))]
     ts += [threading.Thread(target=later, args=(0.05 + 0.01 * i, "/slow?ms=300&t=heavy&i=%d" % i,
                                                 "heavy")) for i in range(5)]
-    ts += [threading.Thread(target=later, args=(0.55, "/slow?ms=10&t=light", "light"))]
+    ts += [threading.Thread(target=light)]
     for t in ts:
         t.start()
     for t in ts:
