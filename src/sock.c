@@ -3,7 +3,6 @@
 #include <sluice/sock.h>
 
 #include <errno.h>
-#include <fcntl.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -103,13 +102,10 @@ static ssize_t tls_read_into(struct sock *s, size_t want)
         return -1;
     case SSL_ERROR_ZERO_RETURN:
         return 0;
-    case SSL_ERROR_SYSCALL:
-        if (errno == 0) { /* an EOF OpenSSL did not classify */
-            tls_broken(s);
-            return 0;
-        }
+    case SSL_ERROR_SYSCALL: /* errno 0: an EOF OpenSSL did not classify */
+        r = errno == 0 ? 0 : -1;
         tls_broken(s);
-        return -1;
+        return r;
     default:
         tls_broken(s);
         errno = EPROTO;
@@ -504,11 +500,9 @@ void sock_setcb(struct sock *s, sock_data_cb on_read, sock_data_cb on_write,
 
 int sock_handover(struct sock *s)
 {
-    if (s->fd < 0) {
-        s->has_rto = 0;
-        return 0;
-    }
     s->has_rto = 0;
+    if (s->fd < 0)
+        return 0;
     event_remove_timer(&s->rev); /* a timeout not yet due never fires now */
     /* with no timer left, EV_TIMEOUT here means it fired and its callback is queued */
     return event_pending(&s->rev, EV_TIMEOUT, NULL) ? -1 : 0;
