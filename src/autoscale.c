@@ -479,7 +479,7 @@ void autoscale_json(const struct autoscale *a, struct evbuffer *o)
                         "\"utilisation\":%.3f,\"queue\":%d,\"decisions\":%" PRIu64 ","
                         "\"gunicorn_workers\":%d,\"slo_wait_s\":%.3f,\"slo_quantile\":%.4f,"
                         "\"window_s\":%u,\"model_requests\":%" PRIu64 ",\"model_headroom\":%.3f,"
-                        "\"last\":%s,",
+                        "\"model_cost_ms\":%.1f,\"model_age_s\":%.1f,\"last\":%s,",
                         scale_mode_name(a->sc.conf.mode), s->required, s->required_little,
                         s->required_erlang, s->required_model, s->supply, s->current, s->desired,
                         scale_decision_name(s->decision), scale_why_name(s->why), s->db_cap,
@@ -487,7 +487,8 @@ void autoscale_json(const struct autoscale *a, struct evbuffer *o)
                         a->in.service_s, a->sc.conf.margin, a->in.utilisation,
                         a->in.queue_depth, a->decisions, a->gunicorn_workers,
                         a->sc.conf.target_wait_ms / 1000.0, 1 - a->sc.conf.epsilon,
-                        conf_of(a)->window_ms / 1000, s->model_requests, s->model_headroom, body);
+                        conf_of(a)->window_ms / 1000, s->model_requests, s->model_headroom,
+                        s->model_cost_ms, (double)s->model_age_ms / 1000.0, body);
     if (a->clustered) {
         evbuffer_add_printf(o, "\"cluster\":{\"instances\":%d,\"lambda\":%.3f,\"supply\":%d,"
                                "\"leader\":%s,\"leader_id\":",

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #define TOLERANCE 1e-9      /* relative: a product this close to an integer is that integer */
 #define RISE 1.5            /* Wq above RISE x its 5-minute low is "latency rising" */
@@ -279,20 +280,42 @@ static void quantile_label(const struct scale *s, char *buf, size_t n)
     snprintf(buf, n, "p%g", s->conf.quantile * 100.0);
 }
 
-/* The model's figure, worked out again every SCALE_MODEL_EVERY_MS (and at once when it had
- * none: the first window with enough requests). */
+/* The CPU time this thread has used, in ms. */
+static double thread_cpu_ms(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return 0;
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Whether the model's figure is due: none yet, or SCALE_MODEL_EVERY_MS since the last one,
+ * or SCALE_MODEL_DUTY times its cost when that is longer. */
+static int model_due(const struct scale *s, uint64_t now_ms)
+{
+    if (!s->model_ms || s->model <= 0)
+        return 1;
+    double every = s->model_cost_ms * SCALE_MODEL_DUTY;
+    if (every < SCALE_MODEL_EVERY_MS)
+        every = SCALE_MODEL_EVERY_MS;
+    return (double)(now_ms - s->model_ms) >= every;
+}
+
+/* The model's figure, worked out again when due (model_due). */
 static int model_figure(struct scale *s, const struct scale_input *in)
 {
     const struct scale_conf *c = &s->conf;
-    if (s->model_ms && s->model > 0 && in->now_ms - s->model_ms < SCALE_MODEL_EVERY_MS)
+    if (!model_due(s, in->now_ms))
         return s->model;
     struct sizing_load l = in->load;
     l.headroom = l.headroom != 0 ? l.headroom : SIZING_HEADROOM_AUTO;
+    double t0 = thread_cpu_ms();
     s->model = sizing_required_near(&l, c->target_wait_ms / 1000.0, 1 - c->epsilon,
                                     c->max_workers, s->model);
     s->model_ms = in->now_ms;
     s->model_requests = sizing_requests(&l);
     s->model_headroom = s->model > 0 ? sizing_headroom(&l) : 0;
+    s->model_cost_ms = thread_cpu_ms() - t0;
     return s->model;
 }
 
@@ -305,6 +328,8 @@ static void size(struct scale *s, const struct scale_input *in, struct scale_out
     o->required_model = model_figure(s, in);
     o->model_requests = s->model_requests;
     o->model_headroom = s->model_headroom;
+    o->model_cost_ms = s->model_cost_ms;
+    o->model_age_ms = s->model_ms ? in->now_ms - s->model_ms : 0;
     int req = c->mode == SCALE_MODE_LITTLE ? o->required_little : o->required_erlang;
     if (c->mode == SCALE_MODE_MODEL && o->required_model > 0)
         req = o->required_model;

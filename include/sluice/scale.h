@@ -59,9 +59,15 @@
 /* The bound test reads a Wq only when it comes from this many requests: a p95 of a handful
  * (one readiness probe of 1 ms after a start) is no level to compare with (issue 14). */
 #define SCALE_MIN_SAMPLES 200
-/* The model's figure is worked out again this often (a replay costs ~10 ms; a window of a
- * minute changes little in 5 s). */
+/* The model's figure is worked out again this often (a replay costs ~10 ms at a few hundred
+ * req/s; a window of a minute changes little in 5 s) ... */
 #define SCALE_MODEL_EVERY_MS 5000
+/* ... or, when a run took longer, after SCALE_MODEL_DUTY times what it took: the model
+ * (on the main thread, which a pinned proxy shares its core with) never takes more than
+ * 1 % of a core. Its cost grows with the window's requests: ~280 ms at 37,000 req/s, where
+ * every 5 s was 5.6 % of the main thread; the figure is then 28 s old at most, still
+ * younger than the minute it reads. */
+#define SCALE_MODEL_DUTY 100
 
 enum scale_mode { SCALE_MODE_LITTLE = 0, SCALE_MODE_ERLANG, SCALE_MODE_MODEL };
 
@@ -128,7 +134,9 @@ struct scale_out {
     int required_model;  /* the same SLO by replaying the window (sizing.h); 0 = too little
                           * data (then mode model sizes by Erlang C) ... */
     uint64_t model_requests; /* ... from this many requests in the window ... */
-    double model_headroom;   /* ... their service times stretched by this */
+    double model_headroom;   /* ... their service times stretched by this ... */
+    double model_cost_ms;    /* ... worked out in this much CPU time ... */
+    uint64_t model_age_ms;   /* ... this long ago */
     int required;        /* mode's figure, cut to db_cap, clamped to [min, max workers] */
     int db_cap;          /* floor(db_max_connections x db_share / pool_size); 0 = unknown */
     int db_capped;       /* 1 if the cap cut required this tick */
@@ -165,6 +173,7 @@ struct scale {
     } low[SCALE_LOW_SLOTS];
     int model;                       /* the model's last figure ... */
     uint64_t model_ms;               /* ... worked out at this time (0 = never) ... */
+    double model_cost_ms;            /* ... in this much CPU time ... */
     uint64_t model_requests;         /* ... from this many requests ... */
     double model_headroom;           /* ... stretched by this */
 };

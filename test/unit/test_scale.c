@@ -70,20 +70,28 @@ static void run_std(struct run *r)
     run_init(r, &c);
 }
 
+/* A minute of `rate` req/s whose requests take 50-149 ms (rate / 10 erlangs); one window
+ * per rate at a time. */
+static struct sizing_load window_at(uint32_t rate)
+{
+    static struct hist h[2];
+    static struct hist_snap svc[2];
+    static uint32_t per_s[2][60];
+    int k = rate > 40;
+    hist_init(&h[k]);
+    for (int s = 0; s < 60; s++) {
+        per_s[k][s] = rate;
+        for (uint32_t i = 0; i < rate; i++)
+            hist_record(&h[k], 50000 + (uint64_t)(i % 10) * 10000 + (s % 7) * 1000);
+    }
+    hist_snapshot(&svc[k], &h[k]);
+    return (struct sizing_load){.per_s = per_s[k], .seconds = 60, .service = &svc[k]};
+}
+
 /* A minute of 40 req/s whose requests take 50-149 ms (4 erlangs), for mode model. */
 static struct sizing_load model_window(void)
 {
-    static struct hist h;
-    static struct hist_snap svc;
-    static uint32_t per_s[60];
-    hist_init(&h);
-    for (int s = 0; s < 60; s++) {
-        per_s[s] = 40;
-        for (int i = 0; i < 40; i++)
-            hist_record(&h, 50000 + (uint64_t)(i % 10) * 10000 + (s % 7) * 1000);
-    }
-    hist_snapshot(&svc, &h);
-    return (struct sizing_load){.per_s = per_s, .seconds = 60, .service = &svc};
+    return window_at(40);
 }
 
 /* Mode model (the default), 40 req/s of ~100 ms, `workers` of them; no window yet. */
@@ -744,6 +752,37 @@ static void test_model_mode(void **state)
     assert_reason_has(&r.out, "model: the last window replayed");
 }
 
+/* The model's figure is worked out again every 5 s, or after 100 times what the last run
+ * cost when that is longer (it never takes more than 1 % of the main thread); the output
+ * says how old the figure is and what it cost. */
+static void test_model_cadence_follows_its_cost(void **state)
+{
+    (void)state;
+    struct run r;
+    run_model(&r, 4);
+    r.in.load = window_at(40);
+    tick(&r, 0);
+    int light = r.out.required_model;
+    assert_true(light >= 5 && light <= 7);
+    assert_true(r.out.model_cost_ms >= 0 && r.out.model_cost_ms < 50);
+    r.in.load = window_at(80); /* twice the load: more workers */
+    tick(&r, 4);
+    assert_int_equal(r.out.required_model, light); /* 4 s: not due */
+    assert_int_equal(r.out.model_age_ms, 4000);
+    tick(&r, 5);
+    int heavy = r.out.required_model;
+    assert_true(heavy > light);
+    assert_int_equal(r.out.model_age_ms, 0);
+    r.s.model_cost_ms = 120; /* as if that run had taken 120 ms: next in 12 s, not 5 */
+    r.in.load = window_at(40);
+    tick(&r, 10);
+    tick(&r, 16);
+    assert_int_equal(r.out.required_model, heavy);
+    assert_int_equal(r.out.model_age_ms, 11000);
+    tick(&r, 17);
+    assert_int_equal(r.out.required_model, light);
+}
+
 /* The SLO as users say it: 99 % of requests wait at most slo_wait is epsilon 0.01. */
 static void test_slo_quantile(void **state)
 {
@@ -816,6 +855,7 @@ int main(void)
         cmocka_unit_test(test_bound_forgets),
         cmocka_unit_test(test_bound_needs_samples),
         cmocka_unit_test(test_model_mode),
+        cmocka_unit_test(test_model_cadence_follows_its_cost),
         cmocka_unit_test(test_slo_quantile),
         cmocka_unit_test(test_deep_queue_needs_late_waits),
         cmocka_unit_test(test_required_waits_for_a_full_window),
