@@ -24,6 +24,7 @@
 #include <sluice/log.h>
 #include <sluice/meter.h>
 #include <sluice/runtime.h>
+#include <sluice/sizer.h>
 #include <sluice/stats.h>
 #include <sluice/worker.h>
 
@@ -89,6 +90,7 @@ static void gather(struct autoscale *a, uint64_t now, struct scale_input *in)
     meter_window(px->meter->upstream, span, &up);
     memset(in, 0, sizeof *in);
     in->now_ms = now;
+    in->sizer = a->sizer;
     in->lambda = meter_admitted_rate(px->meter, span);
     in->wq_s = (double)meter_quantile_us(px->meter->upstream, span, sc->c.quantile) / 1e6;
     in->p50_s = (double)up.p50_us / 1e6;
@@ -425,6 +427,7 @@ struct autoscale *autoscale_new(struct event_base *base, struct proxy *px)
     a->tick = event_new(base, -1, EV_PERSIST, on_tick, a);
     a->web_retry = evtimer_new(base, web_retry_cb, a);
     a->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    a->sizer = sizer_new(); /* NULL: the model is worked out in the tick */
     if (!a->tick || !a->web_retry) {
         autoscale_free(a);
         return NULL;
@@ -457,6 +460,7 @@ void autoscale_free(struct autoscale *a)
         event_free(a->web_retry);
     if (a->dns)
         evdns_base_free(a->dns, 0);
+    sizer_free(a->sizer);
     free(a);
 }
 

@@ -2,12 +2,12 @@
  * few multiplications, the Erlang B recursion up to the answer (about a + 3 sqrt(a) steps) and
  * a scan of 30 latency buckets; nothing is allocated. */
 #include <sluice/scale.h>
+#include <sluice/sizer.h>
 
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #define TOLERANCE 1e-9      /* relative: a product this close to an integer is that integer */
 #define RISE 1.5            /* Wq above RISE x its 5-minute low is "latency rising" */
@@ -280,15 +280,6 @@ static void quantile_label(const struct scale *s, char *buf, size_t n)
     snprintf(buf, n, "p%g", s->conf.quantile * 100.0);
 }
 
-/* The CPU time this thread has used, in ms. */
-static double thread_cpu_ms(void)
-{
-    struct timespec ts;
-    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
-        return 0;
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 /* Whether the model's figure is due: none yet, or SCALE_MODEL_EVERY_MS since the last one,
  * or SCALE_MODEL_DUTY times its cost when that is longer. */
 static int model_due(const struct scale *s, uint64_t now_ms)
@@ -301,21 +292,55 @@ static int model_due(const struct scale *s, uint64_t now_ms)
     return (double)(now_ms - s->model_ms) >= every;
 }
 
-/* The model's figure, worked out again when due (model_due). */
+/* The window as the model reads it. */
+static struct sizing_load model_load(const struct scale_input *in)
+{
+    struct sizing_load l = in->load;
+    l.headroom = l.headroom != 0 ? l.headroom : SIZING_HEADROOM_AUTO;
+    return l;
+}
+
+static void model_store(struct scale *s, const struct sizer_result *r, uint64_t at_ms)
+{
+    s->model = r->model;
+    s->model_ms = at_ms;
+    s->model_requests = r->requests;
+    s->model_headroom = r->headroom;
+    s->model_cost_ms = r->cost_ms;
+}
+
+/* On the sizer's thread: the figure of the job asked on an earlier tick (a job asked
+ * before scale_init is not waited for, and its figure is dropped); a new job when due. */
+static int model_async(struct scale *s, const struct scale_input *in)
+{
+    const struct scale_conf *c = &s->conf;
+    struct sizer_result r;
+    if (sizer_take(in->sizer, &r) && s->model_job && r.id == s->model_job) {
+        model_store(s, &r, s->model_job_ms);
+        s->model_job = 0;
+    }
+    if (!s->model_job && model_due(s, in->now_ms)) {
+        struct sizing_load l = model_load(in);
+        s->model_job = sizer_submit(in->sizer, &l, c->target_wait_ms / 1000.0, 1 - c->epsilon,
+                                    c->max_workers, s->model);
+        s->model_job_ms = in->now_ms;
+    }
+    return s->model;
+}
+
+/* The model's figure, worked out again when due (model_due): in the tick, or on the
+ * sizer's thread when the input names one. */
 static int model_figure(struct scale *s, const struct scale_input *in)
 {
     const struct scale_conf *c = &s->conf;
+    if (in->sizer)
+        return model_async(s, in);
     if (!model_due(s, in->now_ms))
         return s->model;
-    struct sizing_load l = in->load;
-    l.headroom = l.headroom != 0 ? l.headroom : SIZING_HEADROOM_AUTO;
-    double t0 = thread_cpu_ms();
-    s->model = sizing_required_near(&l, c->target_wait_ms / 1000.0, 1 - c->epsilon,
-                                    c->max_workers, s->model);
-    s->model_ms = in->now_ms;
-    s->model_requests = sizing_requests(&l);
-    s->model_headroom = s->model > 0 ? sizing_headroom(&l) : 0;
-    s->model_cost_ms = thread_cpu_ms() - t0;
+    struct sizing_load l = model_load(in);
+    struct sizer_result r;
+    sizer_run(&l, c->target_wait_ms / 1000.0, 1 - c->epsilon, c->max_workers, s->model, &r);
+    model_store(s, &r, in->now_ms);
     return s->model;
 }
 

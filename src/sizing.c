@@ -1,10 +1,12 @@
 /* sizing: the fewest workers for a wait SLO, by replaying the measured window through a
  * simulated pool (see include/sluice/sizing.h). One call simulates about
  * SIZING_MIN_SIMULATED requests per c tried (a binary search: log2(most) tries), each a
- * heap operation over c free times: milliseconds, once a second, on the main thread. */
+ * heap operation over c free times: milliseconds to a few hundred, every 5 s or less often,
+ * on the sizer's thread (sizer.h). */
 #include <sluice/sizing.h>
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #define SEED 0x9e3779b97f4a7c15ULL
@@ -123,6 +125,11 @@ second(double at, uint32_t k, const struct sampler *sm, struct rng *r, struct si
         p[1].late += late1;
 }
 
+static int stopped(const struct sizing_load *l)
+{
+    return l->stop && atomic_load_explicit(l->stop, memory_order_relaxed);
+}
+
 /* The share waiting over wait_s in each of the np (1 or 2) pools (tail[j]); heaps: room for
  * each c. */
 static void simulate(const struct sizing_load *l, const struct sampler *sm, struct simpool *p,
@@ -135,15 +142,15 @@ static void simulate(const struct sizing_load *l, const struct sampler *sm, stru
         for (int i = 0; i < p[j].c; i++)
             p[j].heap[i] = 0;
     }
-    for (double t0 = 0; n < SIZING_MIN_SIMULATED; t0 += l->seconds, n += per_pass)
-        for (int s = 0; s < l->seconds; s++) {
+    for (double t0 = 0; n < SIZING_MIN_SIMULATED && !stopped(l); t0 += l->seconds, n += per_pass)
+        for (int s = 0; s < l->seconds && !stopped(l); s++) {
             if (np == 1) /* (each np its own copy of the loop: as fast as before for one) */
                 second(t0 + s, l->per_s[s], sm, &r, p, 1, wait_s);
             else
                 second(t0 + s, l->per_s[s], sm, &r, p, 2, wait_s);
         }
     for (int j = 0; j < np; j++)
-        tail[j] = (double)p[j].late / (double)n;
+        tail[j] = n ? (double)p[j].late / (double)n : 1;
 }
 
 /* 1 + SIZING_Z x sqrt(2 x E[S^2] / E[S]^2 / N): see SIZING_HEADROOM_AUTO. Moments from

@@ -36,6 +36,7 @@ struct autoscale {
     struct scale_input in;     /* what it was fed */
     uint32_t arrivals[HIST_WIN_MAX_S]; /* in.load's: the window's arrivals per second */
     struct hist_snap service;  /* in.load's: the window's upstream times */
+    struct sizer *sizer;       /* owned: the model's thread (sizer.h) */
     int have;                  /* 1 after the first tick */
     int clustered;             /* the last tick sized the cluster (Redis heartbeat fresh) */
     struct cluster_view cv;    /* ... as it saw it; only the leader runs the sinks */

@@ -53,6 +53,8 @@
 
 #include <sluice/sizing.h>
 
+struct sizer;
+
 #define SCALE_REASON_LEN 240      /* the reason buffer, NUL included */
 #define SCALE_WORKERS_LIMIT 100000 /* required_little and required_erlang saturate here */
 #define SCALE_LOW_SLOTS 30        /* Wq lows kept for the bound test: 30 x 10 s = 5 minutes */
@@ -63,10 +65,9 @@
  * req/s; a window of a minute changes little in 5 s) ... */
 #define SCALE_MODEL_EVERY_MS 5000
 /* ... or, when a run took longer, after SCALE_MODEL_DUTY times what it took: the model
- * (on the main thread, which a pinned proxy shares its core with) never takes more than
- * 1 % of a core. Its cost grows with the window's requests: ~280 ms at 37,000 req/s, where
- * every 5 s was 5.6 % of the main thread; the figure is then 28 s old at most, still
- * younger than the minute it reads. */
+ * never takes more than 1 % of a core. Its cost grows with the window's requests: 504 ms
+ * for 1.07 million at 30,000 req/s, where every 5 s was 10 % of a core; the figure is
+ * then under a minute old, younger than the minute it reads. */
 #define SCALE_MODEL_DUTY 100
 
 enum scale_mode { SCALE_MODE_LITTLE = 0, SCALE_MODE_ERLANG, SCALE_MODE_MODEL };
@@ -123,6 +124,8 @@ struct scale_input {
     double utilisation;  /* in-flight / supply, averaged over the window, 0..1 */
     uint64_t samples;    /* requests behind wq_s; fewer than SCALE_MIN_SAMPLES: no bound test */
     struct sizing_load load; /* the window replayed by mode model (arrays: the caller's) */
+    struct sizer *sizer; /* works the model out off this thread (sizer.h); NULL: here, in
+                          * the tick */
     int window_full;     /* the window holds its whole span: `required` may act */
     double queue_wait_s; /* p95 of the time requests waited in sluice's queue, last 10 s */
 };
@@ -174,6 +177,8 @@ struct scale {
     int model;                       /* the model's last figure ... */
     uint64_t model_ms;               /* ... worked out at this time (0 = never) ... */
     double model_cost_ms;            /* ... in this much CPU time ... */
+    uint64_t model_job;              /* the sizer's job being waited for (0 = none) ... */
+    uint64_t model_job_ms;           /* ... asked at this time */
     uint64_t model_requests;         /* ... from this many requests ... */
     double model_headroom;           /* ... stretched by this */
 };

@@ -53,6 +53,8 @@ struct sizing_load {
     const struct hist_snap *service;
     double headroom;  /* service times are simulated this much longer (>= 1; 0 = 1;
                          SIZING_HEADROOM_AUTO: by the window's sampling error, above) */
+    const _Atomic int *stop; /* non-zero: give up at once (the answer is then meaningless);
+                                NULL: never */
 };
 
 /* The stretch of the service times that l's model runs with (its headroom, or for

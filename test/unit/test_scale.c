@@ -9,9 +9,11 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include <sluice/scale.h>
+#include <sluice/sizer.h>
 
 #define T0 1000000ULL /* ms: a "now" well clear of 0 */
 
@@ -783,6 +785,54 @@ static void test_model_cadence_follows_its_cost(void **state)
     assert_int_equal(r.out.required_model, light);
 }
 
+/* Ticks at second t until the model's figure is not `from` (the sizer's thread has
+ * answered), up to 30 s of real time. */
+static void tick_until_figure_moves(struct run *r, int t, int from)
+{
+    struct timespec ms = {0, 1000000};
+    for (int i = 0; i < 30000; i++) {
+        tick(r, t);
+        if (r->out.required_model != from)
+            return;
+        nanosleep(&ms, NULL);
+    }
+    fail_msg("no figure from the sizer's thread in 30 s");
+}
+
+/* With a sizer (as sluice runs), the figure is worked out on its thread and collected on a
+ * later tick: the same figure as in the tick. A job asked before the configuration
+ * changed (scale_init) is dropped, not shown. */
+static void test_model_on_the_sizers_thread(void **state)
+{
+    (void)state;
+    struct run sync, r;
+    run_model(&sync, 4);
+    sync.in.load = window_at(40);
+    tick(&sync, 0);
+    int light = sync.out.required_model;
+    sync.in.load = window_at(80);
+    tick(&sync, 5);
+    int heavy = sync.out.required_model;
+    assert_true(light > 0 && heavy > light);
+
+    run_model(&r, 4);
+    r.in.sizer = sizer_new();
+    assert_non_null(r.in.sizer);
+    r.in.load = window_at(40);
+    tick(&r, 0);
+    assert_int_equal(r.out.required_model, 0); /* asked, not answered */
+    tick_until_figure_moves(&r, 0, 0);
+    assert_int_equal(r.out.required_model, light);
+    r.in.load = window_at(80);
+    tick(&r, 5); /* the heavy window asked ... */
+    struct scale_conf c = r.s.conf;
+    scale_init(&r.s, &c); /* ... and the configuration reloaded before its answer */
+    r.in.load = window_at(40);
+    tick_until_figure_moves(&r, 6, 0);
+    assert_int_equal(r.out.required_model, light); /* the heavy job's figure was dropped */
+    sizer_free(r.in.sizer);
+}
+
 /* The SLO as users say it: 99 % of requests wait at most slo_wait is epsilon 0.01. */
 static void test_slo_quantile(void **state)
 {
@@ -856,6 +906,7 @@ int main(void)
         cmocka_unit_test(test_bound_needs_samples),
         cmocka_unit_test(test_model_mode),
         cmocka_unit_test(test_model_cadence_follows_its_cost),
+        cmocka_unit_test(test_model_on_the_sizers_thread),
         cmocka_unit_test(test_slo_quantile),
         cmocka_unit_test(test_deep_queue_needs_late_waits),
         cmocka_unit_test(test_required_waits_for_a_full_window),

@@ -1,0 +1,146 @@
+/* sizer: the sizing model on a nice-19 thread of its own (see include/sluice/sizer.h). */
+#include <sluice/sizer.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SIZER_NICE 19
+
+enum job_state { JOB_NONE = 0, JOB_ASKED, JOB_DONE };
+
+struct sizer {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    _Atomic int stop;              /* set once: the thread ends, a running job is cut short */
+    enum job_state state;          /* under lock */
+    uint64_t next_id;              /* under lock */
+    /* the job: written by sizer_submit while JOB_NONE, read by the thread while JOB_ASKED */
+    uint32_t per_s[HIST_WIN_MAX_S];
+    struct hist_snap service;
+    struct sizing_load load;
+    double wait_s, quantile;
+    int most, hint;
+    struct sizer_result result;    /* written by the thread, read under lock once JOB_DONE */
+};
+
+static double thread_cpu_ms(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return 0;
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+void sizer_run(const struct sizing_load *l, double wait_s, double quantile, int most,
+               int hint, struct sizer_result *r)
+{
+    double t0 = thread_cpu_ms();
+    r->model = sizing_required_near(l, wait_s, quantile, most, hint);
+    r->requests = sizing_requests(l);
+    r->headroom = r->model > 0 ? sizing_headroom(l) : 0;
+    r->cost_ms = thread_cpu_ms() - t0;
+}
+
+static void *sizer_main(void *arg)
+{
+    struct sizer *z = arg;
+    /* Linux: a thread's nice is its own; failing leaves it at the proxy's priority. */
+    (void)setpriority(PRIO_PROCESS, (id_t)gettid(), SIZER_NICE);
+    pthread_mutex_lock(&z->lock);
+    for (;;) {
+        while (z->state != JOB_ASKED && !atomic_load(&z->stop))
+            pthread_cond_wait(&z->wake, &z->lock);
+        if (atomic_load(&z->stop))
+            break;
+        pthread_mutex_unlock(&z->lock);
+        sizer_run(&z->load, z->wait_s, z->quantile, z->most, z->hint, &z->result);
+        pthread_mutex_lock(&z->lock);
+        z->state = JOB_DONE;
+    }
+    pthread_mutex_unlock(&z->lock);
+    return NULL;
+}
+
+struct sizer *sizer_new(void)
+{
+    struct sizer *z = calloc(1, sizeof *z);
+    if (!z)
+        return NULL;
+    pthread_mutex_init(&z->lock, NULL);
+    pthread_cond_init(&z->wake, NULL);
+    if (pthread_create(&z->thread, NULL, sizer_main, z) != 0) {
+        pthread_cond_destroy(&z->wake);
+        pthread_mutex_destroy(&z->lock);
+        free(z);
+        return NULL;
+    }
+    return z;
+}
+
+/* The newest HIST_WIN_MAX_S seconds of l into the job. */
+static void copy_load(struct sizer *z, const struct sizing_load *l)
+{
+    int n = l->seconds < HIST_WIN_MAX_S ? l->seconds : HIST_WIN_MAX_S;
+    if (n > 0 && l->per_s)
+        memcpy(z->per_s, l->per_s + (l->seconds - n), (size_t)n * sizeof *z->per_s);
+    if (l->service)
+        z->service = *l->service;
+    z->load = (struct sizing_load){
+        .per_s = n > 0 && l->per_s ? z->per_s : NULL,
+        .seconds = n,
+        .service = l->service ? &z->service : NULL,
+        .headroom = l->headroom,
+        .stop = &z->stop,
+    };
+}
+
+uint64_t sizer_submit(struct sizer *z, const struct sizing_load *l, double wait_s,
+                      double quantile, int most, int hint)
+{
+    pthread_mutex_lock(&z->lock);
+    uint64_t id = 0;
+    if (z->state == JOB_NONE) {
+        copy_load(z, l);
+        z->wait_s = wait_s;
+        z->quantile = quantile;
+        z->most = most;
+        z->hint = hint;
+        z->result = (struct sizer_result){.id = id = ++z->next_id};
+        z->state = JOB_ASKED;
+        pthread_cond_signal(&z->wake);
+    }
+    pthread_mutex_unlock(&z->lock);
+    return id;
+}
+
+int sizer_take(struct sizer *z, struct sizer_result *r)
+{
+    pthread_mutex_lock(&z->lock);
+    int done = z->state == JOB_DONE;
+    if (done) {
+        *r = z->result;
+        z->state = JOB_NONE;
+    }
+    pthread_mutex_unlock(&z->lock);
+    return done;
+}
+
+void sizer_free(struct sizer *z)
+{
+    if (!z)
+        return;
+    pthread_mutex_lock(&z->lock);
+    atomic_store(&z->stop, 1);
+    pthread_cond_signal(&z->wake);
+    pthread_mutex_unlock(&z->lock);
+    pthread_join(z->thread, NULL);
+    pthread_cond_destroy(&z->wake);
+    pthread_mutex_destroy(&z->lock);
+    free(z);
+}
