@@ -161,10 +161,42 @@ static const struct timeval *tv_of(struct timeval *tv, uint32_t ms, int has)
     return tv;
 }
 
-static void arm_read(struct sock *s)
+/* event_add and event_del of rev and wev, keeping rev_on/rev_timed and wev_on/wev_timed.
+ * Re-adding an added event without a timeout keeps its timer: "timed" then stays. */
+static void ev_on(struct event *ev, uint32_t ms, int has, struct sock *s, int w)
 {
     struct timeval tv;
-    event_add(&s->rev, tv_of(&tv, s->rto_ms, s->has_rto));
+    event_add(ev, tv_of(&tv, ms, has));
+    if (w) {
+        s->wev_timed = has || (s->wev_on && s->wev_timed);
+        s->wev_on = 1;
+    } else {
+        s->rev_timed = has || (s->rev_on && s->rev_timed);
+        s->rev_on = 1;
+    }
+}
+
+static void rev_add(struct sock *s, uint32_t ms, int has)
+{
+    ev_on(&s->rev, ms, has, s, 0);
+}
+
+static void rev_del(struct sock *s)
+{
+    event_del(&s->rev);
+    s->rev_on = s->rev_timed = 0;
+}
+
+static void wev_del(struct sock *s)
+{
+    if (s->wev)
+        event_del(s->wev);
+    s->wev_on = s->wev_timed = 0;
+}
+
+static void arm_read(struct sock *s)
+{
+    rev_add(s, s->rto_ms, s->has_rto);
     /* bytes OpenSSL read ahead and holds are no event for epoll: run the read now */
     if (s->ssl && !s->handshaking && SSL_has_pending(s->ssl))
         event_active(&s->rev, EV_READ, 1);
@@ -187,7 +219,7 @@ static void hold_reading(struct sock *s)
     if (!s->hwm_cb && !(s->hwm_cb = evbuffer_add_cb(s->in, input_changed, s)))
         return; /* no memory for it: read on past the limit (fill() reads a little) */
     s->held = 1;
-    event_del(&s->rev);
+    rev_del(s);
 }
 
 static void handshake(struct sock *s);
@@ -199,7 +231,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     if (what & EV_TIMEOUT) {
         sock_disable(s, EV_READ);
-        event_del(&s->rev); /* (a handshake's too) */
+        rev_del(s); /* (a handshake's too) */
         if (s->on_event)
             s->on_event(s, SOCK_TIMEOUT | SOCK_READING, s->arg);
         return;
@@ -245,15 +277,13 @@ static int arm_write(struct sock *s)
 {
     if (!s->wev && !(s->wev = event_new(s->base, s->fd, EV_WRITE | EV_PERSIST, on_writable, s)))
         return -1;
-    struct timeval tv;
-    event_add(s->wev, tv_of(&tv, s->wto_ms, s->has_wto));
+    ev_on(s->wev, s->wto_ms, s->has_wto, s, 1);
     return 0;
 }
 
 static void stop_writing(struct sock *s)
 {
-    if (s->wev)
-        event_del(s->wev);
+    wev_del(s);
     s->enabled &= (short)~EV_WRITE;
 }
 
@@ -340,24 +370,21 @@ static void handshake(struct sock *s)
         if ((s->enabled & EV_READ) && !s->held)
             arm_read(s); /* and what came behind the handshake, held inside OpenSSL */
         else
-            event_del(&s->rev);
-        if (s->wev)
-            event_del(s->wev);
+            rev_del(s);
+        wev_del(s);
         s->enabled &= (short)~EV_WRITE;
         sock_flush(s); /* what the owner wrote meanwhile */
         tell(s, SOCK_CONNECTED);
         return;
     }
     int e = SSL_get_error(s->ssl, r);
-    struct timeval tv; /* a handshake gets the write (or connect) timeout */
-    if (e == SSL_ERROR_WANT_READ) {
-        event_add(&s->rev, tv_of(&tv, s->wto_ms, s->has_wto));
-        if (s->wev)
-            event_del(s->wev);
+    if (e == SSL_ERROR_WANT_READ) { /* a handshake gets the write (or connect) timeout */
+        rev_add(s, s->wto_ms, s->has_wto);
+        wev_del(s);
         return;
     }
     if (e == SSL_ERROR_WANT_WRITE && arm_write(s) == 0) {
-        event_del(&s->rev);
+        rev_del(s);
         return;
     }
     tls_broken(s);
@@ -455,7 +482,7 @@ int sock_tls(struct sock *s, SSL *ssl, int server)
             return -1;
         SSL_set_accept_state(ssl);
         s->handshaking = 1;
-        event_add(&s->rev, NULL); /* the client speaks first */
+        rev_add(s, 0, 0); /* the client speaks first */
     } else {
         SSL_set_connect_state(ssl);
     }
@@ -497,6 +524,7 @@ void sock_close(struct sock *s)
     if (s->wev)
         event_free(s->wev);
     s->wev = NULL;
+    s->wev_on = s->wev_timed = 0;
     if (s->ssl) {
         if (!s->tls_dead && !s->handshaking && !s->connecting)
             SSL_shutdown(s->ssl); /* a close_notify, if the socket takes it now */
@@ -505,7 +533,7 @@ void sock_close(struct sock *s)
         ERR_clear_error();
     }
     if (s->fd >= 0) {
-        event_del(&s->rev);
+        rev_del(s);
         close(s->fd);
         s->fd = -1;
     }
@@ -533,9 +561,10 @@ void sock_setcb(struct sock *s, sock_data_cb on_read, sock_data_cb on_write,
 int sock_handover(struct sock *s)
 {
     s->has_rto = 0;
-    if (s->fd < 0)
-        return 0;
+    if (s->fd < 0 || !s->rev_timed)
+        return 0; /* no timer: no timeout can be waiting to run */
     event_remove_timer(&s->rev); /* a timeout not yet due never fires now */
+    s->rev_timed = 0;
     /* with no timer left, EV_TIMEOUT here means it fired and its callback is queued */
     return event_pending(&s->rev, EV_TIMEOUT, NULL) ? -1 : 0;
 }
@@ -558,9 +587,9 @@ void sock_disable(struct sock *s, short what)
     if (s->fd < 0 || s->connecting || s->handshaking)
         return;
     if (what & EV_READ)
-        event_del(&s->rev);
-    if ((what & EV_WRITE) && s->wev)
-        event_del(s->wev);
+        rev_del(s);
+    if (what & EV_WRITE)
+        wev_del(s);
 }
 
 short sock_enabled(const struct sock *s)
@@ -577,17 +606,21 @@ void sock_set_timeouts(struct sock *s, const struct timeval *rd, const struct ti
     if (s->fd < 0)
         return;
     /* re-adding a pending event with no timeout keeps its old one: remove it */
-    if (event_pending(&s->rev, EV_READ, NULL)) {
+    if (s->rev_on) {
         if (rd)
             arm_read(s);
-        else
+        else if (s->rev_timed) {
             event_remove_timer(&s->rev);
+            s->rev_timed = 0;
+        }
     }
-    if (s->wev && event_pending(s->wev, EV_WRITE, NULL)) {
+    if (s->wev_on) {
         if (wr)
             arm_write(s);
-        else
+        else if (s->wev_timed) {
             event_remove_timer(s->wev);
+            s->wev_timed = 0;
+        }
     }
 }
 

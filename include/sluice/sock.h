@@ -62,6 +62,9 @@ struct sock {
     unsigned failed : 1;           /* a write failed in sock_flush: told on the loop */
     unsigned read_wants_write : 1, write_wants_read : 1; /* TLS: a read waits to write,
                                                           * or a write to read */
+    /* what libevent has, kept here so that a timeout change asks it nothing (event_pending
+     * takes the loop's lock: ~5 times a request): rev or wev added, and maybe with a timer */
+    unsigned rev_on : 1, rev_timed : 1, wev_on : 1, wev_timed : 1;
 };
 
 /* A plain TCP socket on non-blocking fd (-1 for one to sock_connect): 0, s owns fd from
