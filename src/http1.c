@@ -116,16 +116,17 @@ static enum http1_method method_id(const char *m, size_t n)
  * bytes are needed, -2 on a bare LF or a CR not followed by LF. */
 static long line_end(const char *buf, size_t start, size_t len)
 {
-    for (size_t i = start; i < len; i++) {
-        if (buf[i] == '\n')
-            return -2;
-        if (buf[i] == '\r') {
-            if (i + 1 >= len)
-                return -1;
-            return buf[i + 1] == '\n' ? (long)i : -2;
-        }
-    }
-    return -1;
+    if (start >= len)
+        return -1;
+    /* the first CR or LF decides (memchr: a line at a time, not a byte) */
+    const char *p = buf + start, *lf = memchr(p, '\n', len - start);
+    const char *cr = memchr(p, '\r', (size_t)((lf ? lf : buf + len) - p));
+    if (!cr)
+        return lf ? -2 : -1; /* a bare LF, or no end yet */
+    size_t i = (size_t)(cr - buf);
+    if (i + 1 >= len)
+        return -1;
+    return buf[i + 1] == '\n' ? (long)i : -2;
 }
 
 static int parse_version(const char *p, size_t n, int *minor)
