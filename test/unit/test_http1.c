@@ -591,6 +591,42 @@ static void test_req_absolute_form_bad(void **state)
     }
 }
 
+/* Every byte value at every place of a 24-byte field value and reason phrase: refused
+ * exactly when it is a CTL other than HTAB, or DEL (the parser checks 8 bytes at a time;
+ * this puts each byte in each lane, before and after a word boundary). */
+static int is_text_byte(int v)
+{
+    return v == ' ' || v == '\t' || (v >= 0x21 && v != 0x7f);
+}
+
+static void test_field_text_every_byte_everywhere(void **state)
+{
+    (void)state;
+    for (int v = 0; v < 256; v++)
+        for (int pos = 0; pos < 24; pos++) {
+            char val[25];
+            memset(val, 'a', 24);
+            val[24] = 0;
+            val[pos] = (char)v;
+            char buf[128];
+            int n = snprintf(buf, sizeof buf, "GET / HTTP/1.1\r\nHost: a\r\nX-A: a");
+            memcpy(buf + n, val, 24);
+            n += 24;
+            n += snprintf(buf + n, sizeof buf - (size_t)n, "\r\n\r\n");
+            struct parsed p;
+            int rc = req_parse(&p, buf, (size_t)n, NULL, NHDRS);
+            if ((rc > 0) != is_text_byte(v))
+                fail_msg("request: byte 0x%02x at %d: rc=%d status=%d", v, pos, rc, p.status);
+            n = snprintf(buf, sizeof buf, "HTTP/1.1 200 O");
+            memcpy(buf + n, val, 24);
+            n += 24;
+            n += snprintf(buf + n, sizeof buf - (size_t)n, "\r\nContent-Length: 0\r\n\r\n");
+            rc = resp_parse(&p, buf, (size_t)n, NULL, HTTP1_M_GET);
+            if ((rc > 0) != is_text_byte(v))
+                fail_msg("response: byte 0x%02x at %d: rc=%d status=%d", v, pos, rc, p.status);
+        }
+}
+
 static void test_req_header_ids(void **state)
 {
     static const struct {
@@ -1408,6 +1444,7 @@ int main(void)
 {
     static const struct CMUnitTest fixed[] = {
         cmocka_unit_test(test_req_get_with_headers),
+        cmocka_unit_test(test_field_text_every_byte_everywhere),
         cmocka_unit_test(test_req_post_content_length),
         cmocka_unit_test(test_req_chunked_post),
         cmocka_unit_test(test_req_chunked_case_insensitive),
