@@ -18,6 +18,9 @@ Endpoints:
   /slow?ms=N        sleeps N ms, then answers "slept N" (&spread=P: a time drawn uniformly
                     from N x (1 - P/100) to N x (1 + P/100), mean N: a pool of varied requests;
                     &sigma=S: lognormal with median N; &alt=A&p=P: A ms with chance P)
+  /hold?file=F      waits until file F exists (polled every 5 ms; &ms=N: at most N ms, 10000
+                    by default), then answers "held": a request a test lets finish when it is
+                    ready, not after a guessed time
   /concurrent?ms=N  like /slow, counting requests in progress in this process
   /peak             the most /concurrent requests seen in progress at once (?reset=1 clears)
   /bytes?n=N        streams N bytes (a fixed pattern, see PATTERN) from a generator in
@@ -207,6 +210,12 @@ Promise.all(Array.from({length: %d}, (_, i) => fetch("/concurrent?ms=%d&i=" + i)
             t = float(q("alt", "0"))
         time.sleep(t / 1000.0)
         return _reply(start_response, 200, "slept %d\n" % ms, head=head)
+
+    if path == "/hold":
+        gate, deadline = q("file", ""), time.monotonic() + int(q("ms", "10000")) / 1000.0
+        while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return _reply(start_response, 200, "held\n", head=head)
 
     if path == "/bytes":
         n = int(q("n", "0"))

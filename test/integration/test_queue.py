@@ -284,33 +284,44 @@ def test_a_burst_that_drains_within_interval_is_not_shed_by_default(backend_fact
     assert [r.status for r in res] == [200] * 8
 
 
-def test_a_tenant_with_nobody_waiting_goes_next(backend_factory, sluice_factory):
+def test_a_tenant_with_nobody_waiting_goes_next(backend_factory, sluice_factory, tmp_path):
     # heavy (weight 3) is being served in its turn when light's single request arrives:
-    # light takes the next freed slot instead of waiting for the rest of heavy's turn
+    # light takes the next freed slot instead of waiting for the rest of heavy's turn.
+    # Every step waits on readiness: heavy's requests hold the one worker until a gate file
+    # exists, and the gate opens only once sluice shows light's request and heavy's other
+    # four waiting (a light request sent at a guessed time, even "once heavy's first was at
+    # the backend", was sometimes queued after that request had finished under TSan in CI:
+    # HHLHHH on b797105 and on abd2c99)
     b = big_backend(backend_factory)
-    s = sluice_factory([b], backend_opts={"workers": "1"}, extra=TENANTS)
+    admin = free_port()
+    s = sluice_factory([b], backend_opts={"workers": "1"},
+                       extra=TENANTS + "[admin]\nlisten = 127.0.0.1:%d\n" % admin)
+    gate = tmp_path / "gate"
     out = {}
 
-    def later(delay, path, tenant):
-        time.sleep(delay)
+    def send(path, tenant):
         out[path] = get(s.port, path, tenant)[0].status
 
-    def heavy_in_service():  # the backend logs each request as it arrives
-        return "t=heavy" in read_text(b.log)
+    def waiting():
+        q = {t["name"]: t["queued"] for t in status_json(admin)["tenants"]}
+        return q.get("light") == 1 and q.get("heavy") == 4
 
-    def light():
-        # sent once heavy's first request has reached the one worker (it holds it 300 ms):
-        # a fixed 0.55 s left 150 ms of slack, and the TSan stage of CI on b797105 sent it
-        # after heavy's second request had started (order HHLHHH)
-        wait_for(heavy_in_service, 10 * SLOW, 0.005, "heavy's first request at the backend")
-        later(0, "/slow?ms=10&t=light", "light")
-    ts = [threading.Thread(target=later, args=(0, "/slow?ms=400&blocker=1", None))]
-    ts += [threading.Thread(target=later, args=(0.05 + 0.01 * i, "/slow?ms=300&t=heavy&i=%d" % i,
-                                                "heavy")) for i in range(5)]
-    ts += [threading.Thread(target=light)]
-    for t in ts:
+    def at_backend(mark):
+        return lambda: mark in read_text(b.log)
+
+    blocker = threading.Thread(target=send, args=("/slow?ms=400&blocker=1", None))
+    blocker.start()
+    wait_for(at_backend("blocker=1"), 10 * SLOW, 0.005, "the blocker at the backend")
+    heavy = [threading.Thread(target=send, args=("/hold?file=%s&t=heavy&i=%d" % (gate, i),
+                                                 "heavy")) for i in range(5)]
+    for t in heavy:
         t.start()
-    for t in ts:
+    wait_for(at_backend("t=heavy"), 10 * SLOW, 0.005, "heavy's first at the backend")
+    light = threading.Thread(target=send, args=("/slow?ms=10&t=light", "light"))
+    light.start()
+    wait_for(waiting, 10 * SLOW, 0.01, "light's request and heavy's other four waiting")
+    gate.write_text("")
+    for t in [blocker, light] + heavy:
         t.join(30)
     assert set(out.values()) == {200}
     order = ["L" if "t=light" in l else "H" for l in open(b.log).read().splitlines() if "t=" in l]
