@@ -235,6 +235,11 @@ static int run(struct proxy *px)
         sev[i] = evsignal_new(base, sigs[i], on_signal, px);
         evsignal_add(sev[i], NULL);
     }
+    /* the pid file before any port accepts: whoever waits for the port may run
+     * `sluice -s reload` at once (written after the workers, such a reload found no pid) */
+    char *pid_file = rt->cfg->proxy.pid_file ? strdup(rt->cfg->proxy.pid_file) : NULL;
+    if (pid_file && write_pid(pid_file) < 0)
+        log_warn("main", "cannot write pid_file=%s: %s", pid_file, strerror(errno));
     char err[512];
     admin = admin_new(base, px, rt, err, sizeof err);
     if (!admin || start_workers(px) < 0) {
@@ -250,6 +255,9 @@ static int run(struct proxy *px)
         for (int i = 0; i < 4; i++)
             event_free(sev[i]);
         event_base_free(base);
+        if (pid_file)
+            unlink(pid_file);
+        free(pid_file);
         return 1;
     }
     checker = health_new(base);
@@ -262,9 +270,6 @@ static int run(struct proxy *px)
     struct timeval second = {1, 0};
     if (trim)
         event_add(trim, &second);
-    char *pid_file = rt->cfg->proxy.pid_file ? strdup(rt->cfg->proxy.pid_file) : NULL;
-    if (pid_file && write_pid(pid_file) < 0)
-        log_warn("main", "cannot write pid_file=%s: %s", pid_file, strerror(errno));
     log_info("main", "ready version=%s threads=%d listen=%s backends=%d", SLUICE_VERSION,
              px->nworkers, rt->cfg->proxy.listen.n ? rt->cfg->proxy.listen.v[0]
                                                    : rt->cfg->proxy.tls_listen.v[0],

@@ -482,6 +482,12 @@ class Sluice:
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         for p in self.ports:
             wait_port(p, timeout * SLOW, self.proc, "sluice")
+        if "pid_file = %s\n" % self.pid_file in read_text(self.config):
+            # once a port accepts, the pid file names this process, so `sluice -s reload`
+            # works at once (it was written after the workers started: under TSan a reload
+            # sent the moment the port opened found no pid)
+            pid = read_text(self.pid_file).strip() if os.path.exists(self.pid_file) else ""
+            assert pid == str(self.proc.pid), "pid file %r once a port accepts" % pid
         return self
 
     @property
