@@ -2,6 +2,7 @@
 #include <sluice/sizer.h>
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,7 +75,18 @@ struct sizer *sizer_new(void)
         return NULL;
     pthread_mutex_init(&z->lock, NULL);
     pthread_cond_init(&z->wake, NULL);
-    if (pthread_create(&z->thread, NULL, sizer_main, z) != 0) {
+    /* the thread takes none of the process's signals (HUP, TERM, ...): they are the main
+     * loop's. Under TSan a SIGHUP the kernel gave it while it slept in pthread_cond_wait
+     * was never handled: a reload lost. Made with them blocked, so it never has them. */
+    sigset_t async, old;
+    sigemptyset(&async);
+    int sigs[] = {SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGPIPE, SIGCHLD, SIGALRM};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        sigaddset(&async, sigs[i]);
+    pthread_sigmask(SIG_BLOCK, &async, &old);
+    int rc = pthread_create(&z->thread, NULL, sizer_main, z);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
         pthread_cond_destroy(&z->wake);
         pthread_mutex_destroy(&z->lock);
         free(z);
