@@ -163,22 +163,20 @@ static const struct timeval *tv_of(struct timeval *tv, uint32_t ms, int has)
 
 /* event_add and event_del of rev and wev, keeping rev_on/rev_timed and wev_on/wev_timed.
  * Re-adding an added event without a timeout keeps its timer: "timed" then stays. */
-static void ev_on(struct event *ev, uint32_t ms, int has, struct sock *s, int w)
-{
-    struct timeval tv;
-    event_add(ev, tv_of(&tv, ms, has));
-    if (w) {
-        s->wev_timed = has || (s->wev_on && s->wev_timed);
-        s->wev_on = 1;
-    } else {
-        s->rev_timed = has || (s->rev_on && s->rev_timed);
-        s->rev_on = 1;
-    }
-}
-
 static void rev_add(struct sock *s, uint32_t ms, int has)
 {
-    ev_on(&s->rev, ms, has, s, 0);
+    struct timeval tv;
+    event_add(&s->rev, tv_of(&tv, ms, has));
+    s->rev_timed = has || (s->rev_on && s->rev_timed);
+    s->rev_on = 1;
+}
+
+static void wev_add(struct sock *s)
+{
+    struct timeval tv;
+    event_add(s->wev, tv_of(&tv, s->wto_ms, s->has_wto));
+    s->wev_timed = s->has_wto || (s->wev_on && s->wev_timed);
+    s->wev_on = 1;
 }
 
 static void rev_del(struct sock *s)
@@ -277,7 +275,7 @@ static int arm_write(struct sock *s)
 {
     if (!s->wev && !(s->wev = event_new(s->base, s->fd, EV_WRITE | EV_PERSIST, on_writable, s)))
         return -1;
-    ev_on(s->wev, s->wto_ms, s->has_wto, s, 1);
+    wev_add(s);
     return 0;
 }
 
