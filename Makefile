@@ -67,6 +67,9 @@ $(BUILD)/unit/%: test/unit/%.c $(LIBOBJ) | $(BUILD)
 	$(E) "  CC  $@"
 	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIBOBJ) $(LIBS) -lcmocka
 
+# test_queue records each wake-up the queue posts, and lets the woken waiter be reused at once
+$(BUILD)/unit/test_queue: ALL_LDFLAGS += -Wl,--wrap=mailbox_post
+
 unit: $(UNIT_BINS)
 	$(Q)set -e; for t in $(UNIT_BINS); do echo "== $$t"; ./$$t; done
 

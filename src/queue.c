@@ -271,7 +271,7 @@ static void refuse(struct queue *q, struct tenant_state *t, struct waiter *w,
     w->retry_s = retry_of(t);
     w->state = why;
     atomic_fetch_add_explicit(why == W_SHED ? &q->shed : &q->full, 1, memory_order_relaxed);
-    event_active(w->wake, EV_READ, 0);
+    mailbox_post(w->box, &w->wake);
 }
 
 /* The flow to make room at: in the class holding the most of the queue by weight
@@ -598,7 +598,7 @@ void queue_kick(struct queue *q)
         take(q, t, w, prev);
         w->state = W_WOKEN;
         atomic_fetch_add(&q->promised, 1); /* until its owner tried for the slot */
-        event_active(w->wake, EV_READ, 0); /* the last touch */
+        mailbox_post(w->box, &w->wake); /* the last touch */
         break;
     }
     CHECK(q, "kick", NULL);

@@ -140,11 +140,9 @@ static void kick_if_room(struct worker *w, struct runtime *rt)
 }
 
 /* A slot was freed for this waiter (on its own thread now). */
-static void wake_cb(evutil_socket_t fd, short what, void *arg)
+static void wake_cb(void *arg)
 {
     struct request *r = arg;
-    (void)fd;
-    (void)what;
     enum waiter_state st = r->wt.state;
     struct queue *q = &r->w->px->queue;
     if (st != W_WOKEN && st != W_SHED && st != W_DROPPED)
@@ -178,9 +176,9 @@ void adm_wait_for_slot(struct request *r, int front)
 {
     const struct config *c = req_cfg(r);
     struct queue *q = &r->w->px->queue;
-    if (!r->wt.wake && !(r->wt.wake = event_new(r->w->base, -1, 0, wake_cb, r))) {
-        req_error(r, 503, "no-memory", "out of memory queueing the request");
-        return;
+    if (!r->wt.box) {
+        r->wt.box = &r->w->box;
+        mail_init(&r->wt.wake, wake_cb, r);
     }
     r->wt.ts = r->tenant->st;
     r->wt.weight = r->tenant->conf->weight;
@@ -222,10 +220,10 @@ void adm_wait_for_slot(struct request *r, int front)
 
 void adm_leave_queue(struct request *r)
 {
-    if (r->wt.wake) {
+    if (r->wt.box) {
         queue_leave(&r->w->px->queue, &r->wt);
-        event_free(r->wt.wake);
-        r->wt.wake = NULL;
+        mailbox_cancel(r->wt.box, &r->wt.wake);
+        r->wt.box = NULL;
     }
 }
 

@@ -89,9 +89,9 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
     evtimer_add(w->accept_retry, &tv);
 }
 
-static void ctl_cb(evutil_socket_t fd, short what, void *arg);
+static void stop_cb(void *arg);
 static void grace_cb(evutil_socket_t fd, short what, void *arg);
-static void reload_cb(evutil_socket_t fd, short what, void *arg);
+static void reload_cb(void *arg);
 
 /* The descriptors one worker's connections may use: RLIMIT_NOFILE (main raised it to the
  * hard limit) less what the process keeps for itself (logs, epoll, listeners, Redis, health
@@ -113,8 +113,12 @@ int worker_init(struct worker *w, struct proxy *px, int id, char *err, size_t er
     w->id = id;
     w->px = px;
     struct event_config *ec = event_config_new();
-    if (ec) /* coalesce the epoll_ctl calls one loop turn makes (enable+disable cancel) */
+    if (ec) {
+        /* coalesce the epoll_ctl calls one loop turn makes (enable+disable cancel) */
         event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+        /* only this worker's thread touches its base: other threads post to w->box */
+        event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+    }
     w->base = ec ? event_base_new_with_config(ec) : NULL;
     if (ec)
         event_config_free(ec);
@@ -122,8 +126,9 @@ int worker_init(struct worker *w, struct proxy *px, int id, char *err, size_t er
         snprintf(err, errlen, "worker %d: cannot create an event base", id);
         return -1;
     }
-    w->ctl = event_new(w->base, -1, 0, ctl_cb, w);
-    w->reload_ev = event_new(w->base, -1, 0, reload_cb, w);
+    mail_init(&w->stop_mail, stop_cb, w);
+    mail_init(&w->reload_mail, reload_cb, w);
+    int boxed = mailbox_init(&w->box, w->base) == 0;
     w->grace = evtimer_new(w->base, grace_cb, w);
     w->accept_retry = evtimer_new(w->base, accept_retry_cb, w);
     if (RAND_bytes((unsigned char *)w->rng, sizeof w->rng) != 1)
@@ -133,7 +138,7 @@ int worker_init(struct worker *w, struct proxy *px, int id, char *err, size_t er
         w->pending_fd[i] = -1;
     w->fd_share = fd_share(px->nworkers);
     snprintf(w->name, sizeof w->name, "worker %d", id);
-    if (!w->ctl || !w->reload_ev || !w->grace || !w->accept_retry ||
+    if (!boxed || !w->grace || !w->accept_retry ||
         rclient_init(&w->redis, w->base, &w->stats, w->name) < 0) {
         snprintf(err, errlen, "worker %d: out of memory", id);
         return -1;
@@ -275,16 +280,14 @@ int worker_adopt(struct worker *w)
     return 0;
 }
 
-static void reload_cb(evutil_socket_t fd, short what, void *arg)
+static void reload_cb(void *arg)
 {
-    (void)fd;
-    (void)what;
     worker_adopt(arg);
 }
 
 void worker_reload(struct worker *w)
 {
-    event_active(w->reload_ev, EV_READ, 0);
+    mailbox_post(&w->box, &w->reload_mail);
 }
 
 static void *worker_main(void *arg)
@@ -314,11 +317,9 @@ static void pools_free(struct worker *w)
 }
 
 /* Runs on the worker's own thread. */
-static void ctl_cb(evutil_socket_t fd, short what, void *arg)
+static void stop_cb(void *arg)
 {
     struct worker *w = arg;
-    (void)fd;
-    (void)what;
     if (w->draining)
         return;
     w->draining = 1;
@@ -361,7 +362,7 @@ static void grace_cb(evutil_socket_t fd, short what, void *arg)
 
 void worker_stop(struct worker *w)
 {
-    event_active(w->ctl, EV_READ, 0);
+    mailbox_post(&w->box, &w->stop_mail);
 }
 
 void worker_conn_gone(struct worker *w)
@@ -387,10 +388,7 @@ void worker_free(struct worker *w)
     worker_unprepare(w);
     runtime_unref(w->rt);
     w->rt = NULL;
-    if (w->ctl)
-        event_free(w->ctl);
-    if (w->reload_ev)
-        event_free(w->reload_ev);
+    mailbox_free(&w->box); /* after the connections: their waiters took their mails back */
     if (w->grace)
         event_free(w->grace);
     if (w->accept_retry)

@@ -44,7 +44,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-struct event;
+#include <sluice/mailbox.h>
+
 struct tenant_state;
 
 enum waiter_state { W_IDLE = 0, W_QUEUED, W_WOKEN, W_SHED, W_DROPPED };
@@ -60,7 +61,8 @@ struct waiter {
     int max_queue;
     atomic_int *route_inflight; /* its route's count when the route has a cap, else NULL */
     int route_max;
-    struct event *wake;         /* owned by the request: activated when popped */
+    struct mailbox *box;        /* its worker's: NULL until it first queues */
+    struct mail wake;           /* posted to box when popped (W_WOKEN, W_SHED, W_DROPPED) */
     _Atomic(enum waiter_state) state; /* read without the lock by its owner (queue_leave
                                 * of an idle waiter, wake_cb): written under it */
     uint64_t since_ms;          /* when it queued */

@@ -50,7 +50,7 @@ void adm_ask_redis(struct request *r);
 void adm_timer(struct request *r);
 /* No slot free: wait in the shared queue (QUEUED) or refuse; front: keep its place. */
 void adm_wait_for_slot(struct request *r, int front);
-/* Leave the queue and free the wake-up event (release). */
+/* Leave the queue and take back a wake-up on its way (release). */
 void adm_leave_queue(struct request *r);
 
 /* ---- request_upstream.c ---- */

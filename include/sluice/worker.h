@@ -10,6 +10,7 @@
 #include <sluice/bufmem.h>
 #include <sluice/config.h>
 #include <sluice/http1.h>
+#include <sluice/mailbox.h>
 #include <sluice/queue.h>
 #include <sluice/redis.h>
 #include <sluice/runtime.h>
@@ -62,14 +63,15 @@ struct worker {
     int id;
     struct proxy *px;                  /* borrowed */
     pthread_t thread;
-    struct event_base *base;           /* owned */
+    struct event_base *base;           /* owned; no lock: only w's thread touches it */
     struct runtime *rt;                /* generation for new requests (a reference) */
     struct wlistener lst[WORKER_MAX_LISTEN];
     int nlst;
     int pending_fd[WORKER_MAX_LISTEN]; /* from main for px->rt's specs; -1 = keep ours */
     atomic_uint adopted;               /* generation this thread has adopted */
-    struct event *ctl;                 /* owned: woken by main for shutdown */
-    struct event *reload_ev;           /* owned: woken by main to adopt px->rt */
+    struct mailbox box;                /* other threads' wake-ups (the base has no lock) */
+    struct mail stop_mail;             /* posted by main for shutdown */
+    struct mail reload_mail;           /* posted by main to adopt px->rt */
     struct event *grace;               /* owned: forced stop after shutdown_grace */
     struct event *accept_retry;        /* owned: re-enables accept after EMFILE */
     struct conn *conns;                /* all live client connections (list) */

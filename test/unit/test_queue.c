@@ -1,7 +1,7 @@
-/* Unit tests for the shared wait queue (include/sluice/queue.h). libevent's event_active is
- * replaced here (the executable's definition wins over the shared library's), so each
- * wake-up is recorded, and the woken waiter is then treated as its owner would: it may be
- * reused or freed at once. */
+/* Unit tests for the shared wait queue (include/sluice/queue.h). mailbox_post is wrapped
+ * here (the Makefile links this test with -Wl,--wrap=mailbox_post), so each wake-up is
+ * recorded, and the woken waiter is then treated as its owner would: it may be reused or
+ * freed at once. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -10,20 +10,18 @@
 #include <time.h>
 #include <cmocka.h>
 
-#include <event2/event.h>
-
 #include <sluice/admit.h>
 #include <sluice/queue.h>
 
 static struct waiter *woken[64];
 static int nwoken;
 
-/* A waiter's wake event is the waiter itself here. */
-void event_active(struct event *ev, int res, short ncalls)
+/* A waiter's wake-up runs at once. */
+void __wrap_mailbox_post(struct mailbox *mb, struct mail *m);
+void __wrap_mailbox_post(struct mailbox *mb, struct mail *m)
 {
-    (void)res;
-    (void)ncalls;
-    struct waiter *w = (struct waiter *)ev;
+    (void)mb;
+    struct waiter *w = m->arg;
     woken[nwoken++] = w;
     /* its thread runs now, on another core: it reuses the waiter for its next request */
     struct timespec ts;
@@ -43,7 +41,7 @@ static void waiter(struct waiter *w, struct tenant_state *t, int weight)
     memset(w, 0, sizeof *w);
     w->ts = t;
     w->weight = weight;
-    w->wake = (struct event *)w;
+    mail_init(&w->wake, NULL, w);
     w->since_ms = now_ms();
 }
 
