@@ -30,18 +30,30 @@ def get(port, path, tenant=None, timeout=30):
     return r, body
 
 
-def in_threads(fn, args_list):
+def in_threads(fn, args_list, ready=None):
+    """fn(*args) for each args in its own thread, started in list order; the results in
+    that order. ready(i), when given, is waited on after starting the i-th (it is true once
+    sluice has that request: at the backend or queued), so arrival order is list order; 10 ms
+    apart otherwise, for tests that do not depend on arrival order."""
     out = [None] * len(args_list)
 
     def run(i, a):
         out[i] = fn(*a)
     ts = [threading.Thread(target=run, args=(i, a)) for i, a in enumerate(args_list)]
-    for t in ts:
+    for i, t in enumerate(ts):
         t.start()
-        time.sleep(0.01)  # arrival order is the order of args_list
+        if ready:
+            wait_for(lambda: ready(i), 10 * SLOW, 0.005, "request %d with sluice" % i)
+        else:
+            time.sleep(0.01)
     for t in ts:
         t.join(60)
     return out
+
+
+def queued(admin):
+    """Requests waiting in sluice's queue, by the admin listener's /status.json."""
+    return sum(t["queued"] for t in status_json(admin)["tenants"])
 
 
 def big_backend(backend_factory, name="a"):
@@ -115,15 +127,30 @@ def test_full_queue_answers_503_at_once(backend_factory, sluice_factory):
     assert "ms=20" not in open(b.log).read()
 
 
-def test_freed_slots_go_to_tenants_by_weight_one_to_three(backend_factory, sluice_factory):
+def test_freed_slots_go_to_tenants_by_weight_one_to_three(backend_factory, sluice_factory,
+                                                         tmp_path):
     # requests of equal cost: heavy (weight 3) gets three times light's worker time while
-    # both wait, so about 3 of every 4 freed slots; FIFO within a tenant
+    # both wait, so about 3 of every 4 freed slots; FIFO within a tenant. The blocker holds
+    # the one worker until every other request is queued, each sent once the one before is
+    # (10 ms apart, under TSan light's first was queued after its second, fourth and fifth)
     b = big_backend(backend_factory)
-    s = sluice_factory([b], backend_opts={"workers": "1"}, extra=TENANTS)
-    args = [("/slow?ms=1500&blocker=1", None)]
+    admin = free_port()
+    s = sluice_factory([b], backend_opts={"workers": "1"},
+                       extra=TENANTS + "[admin]\nlisten = 127.0.0.1:%d\n" % admin)
+    gate = tmp_path / "gate"
+    args = [("/hold?file=%s&blocker=1" % gate, None)]
     args += [("/slow?ms=30&t=light&i=%d" % i, "light") for i in range(6)]
     args += [("/slow?ms=30&t=heavy&i=%d" % i, "heavy") for i in range(12)]
-    res = in_threads(lambda p, t: get(s.port, p, t), args)
+
+    def ready(i):
+        if i == 0:
+            return "blocker=1" in read_text(b.log)
+        if queued(admin) == i:
+            if i == len(args) - 1:
+                gate.write_text("")
+            return True
+        return False
+    res = in_threads(lambda p, t: get(s.port, p, t), args, ready)
     assert all(r.status == 200 for r, _ in res)
     served = [l for l in open(b.log).read().splitlines() if "t=" in l]
     order = "".join("L" if "t=light" in l else "H" for l in served)
@@ -165,11 +192,16 @@ def test_tenant_max_inflight_caps_its_requests_while_others_pass(backend_factory
 
 
 def test_tenant_over_its_max_queue_gets_429_tenant_queue(backend_factory, sluice_factory):
+    # the first at the backend (max_inflight 1), the second queued (max_queue 1), the third
+    # refused: each sent once sluice has the one before
     b = big_backend(backend_factory)
-    s = sluice_factory([b], backend_opts={"workers": "4"}, extra=CAPPED)
+    admin = free_port()
+    s = sluice_factory([b], backend_opts={"workers": "4"},
+                       extra=CAPPED + "[admin]\nlisten = 127.0.0.1:%d\n" % admin)
+    ready = [lambda: "ms=800" in read_text(b.log), lambda: queued(admin) == 1, lambda: True]
     res = in_threads(lambda p, t: get(s.port, p, t),
                      [("/slow?ms=800", "capped"), ("/slow?ms=10", "capped"),
-                      ("/slow?ms=10&third=1", "capped")])
+                      ("/slow?ms=10&third=1", "capped")], lambda i: ready[i]())
     assert [r.status for r, _ in res[:2]] == [200, 200]
     r3 = res[2][0]
     assert r3.status == 429 and r3.getheader("X-Sluice-Reject") == "tenant-queue"
