@@ -35,42 +35,58 @@ static int is_vchar_or_ws(unsigned char c)
 }
 
 struct hdr_name {
-    const char *name;
+    const char *name; /* lower case */
+    unsigned char len;
+    unsigned char hop;
     enum http1_hdr id;
-    int hop;
 };
+
+#define KNOWN(lit, id, hop) {lit, sizeof lit - 1, hop, id}
 
 /* Hop-by-hop per RFC 9110 7.6.1, plus the framing fields (Content-Length,
  * Transfer-Encoding) and Expect, which sluice regenerates itself. */
 static const struct hdr_name known[] = {
-    {"host", HTTP1_H_HOST, 0},
-    {"content-length", HTTP1_H_CONTENT_LENGTH, 1},
-    {"transfer-encoding", HTTP1_H_TRANSFER_ENCODING, 1},
-    {"connection", HTTP1_H_CONNECTION, 1},
-    {"keep-alive", HTTP1_H_KEEP_ALIVE, 1},
-    {"proxy-connection", HTTP1_H_PROXY_CONNECTION, 1},
-    {"te", HTTP1_H_TE, 1},
-    {"trailer", HTTP1_H_TRAILER, 1},
-    {"upgrade", HTTP1_H_UPGRADE, 1},
-    {"expect", HTTP1_H_EXPECT, 1},
-    {"proxy-authorization", HTTP1_H_PROXY_AUTHORIZATION, 1},
-    {"proxy-authenticate", HTTP1_H_PROXY_AUTHENTICATE, 1},
-    {"x-forwarded-for", HTTP1_H_X_FORWARDED_FOR, 0},
-    {"x-forwarded-proto", HTTP1_H_X_FORWARDED_PROTO, 0},
-    {"x-forwarded-host", HTTP1_H_X_FORWARDED_HOST, 0},
-    {"x-request-id", HTTP1_H_X_REQUEST_ID, 0},
-    {"forwarded", HTTP1_H_FORWARDED, 0},
+    KNOWN("host", HTTP1_H_HOST, 0),
+    KNOWN("content-length", HTTP1_H_CONTENT_LENGTH, 1),
+    KNOWN("transfer-encoding", HTTP1_H_TRANSFER_ENCODING, 1),
+    KNOWN("connection", HTTP1_H_CONNECTION, 1),
+    KNOWN("keep-alive", HTTP1_H_KEEP_ALIVE, 1),
+    KNOWN("proxy-connection", HTTP1_H_PROXY_CONNECTION, 1),
+    KNOWN("te", HTTP1_H_TE, 1),
+    KNOWN("trailer", HTTP1_H_TRAILER, 1),
+    KNOWN("upgrade", HTTP1_H_UPGRADE, 1),
+    KNOWN("expect", HTTP1_H_EXPECT, 1),
+    KNOWN("proxy-authorization", HTTP1_H_PROXY_AUTHORIZATION, 1),
+    KNOWN("proxy-authenticate", HTTP1_H_PROXY_AUTHENTICATE, 1),
+    KNOWN("x-forwarded-for", HTTP1_H_X_FORWARDED_FOR, 0),
+    KNOWN("x-forwarded-proto", HTTP1_H_X_FORWARDED_PROTO, 0),
+    KNOWN("x-forwarded-host", HTTP1_H_X_FORWARDED_HOST, 0),
+    KNOWN("x-request-id", HTTP1_H_X_REQUEST_ID, 0),
+    KNOWN("forwarded", HTTP1_H_FORWARDED, 0),
 };
 
-static int mem_ieq(const char *a, size_t alen, const char *lit)
+/* a (n bytes, any case) equals lower-case lit (n bytes): ASCII only, no locale */
+static int ieq_lower(const char *a, const char *lit, size_t n)
 {
-    size_t n = strlen(lit);
-    return alen == n && strncasecmp(a, lit, n) == 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)a[i];
+        if ((c >= 'A' && c <= 'Z' ? c + 32 : c) != (unsigned char)lit[i])
+            return 0;
+    }
+    return 1;
 }
+
+static int mem_ieq_n(const char *a, size_t alen, const char *lit, size_t n)
+{
+    return alen == n && ieq_lower(a, lit, n);
+}
+
+/* a lower-case string literal: its length is known where it is written */
+#define mem_ieq(a, alen, lit) mem_ieq_n(a, alen, lit, sizeof lit - 1)
 
 int http1_name_is(const struct http1_header *h, const char *name)
 {
-    return mem_ieq(h->name, h->name_len, name);
+    return h->name_len == strlen(name) && strncasecmp(h->name, name, h->name_len) == 0;
 }
 
 const struct http1_header *http1_find(const struct http1_msg *msg, enum http1_hdr id)
@@ -92,7 +108,7 @@ static void classify(struct http1_header *h)
     h->id = HTTP1_H_OTHER;
     h->hop = 0;
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        if (mem_ieq(h->name, h->name_len, known[i].name)) {
+        if (h->name_len == known[i].len && ieq_lower(h->name, known[i].name, known[i].len)) {
             h->id = known[i].id;
             h->hop = known[i].hop;
             return;
