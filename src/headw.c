@@ -19,18 +19,15 @@ static void flush(struct headw *h)
     h->len = 0;
 }
 
-void headw_add(struct headw *h, const char *p, size_t n)
+void headw_add_long(struct headw *h, const char *p, size_t n)
 {
-    h->total += n;
-    if (n > sizeof h->buf - h->len) {
-        flush(h);
-        if (n > sizeof h->buf) { /* a long value: straight through */
-            evbuffer_add(h->out, p, n);
-            return;
-        }
+    flush(h);
+    if (n > sizeof h->buf) { /* a long value: straight through */
+        h->total += n;
+        evbuffer_add(h->out, p, n);
+        return;
     }
-    memcpy(h->buf + h->len, p, n);
-    h->len += n;
+    headw_add(h, p, n);
 }
 
 void headw_str(struct headw *h, const char *s)
@@ -51,6 +48,20 @@ void headw_u64(struct headw *h, uint64_t v)
 
 void headw_field(struct headw *h, const char *name, size_t nl, const char *v, size_t vl)
 {
+    if (nl + vl + 4 <= sizeof h->buf - h->len) { /* the usual case: one bound check */
+        char *o = h->buf + h->len;
+        memcpy(o, name, nl);
+        o += nl;
+        *o++ = ':';
+        *o++ = ' ';
+        memcpy(o, v, vl);
+        o += vl;
+        *o++ = '\r';
+        *o++ = '\n';
+        h->len += nl + vl + 4;
+        h->total += nl + vl + 4;
+        return;
+    }
     headw_add(h, name, nl);
     headw_add(h, ": ", 2);
     headw_add(h, v, vl);

@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct evbuffer;
 
@@ -20,7 +21,19 @@ struct headw {
 
 void headw_init(struct headw *h, struct evbuffer *out);
 
-void headw_add(struct headw *h, const char *p, size_t n);
+/* What does not fit in buf (headw_add's slow path). */
+void headw_add_long(struct headw *h, const char *p, size_t n);
+
+static inline void headw_add(struct headw *h, const char *p, size_t n)
+{
+    if (n > sizeof h->buf - h->len) {
+        headw_add_long(h, p, n);
+        return;
+    }
+    memcpy(h->buf + h->len, p, n);
+    h->len += n;
+    h->total += n;
+}
 
 /* A NUL-terminated string. */
 void headw_str(struct headw *h, const char *s);
