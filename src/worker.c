@@ -90,6 +90,7 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
 }
 
 static void stop_cb(void *arg);
+static void pool_sweep_cb(evutil_socket_t fd, short what, void *arg);
 static void grace_cb(evutil_socket_t fd, short what, void *arg);
 static void reload_cb(void *arg);
 
@@ -131,6 +132,7 @@ int worker_init(struct worker *w, struct proxy *px, int id, char *err, size_t er
     int boxed = mailbox_init(&w->box, w->base) == 0;
     w->grace = evtimer_new(w->base, grace_cb, w);
     w->accept_retry = evtimer_new(w->base, accept_retry_cb, w);
+    w->pool_sweep = evtimer_new(w->base, pool_sweep_cb, w);
     if (RAND_bytes((unsigned char *)w->rng, sizeof w->rng) != 1)
         w->rng[0] = (uint64_t)id * 0x9E3779B97F4A7C15ULL + 1;
     w->rng[1] |= 1;
@@ -138,7 +140,7 @@ int worker_init(struct worker *w, struct proxy *px, int id, char *err, size_t er
         w->pending_fd[i] = -1;
     w->fd_share = fd_share(px->nworkers);
     snprintf(w->name, sizeof w->name, "worker %d", id);
-    if (!boxed || !w->grace || !w->accept_retry ||
+    if (!boxed || !w->grace || !w->accept_retry || !w->pool_sweep ||
         rclient_init(&w->redis, w->base, &w->stats, w->name) < 0) {
         snprintf(err, errlen, "worker %d: out of memory", id);
         return -1;
@@ -311,7 +313,7 @@ static void pools_free(struct worker *w)
             upconn_free(u);
             u = next;
         }
-        w->pools[b].head = NULL;
+        w->pools[b].head = w->pools[b].tail = NULL;
         w->pools[b].count = 0;
     }
 }
@@ -393,6 +395,8 @@ void worker_free(struct worker *w)
         event_free(w->grace);
     if (w->accept_retry)
         event_free(w->accept_retry);
+    if (w->pool_sweep)
+        event_free(w->pool_sweep);
     free(w->hdrs);
     free(w->path);
     free(w->pools);
@@ -400,9 +404,19 @@ void worker_free(struct worker *w)
         event_base_free(w->base);
 }
 
+/* "00".."ff": a byte's two hex digits, low nibble first (the order the ids always had) */
+static const char hex_pairs[513] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+
 void worker_request_id(struct worker *w, char out[33])
 {
-    static const char hex[] = "0123456789abcdef";
     for (int half = 0; half < 2; half++) {
         /* xorshift128+ */
         uint64_t x = w->rng[0], y = w->rng[1];
@@ -410,8 +424,13 @@ void worker_request_id(struct worker *w, char out[33])
         x ^= x << 23;
         w->rng[1] = x ^ y ^ (x >> 17) ^ (y >> 26);
         uint64_t v = w->rng[1] + y;
-        for (int i = 0; i < 16; i++)
-            out[half * 16 + i] = hex[(v >> (i * 4)) & 15];
+        for (int i = 0; i < 8; i++) {
+            /* byte i; its low nibble first: the pair for the nibbles swapped */
+            unsigned b = (unsigned)(v >> (i * 8)) & 0xff;
+            const char *p = hex_pairs + 2 * (((b & 15) << 4) | (b >> 4));
+            out[half * 16 + 2 * i] = p[0];
+            out[half * 16 + 2 * i + 1] = p[1];
+        }
     }
     out[32] = '\0';
 }
@@ -457,7 +476,7 @@ static int idle_arrived(struct upconn *u)
 int worker_pool_evict(struct worker *w)
 {
     for (int i = 0; w->rt && i < w->rt->up.n; i++) {
-        struct upconn *u = w->pools[i].head;
+        struct upconn *u = w->pools[i].tail;
         if (u) {
             worker_pool_unlink(w, u);
             upconn_free(u);
@@ -529,6 +548,42 @@ struct upconn *worker_pool_get(struct worker *w, struct backend *b)
     return NULL;
 }
 
+/* The sweep runs at `due` (up_now_ms's clock), at the latest. */
+static void sweep_arm(struct worker *w, uint64_t due, uint64_t now)
+{
+    if (w->sweep_due && w->sweep_due <= due)
+        return; /* the usual case: armed for an older connection (a put costs no timer) */
+    struct timeval tv;
+    ms_tv(&tv, (uint32_t)(due > now ? due - now : 1));
+    evtimer_add(w->pool_sweep, &tv);
+    w->sweep_due = due;
+}
+
+/* Close the idle connections whose idle_timeout is up (each pool's oldest first), then wait
+ * for the next one due. One timer for all pools: a put adds none, a get removes none. */
+static void pool_sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    (void)fd;
+    (void)what;
+    uint64_t now = up_now_ms(), next = UINT64_MAX;
+    for (int i = 0; w->rt && i < w->rt->up.n; i++) {
+        struct upconn *u;
+        while ((u = w->pools[i].tail) != NULL) {
+            uint64_t due = u->idle_since_ms + u->b->conf->idle_timeout_ms;
+            if (due > now) {
+                next = due < next ? due : next;
+                break;
+            }
+            worker_pool_unlink(w, u);
+            upconn_free(u);
+        }
+    }
+    w->sweep_due = 0;
+    if (next != UINT64_MAX)
+        sweep_arm(w, next, now);
+}
+
 void worker_pool_put(struct worker *w, struct upconn *u)
 {
     if (!pooled_here(w, u->b)) {
@@ -546,15 +601,17 @@ void worker_pool_put(struct worker *w, struct upconn *u)
     u->next = p->head;
     if (p->head)
         p->head->prev = u;
+    else
+        p->tail = u;
     p->head = u;
     p->count++;
-    struct timeval tv;
-    uint32_t ms = u->b->conf->idle_timeout_ms;
-    tv.tv_sec = ms / 1000;
-    tv.tv_usec = (ms % 1000) * 1000;
     sock_setcb(&u->sk, idle_read_cb, NULL, idle_event_cb, u);
-    sock_set_timeouts(&u->sk, &tv, NULL);
+    /* no timer per connection: the response's read timer stays (it cannot come before
+     * idle_timeout unless read_timeout is shorter: then it goes) and the sweep closes it */
+    if (u->b->conf->read_timeout_ms < u->b->conf->idle_timeout_ms)
+        sock_set_timeouts(&u->sk, NULL, NULL);
     sock_enable(&u->sk, EV_READ);
+    sweep_arm(w, u->idle_since_ms + u->b->conf->idle_timeout_ms, u->idle_since_ms);
 }
 
 void worker_pool_unlink(struct worker *w, struct upconn *u)
@@ -566,6 +623,8 @@ void worker_pool_unlink(struct worker *w, struct upconn *u)
         p->head = u->next;
     if (u->next)
         u->next->prev = u->prev;
+    else
+        p->tail = u->prev;
     u->prev = u->next = NULL;
     p->count--;
 }

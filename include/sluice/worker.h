@@ -26,7 +26,8 @@ struct upconn;
 
 /* Idle pooled connections to one backend, on one thread. */
 struct pool {
-    struct upconn *head; /* doubly linked through upconn.prev/next */
+    struct upconn *head; /* doubly linked through upconn.prev/next, newest first */
+    struct upconn *tail; /* the oldest: the first whose idle_timeout comes */
     int count;
     int peak;            /* keepalive = auto: the most requests the backend had in flight
                           * when this thread sent one, since peak_ms */
@@ -74,6 +75,9 @@ struct worker {
     struct mail reload_mail;           /* posted by main to adopt px->rt */
     struct event *grace;               /* owned: forced stop after shutdown_grace */
     struct event *accept_retry;        /* owned: re-enables accept after EMFILE */
+    struct event *pool_sweep;          /* owned: closes idle backend connections whose
+                                        * idle_timeout is up (one timer for all pools) */
+    uint64_t sweep_due;                /* when pool_sweep runs (up_now_ms), 0: not armed */
     struct conn *conns;                /* all live client connections (list) */
     int nconns;
     struct request *req_pool;          /* owned: freed requests kept for reuse (request.c) */

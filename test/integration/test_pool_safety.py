@@ -191,3 +191,37 @@ def test_a_connection_whose_idle_timeout_is_due_is_not_reused(raw_backend_factor
             if time.monotonic() - t0 > 1:
                 slow.append(i)
     assert not slow, "requests %r waited for read_timeout" % slow
+
+
+def test_idle_backend_connections_close_after_their_own_idle_timeout(raw_backend_factory,
+                                                                     sluice_factory):
+    """One timer closes the idle connections of every pool, oldest first: a connection
+    pooled after one whose idle_timeout is longer (30 s) still closes after its own
+    (300 ms), and the 30 s one stays open meanwhile."""
+    served, closed = [], {"long": [], "short": []}
+
+    def backend(name):
+        def handler(c, head, rest, b):
+            gone = threading.Event()
+            closed[name].append(gone)
+
+            def respond(c, head):
+                served.append(name)
+                c.sendall(HELLO)
+            keepalive_loop(c, head, rest, respond)
+            gone.set()  # sluice closed it (the raw backend's own timeout is 10 s)
+        return raw_backend_factory(handler)
+    lg, sh = backend("long"), backend("short")
+    s = sluice_factory([("long", lg.address, 4), ("short", sh.address, 4)],
+                       proxy={"threads": "1"},
+                       backend_opts={"long": {"idle_timeout": "30s"},
+                                     "short": {"idle_timeout": "300ms"}})
+    with Conn(s.port) as c:
+        for i in range(20):  # until the 30 s one was pooled just before the 300 ms one
+            c.request("GET", "/?i=%d" % i)
+            assert c.read_response().status == 200
+            if served[-2:] == ["long", "short"]:
+                break
+    assert served[-2:] == ["long", "short"], served
+    assert closed["short"][-1].wait(3 * SLOW), "the 300 ms connection was kept"
+    assert not any(e.is_set() for e in closed["long"]), "the 30 s connection was closed"
