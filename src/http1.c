@@ -44,25 +44,26 @@ struct hdr_name {
 #define KNOWN(lit, id, hop) {lit, sizeof lit - 1, hop, id}
 
 /* Hop-by-hop per RFC 9110 7.6.1, plus the framing fields (Content-Length,
- * Transfer-Encoding) and Expect, which sluice regenerates itself. */
+ * Transfer-Encoding) and Expect, which sluice regenerates itself. Shortest first: a
+ * field's lookup stops at the first longer name. */
 static const struct hdr_name known[] = {
-    KNOWN("host", HTTP1_H_HOST, 0),
-    KNOWN("content-length", HTTP1_H_CONTENT_LENGTH, 1),
-    KNOWN("transfer-encoding", HTTP1_H_TRANSFER_ENCODING, 1),
-    KNOWN("connection", HTTP1_H_CONNECTION, 1),
-    KNOWN("keep-alive", HTTP1_H_KEEP_ALIVE, 1),
-    KNOWN("proxy-connection", HTTP1_H_PROXY_CONNECTION, 1),
     KNOWN("te", HTTP1_H_TE, 1),
+    KNOWN("host", HTTP1_H_HOST, 0),
+    KNOWN("expect", HTTP1_H_EXPECT, 1),
     KNOWN("trailer", HTTP1_H_TRAILER, 1),
     KNOWN("upgrade", HTTP1_H_UPGRADE, 1),
-    KNOWN("expect", HTTP1_H_EXPECT, 1),
-    KNOWN("proxy-authorization", HTTP1_H_PROXY_AUTHORIZATION, 1),
-    KNOWN("proxy-authenticate", HTTP1_H_PROXY_AUTHENTICATE, 1),
-    KNOWN("x-forwarded-for", HTTP1_H_X_FORWARDED_FOR, 0),
-    KNOWN("x-forwarded-proto", HTTP1_H_X_FORWARDED_PROTO, 0),
-    KNOWN("x-forwarded-host", HTTP1_H_X_FORWARDED_HOST, 0),
-    KNOWN("x-request-id", HTTP1_H_X_REQUEST_ID, 0),
     KNOWN("forwarded", HTTP1_H_FORWARDED, 0),
+    KNOWN("connection", HTTP1_H_CONNECTION, 1),
+    KNOWN("keep-alive", HTTP1_H_KEEP_ALIVE, 1),
+    KNOWN("x-request-id", HTTP1_H_X_REQUEST_ID, 0),
+    KNOWN("content-length", HTTP1_H_CONTENT_LENGTH, 1),
+    KNOWN("x-forwarded-for", HTTP1_H_X_FORWARDED_FOR, 0),
+    KNOWN("proxy-connection", HTTP1_H_PROXY_CONNECTION, 1),
+    KNOWN("x-forwarded-host", HTTP1_H_X_FORWARDED_HOST, 0),
+    KNOWN("transfer-encoding", HTTP1_H_TRANSFER_ENCODING, 1),
+    KNOWN("x-forwarded-proto", HTTP1_H_X_FORWARDED_PROTO, 0),
+    KNOWN("proxy-authenticate", HTTP1_H_PROXY_AUTHENTICATE, 1),
+    KNOWN("proxy-authorization", HTTP1_H_PROXY_AUTHORIZATION, 1),
 };
 
 /* a (n bytes, any case) equals lower-case lit (n bytes): ASCII only, no locale */
@@ -107,8 +108,11 @@ static void classify(struct http1_header *h)
 {
     h->id = HTTP1_H_OTHER;
     h->hop = 0;
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        if (h->name_len == known[i].len && ieq_lower(h->name, known[i].name, known[i].len)) {
+    /* every known name starts with a letter: its first byte, in either case, decides most */
+    unsigned char first = (unsigned char)(h->name[0] | 0x20);
+    for (size_t i = 0; i < sizeof known / sizeof known[0] && known[i].len <= h->name_len; i++)
+        if (h->name_len == known[i].len && first == (unsigned char)known[i].name[0] &&
+            ieq_lower(h->name, known[i].name, known[i].len)) {
             h->id = known[i].id;
             h->hop = known[i].hop;
             return;

@@ -652,6 +652,12 @@ static void test_req_header_ids(void **state)
         { "Hostx", "v", HTTP1_H_OTHER },
         { "Hos", "v", HTTP1_H_OTHER },
         { "X-Forwarded", "v", HTTP1_H_OTHER },
+        /* a known name's length, a first byte that is no letter or another letter */
+        { "_e", "v", HTTP1_H_OTHER },
+        { "Tf", "v", HTTP1_H_OTHER },
+        { "4ost", "v", HTTP1_H_OTHER },
+        { "tonnection", "v", HTTP1_H_OTHER },
+        { "Proxy-Authorizatioo", "v", HTTP1_H_OTHER },
     };
     struct sbuf b = { 0 };
     struct parsed p;
