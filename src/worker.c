@@ -404,19 +404,9 @@ void worker_free(struct worker *w)
         event_base_free(w->base);
 }
 
-/* "00".."ff": a byte's two hex digits, low nibble first (the order the ids always had) */
-static const char hex_pairs[513] =
-    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
-    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
-    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
-    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
-    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
-    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
-    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
-    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
-
 void worker_request_id(struct worker *w, char out[33])
 {
+    static const char hex[] = "0123456789abcdef";
     for (int half = 0; half < 2; half++) {
         /* xorshift128+ */
         uint64_t x = w->rng[0], y = w->rng[1];
@@ -424,13 +414,8 @@ void worker_request_id(struct worker *w, char out[33])
         x ^= x << 23;
         w->rng[1] = x ^ y ^ (x >> 17) ^ (y >> 26);
         uint64_t v = w->rng[1] + y;
-        for (int i = 0; i < 8; i++) {
-            /* byte i; its low nibble first: the pair for the nibbles swapped */
-            unsigned b = (unsigned)(v >> (i * 8)) & 0xff;
-            const char *p = hex_pairs + 2 * (((b & 15) << 4) | (b >> 4));
-            out[half * 16 + 2 * i] = p[0];
-            out[half * 16 + 2 * i + 1] = p[1];
-        }
+        for (int i = 0; i < 16; i++)
+            out[half * 16 + i] = hex[(v >> (i * 4)) & 15];
     }
     out[32] = '\0';
 }
