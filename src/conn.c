@@ -31,11 +31,26 @@ static const struct config *cfg_of(const struct conn *c)
     return c->rt->cfg;
 }
 
-void conn_timer_ms(struct conn *c, uint32_t ms)
+static void timer_arm(struct conn *c, uint64_t now)
 {
     struct timeval tv;
-    ms_tv(&tv, ms);
+    ms_tv(&tv, (uint32_t)(c->deadline_ms > now ? c->deadline_ms - now : 0));
     evtimer_add(&c->timer, &tv);
+    c->timer_at_ms = c->deadline_ms;
+}
+
+void conn_timer_ms(struct conn *c, uint32_t ms)
+{
+    uint64_t now = up_now_ms();
+    c->deadline_ms = now + ms;
+    if (c->timer_at_ms && c->timer_at_ms <= c->deadline_ms)
+        return; /* it fires first and waits on */
+    timer_arm(c, now);
+}
+
+void conn_timer_off(struct conn *c)
+{
+    c->deadline_ms = 0;
 }
 
 void conn_timeouts(struct conn *c, uint32_t read_ms)
@@ -110,7 +125,7 @@ void conn_close_after_flush(struct conn *c)
 {
     c->state = C_CLOSING;
     sock_disable(&c->sk, EV_READ);
-    evtimer_del(&c->timer);
+    conn_timer_off(c);
     conn_flush(c);
     if (evbuffer_get_length(sock_out(&c->sk)) == 0)
         conn_linger(c);
@@ -158,7 +173,7 @@ static void write_cb(struct sock *sk, void *arg)
         return;
     }
     if (c->state == C_CLOSING && evbuffer_get_length(sock_out(sk)) == 0) {
-        evtimer_del(&c->timer);
+        conn_timer_off(c);
         conn_linger(c);
     }
 }
@@ -187,6 +202,15 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
     (void)fd;
     (void)what;
+    c->timer_at_ms = 0;
+    if (!c->deadline_ms)
+        return; /* turned off since it was armed */
+    uint64_t now = up_now_ms();
+    if (now < c->deadline_ms) { /* armed for an earlier deadline: wait for this one */
+        timer_arm(c, now);
+        return;
+    }
+    c->deadline_ms = 0;
     if (c->state == C_OPEN) {
         c->codec->timer(c);
         return;

@@ -101,7 +101,7 @@ static void read_head(struct conn *c)
     if (n == HTTP1_INCOMPLETE)
         return;
     stats_add(&w->stats, STAT_requests, 1);
-    evtimer_del(&c->timer); /* the header deadline was met */
+    conn_timer_off(c); /* the header deadline was met */
     r->scan = (struct head_scan){0, 0};
     if (n == HTTP1_ERROR) {
         r->bytes_in = take;
@@ -239,7 +239,7 @@ static void h1_drain(struct conn *c)
         ioctl(sock_fd(&c->sk), FIONREAD, &pending) == 0 && pending == 0) {
         /* FIN, then read and drop: a request sent just now meets an orderly close (which
          * clients retry) rather than a reset */
-        evtimer_del(&c->timer);
+        conn_timer_off(c);
         conn_linger(c);
     }
 }

@@ -73,7 +73,9 @@ struct conn {
     struct runtime *rt;           /* the generation its next request starts on (a reference) */
     struct conn *prev, *next;     /* the worker's list */
     struct sock sk;               /* the client socket */
-    struct event timer;           /* header deadline, keep-alive idle, linger */
+    struct event timer;           /* header deadline, keep-alive idle, linger: armed lazily */
+    uint64_t deadline_ms;         /* when the timer's work is due (up_now_ms), 0: none */
+    uint64_t timer_at_ms;         /* when the armed timer fires, 0: not armed */
     const struct codec *codec;
     struct request *req;          /* HTTP/1.1: the current request (owned) */
     struct h2 *h2;                /* HTTP/2: the session and its streams (owned, h2.c) */
@@ -103,8 +105,13 @@ void conn_kill(struct conn *c);
 /* Free c now, or once the codec frames on the stack have returned (c->busy). */
 void conn_free(struct conn *c);
 
-/* (Re)arm the connection's timer for ms. */
+/* The codec's timer (or the close) runs in ms. Lazily: a timer armed to fire sooner is
+ * kept and, when it fires, waits on for the rest (requests set and meet their deadlines
+ * several times each; libevent's timer heap is touched about once per timeout). */
 void conn_timer_ms(struct conn *c, uint32_t ms);
+
+/* No deadline: the timer's work will not run (an armed timer fires and finds nothing). */
+void conn_timer_off(struct conn *c);
 
 /* Client socket timeouts: read_ms for reading (0 = none), send_timeout for writing. */
 void conn_timeouts(struct conn *c, uint32_t read_ms);

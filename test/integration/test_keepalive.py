@@ -68,6 +68,24 @@ def test_idle_client_connection_is_closed_quietly_after_keepalive_timeout(
     assert 0.5 <= elapsed <= 4 * SLOW, "closed after %.2fs, keepalive_timeout is 1s" % elapsed
 
 
+def test_a_keepalive_timeout_longer_than_the_header_timeout_holds(backend_factory,
+                                                                sluice_factory):
+    # the connection's timer is armed lazily: the header deadline's timer (1 s, armed at
+    # accept) fires while the keep-alive deadline (2.5 s) stands and must wait on for it
+    a = backend_factory("a", workers=1)
+    s = sluice_factory([a], proxy={"keepalive_timeout": "2500ms",
+                                   "client_header_timeout": "1s"})
+    with Conn(s.port) as c:
+        c.request("GET", "/")
+        assert c.read_response().status == 200
+        t0 = time.monotonic()
+        closed, extra = c.wait_closed(10 * SLOW)
+        elapsed = time.monotonic() - t0
+    assert closed, "idle keep-alive connection still open after %.1fs" % elapsed
+    assert extra == b"", "sluice sent bytes on an idle connection: %r" % extra[:200]
+    assert 2.0 <= elapsed <= 2.5 + 4 * SLOW, "closed after %.2fs, keepalive_timeout is 2.5s" % elapsed
+
+
 def test_backend_connections_are_kept_for_as_many_requests_as_were_in_flight(
         backend_factory, sluice_factory, free_port):
     """keepalive = auto (the default): a wave of 100 requests in flight at once (more than
