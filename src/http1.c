@@ -5,6 +5,7 @@
 #include <sluice/http1.h>
 
 #include <ctype.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -77,6 +78,26 @@ static int ieq_lower(const char *a, const char *lit, size_t n)
     return 1;
 }
 
+/* A field name (n bytes, all tchar: checked before) equals lower-case lit (letters and '-'),
+ * 8 bytes at a time. For a tchar byte c, c | 0x20 is a letter, a digit or '-' only when c
+ * is one (in either case): the other tchars stay punctuation ('^' turns into '~', '_' into
+ * DEL); only a control byte, never in a name, could turn into '-'. */
+static int name_eq(const char *a, const char *lit, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x, y;
+        memcpy(&x, a + i, 8);
+        memcpy(&y, lit + i, 8);
+        if ((x | 0x2020202020202020ULL) != y)
+            return 0;
+    }
+    for (; i < n; i++)
+        if (((unsigned char)a[i] | 0x20) != (unsigned char)lit[i])
+            return 0;
+    return 1;
+}
+
 static int mem_ieq_n(const char *a, size_t alen, const char *lit, size_t n)
 {
     return alen == n && ieq_lower(a, lit, n);
@@ -112,7 +133,7 @@ static void classify(struct http1_header *h)
     unsigned char first = (unsigned char)(h->name[0] | 0x20);
     for (size_t i = 0; i < sizeof known / sizeof known[0] && known[i].len <= h->name_len; i++)
         if (h->name_len == known[i].len && first == (unsigned char)known[i].name[0] &&
-            ieq_lower(h->name, known[i].name, known[i].len)) {
+            name_eq(h->name, known[i].name, known[i].len)) {
             h->id = known[i].id;
             h->hop = known[i].hop;
             return;

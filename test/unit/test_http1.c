@@ -1,6 +1,7 @@
 /* Unit tests for the HTTP/1.1 head parser and chunked decoder (include/sluice/http1.h).
  * Table-driven cases are registered one cmocka test per row, named after the row, so a
  * failure names the exact input. */
+#include <ctype.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -675,6 +676,62 @@ static void test_req_header_ids(void **state)
         if (p.hdrs[i].id != cases[i].id)
             fail_msg("%s: want id %d, got %d", cases[i].name, cases[i].id, p.hdrs[i].id);
     free(b.p);
+}
+
+/* Every tchar byte at every place of every known name: the name is known only when the byte
+ * is its letter in either case (names are compared 8 bytes at a time, OR 0x20). */
+static void test_known_names_every_tchar_everywhere(void **state)
+{
+    static const struct {
+        const char *name, *value;
+        enum http1_hdr id;
+    } known[] = {
+        { "te", "trailers", HTTP1_H_TE },
+        { "host", "a", HTTP1_H_HOST },
+        { "expect", "100-continue", HTTP1_H_EXPECT },
+        { "trailer", "x", HTTP1_H_TRAILER },
+        { "upgrade", "h2c", HTTP1_H_UPGRADE },
+        { "forwarded", "for=a", HTTP1_H_FORWARDED },
+        { "connection", "keep-alive", HTTP1_H_CONNECTION },
+        { "keep-alive", "timeout=5", HTTP1_H_KEEP_ALIVE },
+        { "x-request-id", "r", HTTP1_H_X_REQUEST_ID },
+        { "content-length", "0", HTTP1_H_CONTENT_LENGTH },
+        { "x-forwarded-for", "a", HTTP1_H_X_FORWARDED_FOR },
+        { "proxy-connection", "close", HTTP1_H_PROXY_CONNECTION },
+        { "x-forwarded-host", "a", HTTP1_H_X_FORWARDED_HOST },
+        { "transfer-encoding", "chunked", HTTP1_H_TRANSFER_ENCODING },
+        { "x-forwarded-proto", "http", HTTP1_H_X_FORWARDED_PROTO },
+        { "proxy-authenticate", "Basic", HTTP1_H_PROXY_AUTHENTICATE },
+        { "proxy-authorization", "Basic eA==", HTTP1_H_PROXY_AUTHORIZATION },
+    };
+    static const char tchars[] = "!#$%&'*+-.^_`|~0123456789"
+                                 "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    (void)state;
+    for (size_t k = 0; k < NELEM(known); k++) {
+        size_t n = strlen(known[k].name);
+        for (size_t at = 0; at < n; at++)
+            for (const char *t = tchars; *t; t++) {
+                char name[32], buf[256];
+                memcpy(name, known[k].name, n + 1);
+                name[at] = *t;
+                int same = tolower((unsigned char)*t) == known[k].name[at];
+                int len = snprintf(buf, sizeof buf, "GET / HTTP/1.1\r\n%s%s: %s\r\n\r\n",
+                                   known[k].id == HTTP1_H_HOST ? "" : "Host: a\r\n", name,
+                                   known[k].value);
+                struct parsed p;
+                req_parse(&p, buf, (size_t)len, &deflim, NHDRS);
+                if (!same && known[k].id == HTTP1_H_HOST) {
+                    assert_int_equal(p.rc, HTTP1_ERROR); /* no Host left */
+                    continue;
+                }
+                if (p.rc != len)
+                    fail_msg("%s: rc=%d status=%d", name, p.rc, p.status);
+                size_t i = known[k].id == HTTP1_H_HOST ? 0 : 1;
+                enum http1_hdr want = same ? known[k].id : HTTP1_H_OTHER;
+                if (p.hdrs[i].id != want)
+                    fail_msg("%s: want id %d, got %d", name, want, p.hdrs[i].id);
+            }
+    }
 }
 
 /* With a pipelined second request in the buffer only the first head is counted. */
@@ -1471,6 +1528,7 @@ int main(void)
         cmocka_unit_test(test_req_absolute_form_bad),
         cmocka_unit_test(test_req_absolute_form_empty_path),
         cmocka_unit_test(test_req_header_ids),
+        cmocka_unit_test(test_known_names_every_tchar_everywhere),
         cmocka_unit_test(test_req_pipelined),
         cmocka_unit_test(test_name_is_and_find),
         cmocka_unit_test(test_idempotent),
