@@ -101,8 +101,14 @@ static void tls_broken(struct sock *s)
  * for "nothing yet" and 0 for the peer's close_notify or a close without one. */
 static ssize_t tls_read_into(struct sock *s, size_t want)
 {
+    /* an empty input's first read: to the stack, then a chain of its size (read_small) */
+    char small[READ_FIRST];
+    int to_stack = want <= READ_FIRST && evbuffer_get_length(s->in) == 0;
     struct evbuffer_iovec v;
-    if (evbuffer_reserve_space(s->in, (ev_ssize_t)want, &v, 1) != 1) {
+    if (to_stack) {
+        v.iov_base = small;
+        v.iov_len = want;
+    } else if (evbuffer_reserve_space(s->in, (ev_ssize_t)want, &v, 1) != 1) {
         errno = ENOMEM;
         return -1;
     }
@@ -112,7 +118,12 @@ static ssize_t tls_read_into(struct sock *s, size_t want)
     int r = SSL_read(s->ssl, v.iov_base, (int)v.iov_len);
     if (r > 0) {
         v.iov_len = (size_t)r;
-        evbuffer_commit_space(s->in, &v, 1);
+        if (!to_stack)
+            evbuffer_commit_space(s->in, &v, 1);
+        else if (evbuffer_add(s->in, small, (size_t)r) < 0) {
+            errno = ENOMEM;
+            return -1;
+        }
         return r;
     }
     switch (SSL_get_error(s->ssl, r)) {
