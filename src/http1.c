@@ -4,7 +4,6 @@
  * odd header names or value bytes) is an error, never "repaired". */
 #include <sluice/http1.h>
 
-#include <ctype.h>
 #include <stdint.h>
 #include <string.h>
 #include <strings.h>
@@ -192,13 +191,37 @@ static int err(int *status, int code)
 }
 
 /* uri-host [ ":" port ] (RFC 9110 7.2): reg-name or IP-literal, digits after the colon. */
+/* reg-name (RFC 3986 3.2.2): unreserved, sub-delims and '%' (ASCII, whatever the locale) */
+static int regname_char(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return 1;
+    switch (c) {
+    case '-': case '.': case '_': case '~': case '%': case '!': case '$': case '&':
+    case '\'': case '(': case ')': case '*': case '+': case ';': case '=':
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static int is_hex(unsigned char c)
+{
+    return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
 static int valid_host(const char *h, size_t n)
 {
     size_t i = 0;
     if (n && h[0] == '[') {
         while (i < n && h[i] != ']') {
             unsigned char c = (unsigned char)h[i];
-            if (i > 0 && !(isxdigit(c) || c == ':' || c == '.'))
+            if (i > 0 && !(is_hex(c) || c == ':' || c == '.'))
                 return 0;
             i++;
         }
@@ -208,7 +231,7 @@ static int valid_host(const char *h, size_t n)
     } else {
         for (; i < n && h[i] != ':'; i++) {
             unsigned char c = (unsigned char)h[i];
-            if (!(isalnum(c) || strchr("-._~%!$&'()*+;=", c)))
+            if (!regname_char(c))
                 return 0;
         }
     }
@@ -217,7 +240,7 @@ static int valid_host(const char *h, size_t n)
     if (h[i] != ':')
         return 0;
     for (i++; i < n; i++)
-        if (!isdigit((unsigned char)h[i]))
+        if (!is_digit((unsigned char)h[i]))
             return 0;
     return 1;
 }

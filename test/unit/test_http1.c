@@ -346,6 +346,47 @@ static void test_req_valid_host_values(void **state)
     }
 }
 
+/* Every byte value inside a reg-name Host ("a?b"), a port ("a:1?") and an IPv6 literal
+ * ("[::?]"): allowed exactly as RFC 3986 says, whatever the C library's locale tables. */
+static void test_req_host_every_byte(void **state)
+{
+    static const char regname[] = "-._~%!$&'()*+;=";
+    (void)state;
+    for (int c = 0; c < 256; c++) {
+        int alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        int hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+        struct {
+            const char *pre, *post;
+            int ok;
+        } cases[] = {
+            { "a", "b", alnum || (c && strchr(regname, c)) },
+            { "a:1", "", (c >= '0' && c <= '9') || c == ' ' || c == '\t' }, /* OWS: trimmed */
+            { "[::", "]", hex || c == ':' || c == '.' },
+        };
+        for (size_t k = 0; k < NELEM(cases); k++) {
+            char buf[64];
+            size_t n = 0;
+            const char *head = "GET / HTTP/1.1\r\nHost: ";
+            memcpy(buf, head, strlen(head));
+            n += strlen(head);
+            memcpy(buf + n, cases[k].pre, strlen(cases[k].pre));
+            n += strlen(cases[k].pre);
+            buf[n++] = (char)c;
+            memcpy(buf + n, cases[k].post, strlen(cases[k].post));
+            n += strlen(cases[k].post);
+            memcpy(buf + n, "\r\n\r\n", 4);
+            n += 4;
+            struct parsed p;
+            req_parse(&p, buf, n, &deflim, NHDRS);
+            if (cases[k].ok && p.rc != (int)n)
+                fail_msg("byte 0x%02x in %s?%s: refused (rc=%d)", c, cases[k].pre,
+                         cases[k].post, p.rc);
+            if (!cases[k].ok && p.rc != HTTP1_ERROR)
+                fail_msg("byte 0x%02x in %s?%s: accepted", c, cases[k].pre, cases[k].post);
+        }
+    }
+}
+
 static void test_req_empty_host_value(void **state)
 {
     struct parsed p;
@@ -1516,6 +1557,7 @@ int main(void)
         cmocka_unit_test(test_req_http10_no_host),
         cmocka_unit_test(test_req_empty_host_value),
         cmocka_unit_test(test_req_valid_host_values),
+        cmocka_unit_test(test_req_host_every_byte),
         cmocka_unit_test(test_req_expect_continue),
         cmocka_unit_test(test_req_upgrade_websocket),
         cmocka_unit_test(test_req_upgrade_needs_both),
