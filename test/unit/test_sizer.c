@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,10 +97,11 @@ static unsigned long long blocked_of(const char *tid)
     return mask;
 }
 
-/* The thread runs at nice 19 (one thread of this process has it in /proc) and blocks the
+/* The thread runs at nice 19 under SCHED_IDLE (one thread of this process has both in
+ * /proc: a proxy thread that wakes takes the core back at once) and blocks the
  * process's signals (a SIGHUP is the main loop's: under TSan one given to this thread while
  * it slept was never handled, and a reload was lost). */
-static void test_the_thread_is_nice_19(void **state)
+static void test_the_thread_is_nice_19_and_idle(void **state)
 {
     (void)state;
     struct sizer *z = sizer_new();
@@ -119,14 +121,18 @@ static void test_the_thread_is_nice_19(void **state)
         size_t n = fread(buf, 1, sizeof buf - 1, f);
         fclose(f);
         buf[n] = 0;
-        char *p = strrchr(buf, ')'); /* field 19 (nice) is the 17th after the name */
+        char *p = strrchr(buf, ')'); /* fields 19 (nice) and 41 (policy) after the name */
         int field = 2;
-        long nice = 0;
-        for (char *t = p ? strtok(p + 1, " ") : NULL; t; t = strtok(NULL, " "))
+        long nice = 0, policy = -1;
+        for (char *t = p ? strtok(p + 1, " ") : NULL; t; t = strtok(NULL, " ")) {
             if (++field == 19)
                 nice = strtol(t, NULL, 10);
+            if (field == 41)
+                policy = strtol(t, NULL, 10);
+        }
         if (nice == 19) {
             nice19++;
+            assert_int_equal(policy, SCHED_IDLE);
             unsigned long long m = blocked_of(e->d_name);
             assert_true(m & (1ULL << (SIGHUP - 1)));
             assert_true(m & (1ULL << (SIGTERM - 1)));
@@ -136,6 +142,58 @@ static void test_the_thread_is_nice_19(void **state)
     closedir(d);
     assert_int_equal(nice19, 1);
     sizer_free(z);
+}
+
+/* The scheduling policy of this process's nice-19 thread, or -1 if there is none. */
+static long policy_of_nice19(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    long found = -1;
+    for (struct dirent *e; d && (e = readdir(d));) {
+        char path[300], buf[1024];
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        char *p = strrchr(buf, ')');
+        int field = 2;
+        long nice = 0, policy = -1;
+        for (char *t = p ? strtok(p + 1, " ") : NULL; t; t = strtok(NULL, " ")) {
+            if (++field == 19)
+                nice = strtol(t, NULL, 10);
+            if (field == 41)
+                policy = strtol(t, NULL, 10);
+        }
+        if (nice == 19)
+            found = policy;
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+/* A job still running past the idle limit (0 s here) is raised out of SCHED_IDLE by the
+ * caller's next sizer_take (SCHED_OTHER, still nice 19): never starved by busy cores. */
+static void test_a_late_job_leaves_sched_idle(void **state)
+{
+    (void)state;
+    struct sizer *z = sizer_new();
+    sizer_idle_max(z, 0);
+    struct sizing_load l = window_at(20000); /* 2,000 erlangs: a search of seconds */
+    sizer_submit(z, &l, 0.5, 0.95, 100000, 0);
+    struct sizer_result r;
+    long policy = -1;
+    for (int i = 0; i < 2000 && policy != SCHED_OTHER; i++) { /* up to 2 s */
+        assert_false(sizer_take(z, &r)); /* still running */
+        policy = policy_of_nice19();
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    assert_int_equal(policy, SCHED_OTHER);
+    sizer_free(z); /* cuts the job short */
 }
 
 /* A model given a stop flag that is set gives up at once: a window that would take
@@ -159,7 +217,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_the_thread_gives_the_models_figure),
-        cmocka_unit_test(test_the_thread_is_nice_19),
+        cmocka_unit_test(test_the_thread_is_nice_19_and_idle),
+        cmocka_unit_test(test_a_late_job_leaves_sched_idle),
         cmocka_unit_test(test_a_stopped_model_gives_up),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
