@@ -97,6 +97,41 @@ static unsigned long long blocked_of(const char *tid)
     return mask;
 }
 
+/* This process's threads at nice 19: how many; the last one's id (tid, 256 bytes) and
+ * scheduling policy (fields 19 and 41 of /proc/self/task/ID/stat). */
+static int nice19_threads(char *tid, long *policy)
+{
+    DIR *d = opendir("/proc/self/task");
+    int found = 0;
+    for (struct dirent *e; d && (e = readdir(d));) {
+        char path[300], buf[1024];
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        char *p = strrchr(buf, ')');
+        int field = 2;
+        long nice = 0, pol = -1;
+        for (char *t = p ? strtok(p + 1, " ") : NULL; t; t = strtok(NULL, " ")) {
+            if (++field == 19)
+                nice = strtol(t, NULL, 10);
+            if (field == 41)
+                pol = strtol(t, NULL, 10);
+        }
+        if (nice == 19) {
+            found++;
+            snprintf(tid, 256, "%s", e->d_name);
+            *policy = pol;
+        }
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
 /* The thread runs at nice 19 under SCHED_IDLE (one thread of this process has both in
  * /proc: a proxy thread that wakes takes the core back at once) and blocks the
  * process's signals (a SIGHUP is the main loop's: under TSan one given to this thread while
@@ -109,70 +144,15 @@ static void test_the_thread_is_nice_19_and_idle(void **state)
     struct sizer_result r;
     sizer_submit(z, &l, 0.5, 0.95, 100, 0);
     wait_result(z, &r); /* the thread has set its priority before its first job */
-    DIR *d = opendir("/proc/self/task");
-    assert_non_null(d);
-    int nice19 = 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        char path[300], buf[1024];
-        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[n] = 0;
-        char *p = strrchr(buf, ')'); /* fields 19 (nice) and 41 (policy) after the name */
-        int field = 2;
-        long nice = 0, policy = -1;
-        for (char *t = p ? strtok(p + 1, " ") : NULL; t; t = strtok(NULL, " ")) {
-            if (++field == 19)
-                nice = strtol(t, NULL, 10);
-            if (field == 41)
-                policy = strtol(t, NULL, 10);
-        }
-        if (nice == 19) {
-            nice19++;
-            assert_int_equal(policy, SCHED_IDLE);
-            unsigned long long m = blocked_of(e->d_name);
-            assert_true(m & (1ULL << (SIGHUP - 1)));
-            assert_true(m & (1ULL << (SIGTERM - 1)));
-            assert_true(m & (1ULL << (SIGUSR1 - 1)));
-        }
-    }
-    closedir(d);
-    assert_int_equal(nice19, 1);
+    char tid[256];
+    long policy = -1;
+    assert_int_equal(nice19_threads(tid, &policy), 1);
+    assert_int_equal(policy, SCHED_IDLE);
+    unsigned long long m = blocked_of(tid);
+    assert_true(m & (1ULL << (SIGHUP - 1)));
+    assert_true(m & (1ULL << (SIGTERM - 1)));
+    assert_true(m & (1ULL << (SIGUSR1 - 1)));
     sizer_free(z);
-}
-
-/* The scheduling policy of this process's nice-19 thread, or -1 if there is none. */
-static long policy_of_nice19(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    long found = -1;
-    for (struct dirent *e; d && (e = readdir(d));) {
-        char path[300], buf[1024];
-        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[n] = 0;
-        char *p = strrchr(buf, ')');
-        int field = 2;
-        long nice = 0, policy = -1;
-        for (char *t = p ? strtok(p + 1, " ") : NULL; t; t = strtok(NULL, " ")) {
-            if (++field == 19)
-                nice = strtol(t, NULL, 10);
-            if (field == 41)
-                policy = strtol(t, NULL, 10);
-        }
-        if (nice == 19)
-            found = policy;
-    }
-    if (d)
-        closedir(d);
-    return found;
 }
 
 /* A job still running past the idle limit (0 s here) is raised out of SCHED_IDLE by the
@@ -188,7 +168,8 @@ static void test_a_late_job_leaves_sched_idle(void **state)
     long policy = -1;
     for (int i = 0; i < 2000 && policy != SCHED_OTHER; i++) { /* up to 2 s */
         assert_false(sizer_take(z, &r)); /* still running */
-        policy = policy_of_nice19();
+        char tid[256];
+        nice19_threads(tid, &policy);
         struct timespec ms = {0, 1000000};
         nanosleep(&ms, NULL);
     }
