@@ -82,6 +82,7 @@ cleanup() {
   local i
   trap - EXIT INT TERM
   for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do stop_pid "${STARTED[$i]}"; done
+  uncap_all
   if [ "$KEEP" = 1 ]; then log "kept $W"; else rm -rf "$W"; fi
 }
 
@@ -97,6 +98,39 @@ alive() { kill -0 "${PID[$1]}" 2>/dev/null; }
 pin() {        # pin NAME CPU: every thread of NAME's processes (pids_of) to one CPU
   local p
   for p in $(pids_of "$1"); do taskset -a -p -c "$2" "$p" >/dev/null 2>&1 || log "cannot pin $1 ($p)"; done
+}
+
+# A CPU cap for one proxy's processes (--pinned with BENCH_PROXY_QUOTA): a cgroup of the
+# cpu controller, v2 (cpu.max) or v1 (cpu.cfs_quota_us), that allows PERCENT of one CPU in
+# every 10 ms period. Removed by cleanup once the processes are stopped.
+CAPS=()
+cap_root() {
+  if grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then echo "v2 /sys/fs/cgroup"
+  elif [ -w /sys/fs/cgroup/cpu ]; then echo "v1 /sys/fs/cgroup/cpu"
+  fi
+}
+
+cap() {        # cap NAME PERCENT: every process of NAME (pids_of) limited to PERCENT of a CPU
+  local ver root dir p quota=$(( $2 * 100 ))
+  read -r ver root < <(cap_root)
+  [ -n "${root:-}" ] || die "BENCH_PROXY_QUOTA needs the cgroup cpu controller (v2 or v1) writable"
+  dir=$root/sluice-bench-$$-$1
+  mkdir -p "$dir" || die "cannot make cgroup $dir"
+  CAPS+=("$dir")
+  if [ "$ver" = v2 ]; then
+    grep -qw cpu "$root/cgroup.subtree_control" || echo +cpu >"$root/cgroup.subtree_control"
+    echo "$quota 10000" >"$dir/cpu.max" || die "cannot set $dir/cpu.max"
+  else
+    echo 10000 >"$dir/cpu.cfs_period_us" && echo "$quota" >"$dir/cpu.cfs_quota_us" ||
+      die "cannot set the quota of $dir"
+  fi
+  for p in $(pids_of "$1"); do echo "$p" >"$dir/cgroup.procs" || log "cannot cap $1 ($p)"; done
+}
+
+uncap_all() {  # remove the cgroups cap made (their processes are gone by then)
+  local d
+  for d in "${CAPS[@]}"; do rmdir "$d" 2>/dev/null || log "cannot remove cgroup $d"; done
+  CAPS=()
 }
 
 stop_all() {   # stop_all NAME...: stop the named processes (SIGTERM, by PID) if still running

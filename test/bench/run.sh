@@ -16,6 +16,11 @@
 #                                    pinned to CPU BENCH_PROXY_CPU [0]; wrk (64 connections)
 #                                    and the origins pinned to BENCH_LOAD_CPU [1]; no memory
 #                                    test (run.sh without --pinned measures it)
+#   BENCH_PROXY_QUOTA [off]          with --pinned: each proxy's processes capped at this
+#                                    percent of its CPU (cgroup cpu controller, 10 ms
+#                                    periods), so that the proxy, not wrk and the origins
+#                                    on the other CPU, sets req/s: req/s is then per-core
+#                                    capacity; p99 includes the throttling (up to 10 ms)
 #   BENCH_DURATION [10]  seconds per wrk run      BENCH_ROUNDS [3]   interleaved rounds
 #   BENCH_WARMUP   [3]   seconds of warm-up       BENCH_CONNS  [50]  wrk connections
 #   BENCH_WRK_THREADS [1]                         BENCH_IDLE [10000] idle connections
@@ -169,6 +174,7 @@ start_haproxy
 for p in $PROXIES; do
   wait_http "$p" "http://127.0.0.1:${PORT[$p]}/small" || exit 1
   [ "$PINNED" = 1 ] && pin "$p" "$PROXY_CPU"
+  [ "$PINNED" = 1 ] && [ -n "${BENCH_PROXY_QUOTA:-}" ] && cap "$p" "$BENCH_PROXY_QUOTA"
 done
 
 # ---------------------------------------------------------------- correctness pre-flight
@@ -197,6 +203,7 @@ log "pre-flight ok: $PROXIES return the origin's bytes (small, 64k, 404)"
   echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (anything else using the CPU skews the figures)"
   echo "# wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s --latency; $ROUNDS interleaved rounds; ${WARMUP}s warm-up; paths $PATHS"
   [ "$PINNED" = 1 ] && echo "# pinned: each proxy one thread/worker on CPU $PROXY_CPU; wrk and the origins on CPU $LOAD_CPU"
+  [ "$PINNED" = 1 ] && [ -n "${BENCH_PROXY_QUOTA:-}" ] && echo "# capped: each proxy at ${BENCH_PROXY_QUOTA} % of its CPU (cgroup, 10 ms periods)"
   echo "# idle connections: $IDLE; open-file limit $NOFILE; nginx worker_connections / haproxy maxconn $MAXCONN"
   echo
 } >>"$RAW"
