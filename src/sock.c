@@ -30,13 +30,15 @@ _Static_assert(SOCK_READING == BEV_EVENT_READING && SOCK_WRITING == BEV_EVENT_WR
 
 /* ---- reading ---- */
 
-/* One read into up to want bytes of fresh space at the input's end: recv() into one piece
- * of space (the usual case: the kernel then copies no iovec array in and looks the file up
- * without its position lock, ~2 % of a pinned core), readv() into two. */
 /* An empty input's first read goes to the stack, then into a chain of its size: most are
  * heads of a few hundred bytes, and a chain under 1 KiB comes from glibc's per-thread cache
  * where reading in place took a fresh 4 KiB chain (the bins, and freed at once: two a
- * proxied request). */
+ * proxied request). Plain and TLS reads alike. */
+static int read_to_stack(struct evbuffer *in, size_t want)
+{
+    return want <= READ_FIRST && evbuffer_get_length(in) == 0;
+}
+
 static ssize_t read_small(struct evbuffer *in, int fd, size_t want)
 {
     char buf[READ_FIRST];
@@ -48,9 +50,12 @@ static ssize_t read_small(struct evbuffer *in, int fd, size_t want)
     return r;
 }
 
+/* One read into up to want bytes of fresh space at the input's end: recv() into one piece
+ * of space (the usual case: the kernel then copies no iovec array in and looks the file up
+ * without its position lock, ~2 % of a pinned core), readv() into two. */
 static ssize_t read_into(struct evbuffer *in, int fd, size_t want)
 {
-    if (want <= READ_FIRST && evbuffer_get_length(in) == 0)
+    if (read_to_stack(in, want))
         return read_small(in, fd, want);
     struct evbuffer_iovec v[2];
     int n = evbuffer_reserve_space(in, (ev_ssize_t)want, v, 2);
@@ -101,9 +106,8 @@ static void tls_broken(struct sock *s)
  * for "nothing yet" and 0 for the peer's close_notify or a close without one. */
 static ssize_t tls_read_into(struct sock *s, size_t want)
 {
-    /* an empty input's first read: to the stack, then a chain of its size (read_small) */
     char small[READ_FIRST];
-    int to_stack = want <= READ_FIRST && evbuffer_get_length(s->in) == 0;
+    int to_stack = read_to_stack(s->in, want);
     struct evbuffer_iovec v;
     if (to_stack) {
         v.iov_base = small;
