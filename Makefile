@@ -187,6 +187,7 @@ soak-plain: deps
 bench: deps all
 	$(Q)sh test/bench/run.sh
 	$(Q)sh test/bench/run.sh --pinned
+	$(Q)BENCH_PROXY_QUOTA=50 BENCH_ROUNDS=7 BENCH_DURATION=8 sh test/bench/run.sh --pinned
 	$(Q)if [ -f test/bench/tls.sh ]; then sh test/bench/tls.sh; fi
 	$(Q)if [ -f test/bench/h2.sh ]; then sh test/bench/h2.sh; fi
 	$(Q)if [ -f test/bench/overload.sh ]; then sh test/bench/overload.sh; fi

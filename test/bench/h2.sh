@@ -145,6 +145,7 @@ $(haproxy_head 4096)
 
 frontend fe
     bind 127.0.0.1:$P_HAPROXY ssl crt $W/tls/haproxy.pem alpn h2,http/1.1 ssl-min-ver TLSv1.2
+$(haproxy_same_work)
     default_backend origin
 
 backend origin
@@ -173,6 +174,7 @@ for p in $PROXIES; do
   code=${out##*$'\n'}; body=${out%$'\n'*}; body=${body%$'\n'}
   [ "$code" = "2 200" ] && [ "$body" = "$SMALL_BODY" ] \
     || die "$p: curl --http2 /small returned HTTP version/status '$code': $(printf %s "$body" | head -c 200)"
+  check_same_work "$p" "https://127.0.0.1:${PORT[$p]}" https -k --http2
   f=$W/pre-$p.h2load
   timeout 30 "$H2LOAD" -n 200 -c 2 -m "$H2_STREAMS" "$H2_TLS" "$url" >"$f" 2>&1
   alpn=$(h2_field "Application protocol" "$f")
@@ -194,6 +196,7 @@ log "pre-flight ok: $PROXIES answer 200 with the origin's body over h2 (curl --h
 {
   echo "# sluice HTTP/2 benchmark $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo "# command: ${BENCH_CMD:-sh test/bench/h2.sh} $*"
+  work_desc
   echo "# host: $(host_desc)"
   echo "# openssl: $("$OPENSSL" version)"
   echo "# nginx: $("$NGINX" -V 2>&1 | grep -E 'nginx version|built with OpenSSL' | tr '\n' ' ')"

@@ -21,6 +21,12 @@
 #                                    periods), so that the proxy, not wrk and the origins
 #                                    on the other CPU, sets req/s: req/s is then per-core
 #                                    capacity; p99 includes the throttling (up to 10 ms)
+#   BENCH_SLUICE_CONFIG [plain]      plain: sluice's backends have an address and nothing
+#                                    else (keepalive = auto, idle_timeout = 1s); tuned: as
+#                                    NGINX's upstream, keepalive = 64, idle_timeout = 60s
+#   BENCH_BARE [0]                   1: NGINX and HAProxy proxy bare; by default they add
+#                                    what sluice adds (X-Forwarded-For/-Proto/-Host, a
+#                                    request id up and back: the same work, lib.sh)
 #   BENCH_DURATION [10]  seconds per wrk run      BENCH_ROUNDS [3]   interleaved rounds
 #   BENCH_WARMUP   [3]   seconds of warm-up       BENCH_CONNS  [50]  wrk connections
 #   BENCH_WRK_THREADS [1]                         BENCH_IDLE [10000] idle connections
@@ -46,12 +52,14 @@ for arg in "$@"; do
     --skip-sluice) SKIP_SLUICE=1 ;;
     --quick) DURATION=3; ROUNDS=1; WARMUP=1; IDLE=2000 ;;
     --pinned) PINNED=1 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "bench: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
 
 PINNED=${PINNED:-0}
+SLUICE_CONFIG=${BENCH_SLUICE_CONFIG:-plain}
+case $SLUICE_CONFIG in plain|tuned) ;; *) die "BENCH_SLUICE_CONFIG is plain or tuned, not $SLUICE_CONFIG" ;; esac
 PROXY_THREADS=2
 if [ "$PINNED" = 1 ]; then
   PROXY_THREADS=1
@@ -112,6 +120,8 @@ origin_split() {
 # ---------------------------------------------------------------- proxies
 if has_sluice; then
   d=$W/sluice; mkdir -p "$d"
+  TUNED=""   # plain: sluice's defaults (keepalive = auto, idle_timeout = 1s)
+  [ "$SLUICE_CONFIG" = tuned ] && TUNED=$'keepalive = 64\nidle_timeout = 60s\n'
   cat >"$d/sluice.ini" <<EOF
 [proxy]
 listen = 127.0.0.1:$P_SLUICE
@@ -121,13 +131,10 @@ keepalive_timeout = 75s
 
 [backend o1]
 address = 127.0.0.1:$P_O1
-keepalive = 64
-idle_timeout = 60s
-
+$TUNED
 [backend o2]
 address = 127.0.0.1:$P_O2
-keepalive = 64
-idle_timeout = 60s
+$TUNED
 EOF
   start_sluice "$SLUICE_BIN" "$d/sluice.ini"
 fi
@@ -162,6 +169,7 @@ $(haproxy_head "$MAXCONN" "$PROXY_THREADS")
 
 frontend fe
     bind 127.0.0.1:$P_HAPROXY
+$(haproxy_same_work)
     default_backend origins
 
 backend origins
@@ -186,6 +194,7 @@ for p in $PROXIES; do
   [ "$sha" = "$SHA_64K" ] || die "$p: /64k body differs (sha256 $sha)"
   code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$base/nonexistent")
   [ "$code" = 404 ] || die "$p: /nonexistent returned $code, expected the origin's 404"
+  check_same_work "$p" "$base" http
 done
 log "pre-flight ok: $PROXIES return the origin's bytes (small, 64k, 404)"
 
@@ -201,9 +210,11 @@ log "pre-flight ok: $PROXIES return the origin's bytes (small, 64k, 404)"
     echo "# sluice: $("$SLUICE_BIN" -v 2>&1 | head -1); $SLUICE_BIN ($(sluice_git_desc); built $(date -r "$SLUICE_BIN" '+%F %T'))"
   fi
   echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (anything else using the CPU skews the figures)"
-  echo "# wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s --latency; $ROUNDS interleaved rounds; ${WARMUP}s warm-up; paths $PATHS"
+  echo "# wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s --latency (${WRK_PREFIX:-} $(wrk_nice)); $ROUNDS interleaved rounds; ${WARMUP}s warm-up; paths $PATHS"
   [ "$PINNED" = 1 ] && echo "# pinned: each proxy one thread/worker on CPU $PROXY_CPU; wrk and the origins on CPU $LOAD_CPU"
   [ "$PINNED" = 1 ] && [ -n "${BENCH_PROXY_QUOTA:-}" ] && echo "# capped: each proxy at ${BENCH_PROXY_QUOTA} % of its CPU (cgroup, 10 ms periods)"
+  work_desc
+  echo "# sluice configuration: $SLUICE_CONFIG (BENCH_SLUICE_CONFIG)"
   echo "# idle connections: $IDLE; open-file limit $NOFILE; nginx worker_connections / haproxy maxconn $MAXCONN"
   echo
 } >>"$RAW"

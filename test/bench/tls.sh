@@ -132,6 +132,7 @@ $(haproxy_head 4096)
 
 frontend fe
     bind 127.0.0.1:$P_HAPROXY ssl crt $W/tls/haproxy.pem ssl-min-ver TLSv1.2 ciphers $CIPHER12
+$(haproxy_same_work)
     default_backend origin
 
 backend origin
@@ -159,6 +160,7 @@ tls_request() {  # tls_request PORT VERSION REQUEST OUTFILE: one request via s_c
 }
 for p in $PROXIES; do
   base=https://127.0.0.1:${PORT[$p]}
+  check_same_work "$p" "$base" https -k
   for v in 1.3 1.2; do
     out=$(curl -sk --max-time 5 --tlsv$v --tls-max $v -w '\n%{http_code}' "$base/small")
     code=${out##*$'\n'}; body=${out%$'\n'*}; body=${body%$'\n'}
@@ -195,6 +197,7 @@ log "pre-flight ok: $PROXIES answer 200 with the origin's body over TLS 1.3 and 
 {
   echo "# sluice TLS benchmark $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo "# command: ${BENCH_CMD:-sh test/bench/tls.sh} $*"
+  work_desc
   echo "# host: $(host_desc)"
   echo "# openssl: $("$OPENSSL" version)"
   echo "# nginx: $("$NGINX" -V 2>&1 | grep -E 'nginx version|built with OpenSSL' | tr '\n' ' ')"
