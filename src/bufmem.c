@@ -2,6 +2,7 @@
 #include <sluice/bufmem.h>
 
 #include <malloc.h>
+#include <string.h>
 
 int bufmem_reserve(struct bufmem *m, size_t n, size_t limit, int force)
 {
@@ -43,4 +44,18 @@ int bufmem_tick(struct bufmem *m)
     malloc_trim(0);
     m->trims++;
     return 1;
+}
+
+/* Measured (docs/benchmarks.md, session 13): two threads relaying 64 KiB responses made
+ * about one madvise and one page fault a request (a TLB shootdown to the other core each
+ * time); 256 KiB already stopped them, 1 MiB leaves room for more connections in flight.
+ * What stays is at most BUFMEM_KEEP_TOP per arena; malloc_trim (bufmem_tick) still returns
+ * everything after a flood of bodies. */
+size_t bufmem_malloc_setup(const char *tunables, const char *trim_env)
+{
+    if ((tunables && strstr(tunables, "malloc.trim_threshold")) || trim_env)
+        return 0;
+    if (mallopt(M_TRIM_THRESHOLD, (int)BUFMEM_KEEP_TOP) != 1)
+        return 0;
+    return BUFMEM_KEEP_TOP;
 }

@@ -420,6 +420,7 @@ int main(int argc, char **argv)
     queue_init(&px.queue);
     queue_configure(&px.queue, rt->cfg->queue_target_ms, rt->cfg->queue_interval_ms);
     signal(SIGPIPE, SIG_IGN);
+    bufmem_malloc_setup(getenv("GLIBC_TUNABLES"), getenv("MALLOC_TRIM_THRESHOLD_"));
     evthread_use_pthreads();
     if (log_open(rt->cfg->proxy.error_log, rt->cfg->proxy.access_log, rt->cfg->proxy.log_level) <
         0)

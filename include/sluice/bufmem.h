@@ -31,4 +31,14 @@ int bufmem_tick(struct bufmem *m);
 
 #define BUFMEM_TRIM_STEP (8u << 20)
 
+/* At start, before any thread: let each malloc arena keep up to BUFMEM_KEEP_TOP bytes free
+ * at its top (glibc's M_TRIM_THRESHOLD; its default, 128 KiB, gives a worker's freed top
+ * back with madvise(MADV_DONTNEED) about once per 64 KiB response relayed, and the pages
+ * fault in again on the next one). Not when the user set glibc's own threshold: tunables is
+ * getenv("GLIBC_TUNABLES"), trim_env getenv("MALLOC_TRIM_THRESHOLD_"). The threshold set,
+ * or 0 when it was left alone. */
+size_t bufmem_malloc_setup(const char *tunables, const char *trim_env);
+
+#define BUFMEM_KEEP_TOP (1u << 20)
+
 #endif
