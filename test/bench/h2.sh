@@ -26,6 +26,7 @@
 #   BENCH_H2_CONNS    [32] h2load connections    BENCH_H2_STREAMS  [10] concurrent streams each
 #   BENCH_H2_THREADS  [1]  h2load threads
 #   BENCH_KEEP=1 keep the temp directory
+#   BENCH_SLUICE_CONFIG [plain] | tuned, BENCH_BARE=1: as in run.sh (lib.sh)
 #   SLUICE_BIN [build/sluice]   SLUICE_ARGS ["-c {config}"] ({config} is replaced)
 #   H2LOAD [h2load] (Debian nghttp2-client)
 # The Makefile runs this with `sh`; re-exec under bash.
@@ -51,7 +52,7 @@ for arg in "$@"; do
   case $arg in
     --skip-sluice) SKIP_SLUICE=1 ;;
     --quick) DURATION=3; ROUNDS=1; WARMUP=1 ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "bench-h2: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -99,8 +100,7 @@ keepalive_timeout = 75s
 
 [backend o]
 address = 127.0.0.1:$P_O
-keepalive = 64
-idle_timeout = 60s
+$(sluice_backend_tuning)
 EOF
   # Run a copy: a rebuild of build/sluice during the run must not change what is measured
   # (the header records the original's build time and the copy's sha256).
@@ -197,6 +197,7 @@ log "pre-flight ok: $PROXIES answer 200 with the origin's body over h2 (curl --h
   echo "# sluice HTTP/2 benchmark $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo "# command: ${BENCH_CMD:-sh test/bench/h2.sh} $*"
   work_desc
+  echo "# sluice configuration: $SLUICE_CONFIG (BENCH_SLUICE_CONFIG)"
   echo "# host: $(host_desc)"
   echo "# openssl: $("$OPENSSL" version)"
   echo "# nginx: $("$NGINX" -V 2>&1 | grep -E 'nginx version|built with OpenSSL' | tr '\n' ' ')"

@@ -377,6 +377,15 @@ defaults
 EOF
 }
 
+# sluice's backends: the plainest config by default (an address, nothing else: keepalive =
+# auto, idle_timeout = 1s); BENCH_SLUICE_CONFIG=tuned sets NGINX's upstream figures.
+SLUICE_CONFIG=${BENCH_SLUICE_CONFIG:-plain}
+case $SLUICE_CONFIG in plain|tuned) ;; *) die "BENCH_SLUICE_CONFIG is plain or tuned, not $SLUICE_CONFIG" ;; esac
+sluice_backend_tuning() {  # the lines a backend section gets beyond its address
+  [ "$SLUICE_CONFIG" = tuned ] && printf 'keepalive = 64\nidle_timeout = 60s\n'
+  return 0
+}
+
 start_sluice() {  # start_sluice BIN CONFIG: SLUICE_ARGS with {config} replaced
   # shellcheck disable=SC2086
   start sluice "$1" ${SLUICE_ARGS//\{config\}/$2}
@@ -387,7 +396,8 @@ start_sluice() {  # start_sluice BIN CONFIG: SLUICE_ARGS with {config} replaced
 # shares the cores with the proxy and the origins, and a proxy thread waking from a short
 # sleep preempts it: the time wrk then waits is counted in every latency it has in flight.
 # Measured (session 13, sluice unpinned, /64k, -c50): p99 32.5 and 19.0 ms at nice 0, 4.4
-# and 5.9 ms at -10, the same req/s. The same for every proxy.
+# and 5.9 ms at -10, the same req/s. The same for every proxy; not in run.sh --pinned,
+# where wrk has a core of its own with the origins.
 wrk_nice() {  # the prefix that runs wrk at BENCH_WRK_NICE, or nothing where it cannot
   local n=${BENCH_WRK_NICE:--10}
   [ "$(nice -n "$n" nice 2>/dev/null)" = "$n" ] && echo "nice -n $n"

@@ -58,14 +58,13 @@ for arg in "$@"; do
 done
 
 PINNED=${PINNED:-0}
-SLUICE_CONFIG=${BENCH_SLUICE_CONFIG:-plain}
-case $SLUICE_CONFIG in plain|tuned) ;; *) die "BENCH_SLUICE_CONFIG is plain or tuned, not $SLUICE_CONFIG" ;; esac
 PROXY_THREADS=2
 if [ "$PINNED" = 1 ]; then
   PROXY_THREADS=1
   CONNS=${BENCH_CONNS:-64}
   PROXY_CPU=${BENCH_PROXY_CPU:-0}; LOAD_CPU=${BENCH_LOAD_CPU:-1}
   WRK_PREFIX="taskset -c $LOAD_CPU"
+  WRK_NICE=""   # wrk shares its CPU with the origins only (lib.sh, wrk_nice)
   BENCH_NAME=bench-pinned
 fi
 
@@ -120,8 +119,6 @@ origin_split() {
 # ---------------------------------------------------------------- proxies
 if has_sluice; then
   d=$W/sluice; mkdir -p "$d"
-  TUNED=""   # plain: sluice's defaults (keepalive = auto, idle_timeout = 1s)
-  [ "$SLUICE_CONFIG" = tuned ] && TUNED=$'keepalive = 64\nidle_timeout = 60s\n'
   cat >"$d/sluice.ini" <<EOF
 [proxy]
 listen = 127.0.0.1:$P_SLUICE
@@ -131,10 +128,11 @@ keepalive_timeout = 75s
 
 [backend o1]
 address = 127.0.0.1:$P_O1
-$TUNED
+$(sluice_backend_tuning)
+
 [backend o2]
 address = 127.0.0.1:$P_O2
-$TUNED
+$(sluice_backend_tuning)
 EOF
   start_sluice "$SLUICE_BIN" "$d/sluice.ini"
 fi
@@ -210,7 +208,7 @@ log "pre-flight ok: $PROXIES return the origin's bytes (small, 64k, 404)"
     echo "# sluice: $("$SLUICE_BIN" -v 2>&1 | head -1); $SLUICE_BIN ($(sluice_git_desc); built $(date -r "$SLUICE_BIN" '+%F %T'))"
   fi
   echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (anything else using the CPU skews the figures)"
-  echo "# wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s --latency (${WRK_PREFIX:-} $(wrk_nice)); $ROUNDS interleaved rounds; ${WARMUP}s warm-up; paths $PATHS"
+  echo "# wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s --latency (${WRK_PREFIX:-} ${WRK_NICE-$(wrk_nice)}); $ROUNDS interleaved rounds; ${WARMUP}s warm-up; paths $PATHS"
   [ "$PINNED" = 1 ] && echo "# pinned: each proxy one thread/worker on CPU $PROXY_CPU; wrk and the origins on CPU $LOAD_CPU"
   [ "$PINNED" = 1 ] && [ -n "${BENCH_PROXY_QUOTA:-}" ] && echo "# capped: each proxy at ${BENCH_PROXY_QUOTA} % of its CPU (cgroup, 10 ms periods)"
   work_desc

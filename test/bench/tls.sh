@@ -22,6 +22,7 @@
 #   BENCH_CONNS       [50] wrk connections       BENCH_WRK_THREADS [1]
 #   BENCH_HS_CLIENTS  [1]  parallel s_time processes per handshake run
 #   BENCH_KEEP=1 keep the temp directory
+#   BENCH_SLUICE_CONFIG [plain] | tuned, BENCH_BARE=1: as in run.sh (lib.sh)
 #   SLUICE_BIN [build/sluice]   SLUICE_ARGS ["-c {config}"] ({config} is replaced)
 # The Makefile runs this with `sh`; re-exec under bash.
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
@@ -44,7 +45,7 @@ for arg in "$@"; do
   case $arg in
     --skip-sluice) SKIP_SLUICE=1 ;;
     --quick) DURATION=3; HS_DURATION=3; ROUNDS=1; WARMUP=1 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "bench-tls: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -88,8 +89,7 @@ keepalive_timeout = 75s
 
 [backend o]
 address = 127.0.0.1:$P_O
-keepalive = 64
-idle_timeout = 60s
+$(sluice_backend_tuning)
 EOF
   # Run a copy: a rebuild of build/sluice during the run must not change what is measured
   # (the header records the original's build time and the copy's sha256).
@@ -198,6 +198,7 @@ log "pre-flight ok: $PROXIES answer 200 with the origin's body over TLS 1.3 and 
   echo "# sluice TLS benchmark $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo "# command: ${BENCH_CMD:-sh test/bench/tls.sh} $*"
   work_desc
+  echo "# sluice configuration: $SLUICE_CONFIG (BENCH_SLUICE_CONFIG)"
   echo "# host: $(host_desc)"
   echo "# openssl: $("$OPENSSL" version)"
   echo "# nginx: $("$NGINX" -V 2>&1 | grep -E 'nginx version|built with OpenSSL' | tr '\n' ' ')"
