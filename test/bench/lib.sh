@@ -402,11 +402,11 @@ wrk_nice() {  # the prefix that runs wrk at BENCH_WRK_NICE, or nothing where it 
   local n=${BENCH_WRK_NICE:--10}
   [ "$(nice -n "$n" nice 2>/dev/null)" = "$n" ] && echo "nice -n $n"
 }
+WRK_NICE=$(wrk_nice)   # run.sh --pinned empties it
 
 wrk_run() {  # wrk_run PROXY URL SECONDS: bounded wrk run; sets WRK_OUT, ORIGIN_DELTA, CPU_DELTA
   local p=$1 o0 o1 c0 c1
   o0=$(origin_requests); c0=$(cpu_ticks "$p")
-  WRK_NICE=${WRK_NICE-$(wrk_nice)}
   # shellcheck disable=SC2086
   WRK_OUT=$(timeout $(($3 + 30)) ${WRK_PREFIX:-} $WRK_NICE "$WRK" -t"$WRK_THREADS" -c"$CONNS" -d"$3s" --latency "$2" 2>&1)
   c1=$(cpu_ticks "$p"); o1=$(origin_requests)

@@ -208,7 +208,7 @@ log "pre-flight ok: $PROXIES return the origin's bytes (small, 64k, 404)"
     echo "# sluice: $("$SLUICE_BIN" -v 2>&1 | head -1); $SLUICE_BIN ($(sluice_git_desc); built $(date -r "$SLUICE_BIN" '+%F %T'))"
   fi
   echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (anything else using the CPU skews the figures)"
-  echo "# wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s --latency (${WRK_PREFIX:-} ${WRK_NICE-$(wrk_nice)}); $ROUNDS interleaved rounds; ${WARMUP}s warm-up; paths $PATHS"
+  echo "# wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s --latency (${WRK_PREFIX:-} $WRK_NICE); $ROUNDS interleaved rounds; ${WARMUP}s warm-up; paths $PATHS"
   [ "$PINNED" = 1 ] && echo "# pinned: each proxy one thread/worker on CPU $PROXY_CPU; wrk and the origins on CPU $LOAD_CPU"
   [ "$PINNED" = 1 ] && [ -n "${BENCH_PROXY_QUOTA:-}" ] && echo "# capped: each proxy at ${BENCH_PROXY_QUOTA} % of its CPU (cgroup, 10 ms periods)"
   work_desc
